@@ -1,0 +1,1 @@
+//! deposium-convert: safetensors → ONNX graph, quantizers.

@@ -1,0 +1,1 @@
+//! deposium-eval
