@@ -1,1 +1,226 @@
-//! deposium-convert: safetensors → ONNX graph, quantizers.
+//! deposium-convert: safetensors → ONNX graph (Gemma3, BERT), with block quantization.
+//!
+//! `convert(src, out, quant)` writes a portable model directory: `model.onnx` + `model.onnx_data`, the tokenizer and
+//! configs, and `deposium.json` (the manifest: scheme, source sha256, sizes, measured fidelity when known).
+pub mod bert;
+pub mod builder;
+pub mod gemma;
+pub mod proto;
+pub mod quant;
+pub mod st_config;
+pub mod weights;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use builder::Builder;
+use proto::attr_i;
+pub use quant::QuantConfig;
+use st_config::{Pooling, StConfig};
+use weights::Weights;
+
+/// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
+pub const GRAPH_VERSION: u32 = 1;
+
+/// A sentence-transformers Dense layer after pooling.
+pub struct DenseHead {
+    pub w: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub name: String,
+}
+
+pub fn load_dense(cfg: &StConfig) -> Result<Vec<DenseHead>> {
+    let mut out = Vec::new();
+    for (i, d) in cfg.dense.iter().enumerate() {
+        if !(d.activation.is_empty() || d.activation.ends_with("Identity")) {
+            bail!("{}: Dense activation '{}' is not supported (only Identity)", d.dir.display(), d.activation);
+        }
+        let w = Weights::open(&d.dir.join("model.safetensors"))?;
+        let wm = w.matrix("linear.weight", d.out_features, d.in_features)?;
+        let bias = if d.bias { Some(w.vector("linear.bias", d.out_features)?) } else { None };
+        out.push(DenseHead { w: wm.data, bias, in_features: d.in_features, out_features: d.out_features, name: format!("dense{}", i + 1) });
+    }
+    Ok(out)
+}
+
+/// Masked mean over the sequence: `x` `[B,S,H]`, `mask_f` `[B,S]` float → `[B,H]`.
+pub fn mean_pool(b: &mut Builder, x: &str, mask_f: &str) -> String {
+    let m3 = b.unsqueeze(mask_f, &[1]); // [B,1,S]
+    let summed = b.op("MatMul", &[&m3, x], vec![]); // [B,1,H]
+    let axes = b.const_i64(&[1]);
+    let count = b.op("ReduceSum", &[mask_f, &axes], vec![attr_i("keepdims", 1)]); // [B,1]
+    let tiny = b.scalar_f32(1e-9);
+    let count = b.op("Max", &[&count, &tiny], vec![]);
+    let count = b.unsqueeze(&count, &[2]); // [B,1,1]
+    let mean = b.op("Div", &[&summed, &count], vec![]);
+    let sq = b.const_i64(&[1]);
+    b.op("Squeeze", &[&mean, &sq], vec![])
+}
+
+/// First token (`[CLS]`) of `x` `[B,S,H]` → `[B,H]`.
+pub fn cls_pool(b: &mut Builder, x: &str) -> String {
+    let zero = b.scalar_i64(0);
+    b.op("Gather", &[x, &zero], vec![attr_i("axis", 1)])
+}
+
+pub fn dense_heads(b: &mut Builder, x: &str, heads: &[DenseHead], q: &QuantConfig) -> Result<String> {
+    let mut y = x.to_string();
+    for d in heads {
+        y = quant::linear(b, &y, &d.name, &d.w, d.out_features, d.in_features, d.bias.as_deref(), q);
+    }
+    Ok(y)
+}
+
+/// What a converted directory holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub family: String,
+    pub scheme: String,
+    pub quant: QuantConfig,
+    pub dim: usize,
+    pub max_tokens: usize,
+    /// The graph's output is pooled (`sentence_embedding`) and needs only normalisation.
+    pub output: String,
+    pub normalize: bool,
+    pub graph_version: u32,
+    pub source_dir: PathBuf,
+    pub source_sha256: String,
+    /// Bytes: token table, transformer layers, heads, total on disk.
+    pub sizes: Sizes,
+    /// Cosine to reference vectors, filled in by whoever measured it.
+    #[serde(default)]
+    pub fidelity: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sizes {
+    pub table: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub total_on_disk: u64,
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Family of a transformers directory from its config.json `model_type`.
+pub fn detect_family(src: &Path) -> Result<String> {
+    let cfg: serde_json::Value = st_config::read_json(&src.join("config.json"))?;
+    let mt = cfg.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    Ok(match mt {
+        "gemma3_text" | "gemma3" => "gemma3".into(),
+        "bert" => "bert".into(),
+        other => bail!("{}: model_type '{other}' is not supported by the graph builder (gemma3_text, bert)", src.display()),
+    })
+}
+
+const COPY_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+];
+
+/// Build the ONNX graph for `src` with `q`, and write a model directory to `out` (atomically).
+pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
+    let family = detect_family(src)?;
+    let st = StConfig::load(src)?;
+    let dense = load_dense(&st)?;
+    let wpath = src.join("model.safetensors");
+    let w = Weights::open(&wpath)?;
+    let t0 = std::time::Instant::now();
+    let (builder, dim, max_tokens) = match family.as_str() {
+        "gemma3" => {
+            let cfg: gemma::Gemma3Config = st_config::read_json(&src.join("config.json"))?;
+            let b = gemma::build(&w, &cfg, &dense, q)?;
+            let dim = dense.last().map(|d| d.out_features).unwrap_or(cfg.hidden_size);
+            (b, dim, st.max_seq_length.unwrap_or(2048))
+        }
+        "bert" => {
+            let cfg: bert::BertConfig = st_config::read_json(&src.join("config.json"))?;
+            let b = bert::build(&w, &cfg, st.pooling, &dense, q)?;
+            let dim = dense.last().map(|d| d.out_features).unwrap_or(cfg.hidden_size);
+            (b, dim, st.max_seq_length.unwrap_or(cfg.max_position_embeddings).min(cfg.max_position_embeddings))
+        }
+        _ => unreachable!(),
+    };
+    if st.pooling != Pooling::Mean && family == "gemma3" {
+        bail!("gemma3 graphs pool by mean only");
+    }
+    let mut sizes = Sizes::default();
+    for t in &builder.model.initializers {
+        let n = t.raw.len() as u64;
+        if t.name.starts_with("embed_tokens") || t.name.contains("embeddings.") {
+            sizes.table += n;
+        } else if t.name.starts_with("dense") {
+            sizes.heads += n;
+        } else {
+            sizes.layers += n;
+        }
+    }
+    tracing::info!(secs = t0.elapsed().as_secs_f32(), nodes = builder.model.nodes.len(), "graph built");
+    let tmp = out.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    builder.model.write_dir(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    drop(builder);
+    for f in COPY_FILES {
+        let p = src.join(f);
+        if p.exists() {
+            std::fs::copy(&p, tmp.join(f)).with_context(|| format!("copying {}", p.display()))?;
+        }
+    }
+    sizes.total_on_disk = dir_size(&tmp);
+    let manifest = Manifest {
+        format: "deposium-onnx".into(),
+        family,
+        scheme: q.scheme.clone(),
+        quant: q.clone(),
+        dim,
+        max_tokens,
+        output: "sentence_embedding".into(),
+        normalize: st.normalize,
+        graph_version: GRAPH_VERSION,
+        source_dir: src.to_path_buf(),
+        source_sha256: sha256_file(&wpath)?,
+        sizes,
+        fidelity: None,
+    };
+    std::fs::write(tmp.join("deposium.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::rename(&tmp, out).with_context(|| format!("moving {} to {}", tmp.display(), out.display()))?;
+    Ok(manifest)
+}
+
+pub fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -7,7 +7,7 @@ pub mod model2vec;
 pub mod onnx;
 pub mod paths;
 pub mod registry;
-pub mod st_config;
+pub use deposium_convert::st_config;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

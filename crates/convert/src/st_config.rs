@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{EngineError, Result};
+use anyhow::{bail, Context, Result};
 
 #[derive(Debug, Clone, Default)]
 pub struct StConfig {
@@ -20,7 +20,7 @@ pub struct StConfig {
     pub max_seq_length: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Pooling {
     #[default]
     Mean,
@@ -85,9 +85,8 @@ struct BertJson {
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let s = std::fs::read_to_string(path)
-        .map_err(|e| EngineError::Load(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&s).map_err(|e| EngineError::Load(format!("{} is not valid: {e}", path.display())))
+    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&s).with_context(|| format!("{} is not valid", path.display()))
 }
 
 impl StConfig {
@@ -112,10 +111,7 @@ impl StConfig {
                         } else if pj.pooling_mode_mean_tokens {
                             Pooling::Mean
                         } else {
-                            return Err(EngineError::Load(format!(
-                                "{}: unsupported pooling mode (mean, cls, lasttoken are supported)",
-                                p.display()
-                            )));
+                            bail!("{}: unsupported pooling mode (mean, cls, lasttoken are supported)", p.display());
                         };
                         cfg.include_prompt = pj.include_prompt;
                     }

@@ -1,0 +1,221 @@
+//! Gemma3 bidirectional encoder (EmbeddingGemma) as an ONNX graph, from `model.safetensors`.
+//!
+//! input_ids, attention_mask `[B, S]` (right padding) → token embeddings × √hidden → 24 × (sandwich-normed
+//! attention with q/k RMSNorm, RoPE, GQA, bidirectional sliding window; GELU-tanh gated MLP) → final RMSNorm →
+//! masked mean pooling → Dense heads → `sentence_embedding` `[B, out]` (not normalised).
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::builder::{fixed, sym, Builder};
+use crate::proto::{attr_f, attr_i, attr_s, DType};
+use crate::quant::{embedding, linear, QuantConfig};
+use crate::weights::Weights;
+use crate::DenseHead;
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct Gemma3Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f64,
+    #[serde(default = "default_local_base")]
+    pub rope_local_base_freq: f64,
+    pub sliding_window: usize,
+    #[serde(default)]
+    pub layer_types: Vec<String>,
+    #[serde(default = "default_pattern")]
+    pub _sliding_window_pattern: usize,
+    pub query_pre_attn_scalar: f64,
+    pub vocab_size: usize,
+    #[serde(default = "yes")]
+    pub use_bidirectional_attention: bool,
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
+}
+
+fn default_local_base() -> f64 {
+    10_000.0
+}
+fn default_pattern() -> usize {
+    6
+}
+fn yes() -> bool {
+    true
+}
+
+impl Gemma3Config {
+    fn is_sliding(&self, layer: usize) -> bool {
+        match self.layer_types.get(layer) {
+            Some(t) => t == "sliding_attention",
+            None => (layer + 1) % self._sliding_window_pattern != 0,
+        }
+    }
+
+    /// Tokens i, j see each other when |i − j| < this (transformers: window // 2 + 1 when bidirectional).
+    pub fn window_reach(&self) -> usize {
+        if self.use_bidirectional_attention {
+            self.sliding_window / 2 + 1
+        } else {
+            self.sliding_window
+        }
+    }
+}
+
+const NEG: f32 = -1.0e9;
+
+/// RMSNorm with Gemma's `(1 + w)` scale, optionally times a constant (folded into the weight).
+fn rms_norm(b: &mut Builder, x: &str, w: &[f32], name: &str, eps: f32, extra_scale: f32) -> String {
+    let scale: Vec<f32> = w.iter().map(|v| (1.0 + v) * extra_scale).collect();
+    let s = b.init_f32(name, &[w.len() as i64], &scale);
+    b.op("SimplifiedLayerNormalization", &[x, &s], vec![attr_i("axis", -1), attr_f("epsilon", eps), attr_i("stash_type", 1)])
+}
+
+/// cos/sin tables `[S, head_dim]` for positions 0..S (rotate-half layout: the half-table repeated twice; the sin
+/// table has its first half negated so that rope(x) = x·cos + swap_halves(x)·sin).
+fn rope_tables(b: &mut Builder, pos_f: &str, head_dim: usize, theta: f64) -> (String, String) {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+    let inv_n = b.init_f32("rope_inv_freq", &[1, half as i64], &inv);
+    let pos_col = b.unsqueeze(pos_f, &[1]);
+    let freqs = b.op("Mul", &[&pos_col, &inv_n], vec![]); // [S, half]
+    let cos_h = b.op("Cos", &[&freqs], vec![]);
+    let sin_h = b.op("Sin", &[&freqs], vec![]);
+    let neg_sin = b.op("Neg", &[&sin_h], vec![]);
+    let cos = b.op("Concat", &[&cos_h, &cos_h], vec![attr_i("axis", -1)]);
+    let sin = b.op("Concat", &[&neg_sin, &sin_h], vec![attr_i("axis", -1)]);
+    (cos, sin)
+}
+
+fn apply_rope(b: &mut Builder, x: &str, cos: &str, sin: &str) -> String {
+    let halves = b.node("", "Split", &[x], 2, vec![attr_i("axis", -1), attr_i("num_outputs", 2)]);
+    let swapped = b.op("Concat", &[&halves[1], &halves[0]], vec![attr_i("axis", -1)]);
+    let a = b.op("Mul", &[x, cos], vec![]);
+    let c = b.op("Mul", &[&swapped, sin], vec![]);
+    b.op("Add", &[&a, &c], vec![])
+}
+
+pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConfig) -> Result<Builder> {
+    let h = cfg.hidden_size;
+    let hd = cfg.head_dim;
+    let nq = cfg.num_attention_heads;
+    let nkv = cfg.num_key_value_heads;
+    let inter = cfg.intermediate_size;
+    let eps = cfg.rms_norm_eps;
+    let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
+    let p = |s: &str| format!("{prefix}{s}");
+
+    let mut b = Builder::new("gemma3_encoder");
+    let ids = b.input("input_ids", DType::I64, vec![sym("batch"), sym("sequence")]);
+    let mask = b.input("attention_mask", DType::I64, vec![sym("batch"), sym("sequence")]);
+
+    // Token embeddings × √hidden (the scale is folded into the table / its scales).
+    let table = w.matrix(&p("embed_tokens.weight"), cfg.vocab_size, h).context("embedding table")?;
+    let mut x = embedding(&mut b, &ids, "embed_tokens", &table.data, cfg.vocab_size, h, (h as f32).sqrt(), q);
+    drop(table);
+
+    // Masks: key padding for every layer; plus the bidirectional window for sliding layers.
+    let mask_f = b.cast(&mask, DType::F32);
+    let one = b.scalar_f32(1.0);
+    let neg = b.scalar_f32(NEG);
+    let big = b.scalar_f32(-NEG);
+    let pad = b.op("Sub", &[&mask_f, &one], vec![]);
+    let pad = b.op("Mul", &[&pad, &big], vec![]); // 0 where kept, -1e9 on padding
+    let key_bias = b.unsqueeze(&pad, &[1, 2]); // [B,1,1,S]
+    let shape = b.op("Shape", &[&ids], vec![]);
+    let one_i = b.scalar_i64(1);
+    let seq_len = b.op("Gather", &[&shape, &one_i], vec![attr_i("axis", 0)]);
+    let zero = b.scalar_i64(0);
+    let step = b.scalar_i64(1);
+    let pos = b.op("Range", &[&zero, &seq_len, &step], vec![]); // [S]
+    let pos_f = b.cast(&pos, DType::F32);
+    let pi = b.unsqueeze(&pos, &[1]);
+    let pj = b.unsqueeze(&pos, &[0]);
+    let diff = b.op("Sub", &[&pi, &pj], vec![]);
+    let dist = b.op("Abs", &[&diff], vec![]);
+    let reach = b.scalar_i64(cfg.window_reach() as i64);
+    let far = b.op("GreaterOrEqual", &[&dist, &reach], vec![]);
+    let zero_f = b.scalar_f32(0.0);
+    let win = b.op("Where", &[&far, &neg, &zero_f], vec![]); // [S,S]
+    let slide_bias = b.op("Add", &[&key_bias, &win], vec![]); // [B,1,S,S]
+
+    let (cos_local, sin_local) = rope_tables(&mut b, &pos_f, hd, cfg.rope_local_base_freq);
+    let (cos_global, sin_global) = rope_tables(&mut b, &pos_f, hd, cfg.rope_theta);
+    let attn_scale = (cfg.query_pre_attn_scalar.powf(-0.5)) as f32;
+
+    for l in 0..cfg.num_hidden_layers {
+        let lp = |s: &str| p(&format!("layers.{l}.{s}"));
+        let (cos, sin, bias) = if cfg.is_sliding(l) {
+            (&cos_local, &sin_local, &slide_bias)
+        } else {
+            (&cos_global, &sin_global, &key_bias)
+        };
+        let residual = x.clone();
+        let hn = rms_norm(&mut b, &x, &w.vector(&lp("input_layernorm.weight"), h)?, &lp("input_layernorm"), eps, 1.0);
+
+        let wq = w.matrix(&lp("self_attn.q_proj.weight"), nq * hd, h)?;
+        let qv = linear(&mut b, &hn, &lp("self_attn.q_proj"), &wq.data, nq * hd, h, None, q);
+        let wk = w.matrix(&lp("self_attn.k_proj.weight"), nkv * hd, h)?;
+        let kv = linear(&mut b, &hn, &lp("self_attn.k_proj"), &wk.data, nkv * hd, h, None, q);
+        let wv = w.matrix(&lp("self_attn.v_proj.weight"), nkv * hd, h)?;
+        let vv = linear(&mut b, &hn, &lp("self_attn.v_proj"), &wv.data, nkv * hd, h, None, q);
+
+        let q4 = b.reshape(&qv, &[0, 0, nq as i64, hd as i64]);
+        // The attention scale (a power of two for Gemma) is folded into the q norm weight.
+        let qn = rms_norm(&mut b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
+        let qt = b.transpose(&qn, &[0, 2, 1, 3]); // [B,nq,S,hd]
+        let k4 = b.reshape(&kv, &[0, 0, nkv as i64, hd as i64]);
+        let kn = rms_norm(&mut b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
+        let kt = b.transpose(&kn, &[0, 2, 1, 3]); // [B,nkv,S,hd]
+        let v4 = b.reshape(&vv, &[0, 0, nkv as i64, hd as i64]);
+        let vt = b.transpose(&v4, &[0, 2, 1, 3]);
+
+        let qr = apply_rope(&mut b, &qt, cos, sin);
+        let kr = apply_rope(&mut b, &kt, cos, sin);
+        // GQA with one kv head broadcasts in MatMul; more kv heads group the q heads.
+        let (qg, kg, vg) = if nkv == 1 || nkv == nq {
+            (qr, kr, vt)
+        } else {
+            let g = (nq / nkv) as i64;
+            let qg = b.reshape(&qr, &[0, nkv as i64, g, -1, hd as i64]);
+            let kg = b.unsqueeze(&kr, &[2]);
+            let vg = b.unsqueeze(&vt, &[2]);
+            (qg, kg, vg)
+        };
+        let ktt = b.op("Transpose", &[&kg], vec![crate::proto::attr_ints("perm", &if nkv == 1 || nkv == nq { vec![0, 1, 3, 2] } else { vec![0, 1, 2, 4, 3] })]);
+        let scores = b.op("MatMul", &[&qg, &ktt], vec![]);
+        let bias_use = if nkv == 1 || nkv == nq { bias.clone() } else { b.unsqueeze(bias, &[2]) };
+        let scores = b.op("Add", &[&scores, &bias_use], vec![]);
+        let probs = b.op("Softmax", &[&scores], vec![attr_i("axis", -1)]);
+        let ctx = b.op("MatMul", &[&probs, &vg], vec![]);
+        let ctx = if nkv == 1 || nkv == nq { ctx } else { b.reshape(&ctx, &[0, nq as i64, -1, hd as i64]) };
+        let ctx = b.transpose(&ctx, &[0, 2, 1, 3]);
+        let ctx = b.reshape(&ctx, &[0, 0, (nq * hd) as i64]);
+        let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
+        let attn = linear(&mut b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q);
+        let attn = rms_norm(&mut b, &attn, &w.vector(&lp("post_attention_layernorm.weight"), h)?, &lp("post_attention_layernorm"), eps, 1.0);
+        x = b.op("Add", &[&residual, &attn], vec![]);
+
+        let residual = x.clone();
+        let hn = rms_norm(&mut b, &x, &w.vector(&lp("pre_feedforward_layernorm.weight"), h)?, &lp("pre_feedforward_layernorm"), eps, 1.0);
+        let wg = w.matrix(&lp("mlp.gate_proj.weight"), inter, h)?;
+        let gate = linear(&mut b, &hn, &lp("mlp.gate_proj"), &wg.data, inter, h, None, q);
+        let wu = w.matrix(&lp("mlp.up_proj.weight"), inter, h)?;
+        let up = linear(&mut b, &hn, &lp("mlp.up_proj"), &wu.data, inter, h, None, q);
+        let act = b.op("Gelu", &[&gate], vec![attr_s("approximate", "tanh")]);
+        let prod = b.op("Mul", &[&act, &up], vec![]);
+        let wd = w.matrix(&lp("mlp.down_proj.weight"), h, inter)?;
+        let down = linear(&mut b, &prod, &lp("mlp.down_proj"), &wd.data, h, inter, None, q);
+        let down = rms_norm(&mut b, &down, &w.vector(&lp("post_feedforward_layernorm.weight"), h)?, &lp("post_feedforward_layernorm"), eps, 1.0);
+        x = b.op("Add", &[&residual, &down], vec![]);
+    }
+    let x = rms_norm(&mut b, &x, &w.vector(&p("norm.weight"), h)?, "final_norm", eps, 1.0);
+    let pooled = crate::mean_pool(&mut b, &x, &mask_f);
+    let out = crate::dense_heads(&mut b, &pooled, dense, q)?;
+    let out_dim = dense.last().map(|d| d.out_features).unwrap_or(h);
+    b.output(&out, "sentence_embedding", DType::F32, vec![sym("batch"), fixed(out_dim as i64)]);
+    Ok(b)
+}

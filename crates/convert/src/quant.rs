@@ -1,0 +1,172 @@
+//! Linear layers and embedding tables, in fp32 or block-quantized (MatMulNBits / GatherBlockQuantized).
+use serde::{Deserialize, Serialize};
+
+use crate::builder::Builder;
+use crate::proto::{attr_i, DType};
+
+/// How to store weights.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QuantConfig {
+    /// Scheme name (`fp32`, `int8`, `int4`).
+    pub scheme: String,
+    /// Bits for linear layers (None = fp32).
+    pub linear_bits: Option<u8>,
+    /// Quantization block along K for linear layers.
+    pub block: usize,
+    /// MatMulNBits accuracy_level (4 = int8 activations per block).
+    pub accuracy_level: i64,
+    /// Bits for the token embedding table (None = fp32).
+    pub embed_bits: Option<u8>,
+    pub embed_block: usize,
+    /// Weight names (substring match) kept in fp32.
+    pub keep_fp32: Vec<String>,
+}
+
+impl QuantConfig {
+    pub fn from_scheme(scheme: &str) -> anyhow::Result<Self> {
+        let base = QuantConfig {
+            scheme: scheme.into(),
+            linear_bits: None,
+            block: 32,
+            accuracy_level: 4,
+            embed_bits: None,
+            embed_block: 32,
+            keep_fp32: vec![],
+        };
+        Ok(match scheme {
+            "fp32" => base,
+            "int8" => QuantConfig { linear_bits: Some(8), embed_bits: Some(8), ..base },
+            "int4" => QuantConfig { linear_bits: Some(4), embed_bits: Some(4), ..base },
+            s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, int4)"),
+        })
+    }
+
+    fn keeps(&self, name: &str) -> bool {
+        self.keep_fp32.iter().any(|p| name.contains(p.as_str()))
+    }
+}
+
+/// Symmetric per-block quantization of a row-major `[rows, k]` matrix along k.
+/// Returns (codes offset by 2^(bits-1) as u8, one per value; scales `[rows, k_blocks]`).
+pub fn quantize_blocks(w: &[f32], rows: usize, k: usize, block: usize, bits: u8) -> (Vec<u8>, Vec<f32>) {
+    let kb = k.div_ceil(block);
+    let qmax = ((1i32 << (bits - 1)) - 1) as f32; // 127 or 7
+    let qmin = -(1i32 << (bits - 1)) as f32; // -128 or -8
+    let off = 1i32 << (bits - 1);
+    let mut codes = vec![off as u8; rows * kb * block];
+    let mut scales = vec![0f32; rows * kb];
+    for r in 0..rows {
+        for b in 0..kb {
+            let s0 = b * block;
+            let s1 = (s0 + block).min(k);
+            let vals = &w[r * k + s0..r * k + s1];
+            // Signed absmax mapped to qmin (Q4_0-style) uses the full code range at 4 bits; at 8 bits plain absmax.
+            let (amax_abs, amax) = vals.iter().fold((0f32, 0f32), |(a, v), &x| if x.abs() > a { (x.abs(), x) } else { (a, v) });
+            let scale = if amax_abs == 0.0 {
+                0.0
+            } else if bits == 4 {
+                amax / qmin
+            } else {
+                amax_abs / qmax
+            };
+            scales[r * kb + b] = scale;
+            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            for (j, &x) in vals.iter().enumerate() {
+                let q = (x * inv).round().clamp(qmin, qmax) as i32;
+                codes[(r * kb + b) * block + j] = (q + off) as u8;
+            }
+        }
+    }
+    (codes, scales)
+}
+
+/// Pack 4-bit codes two per byte, low nibble first.
+pub fn pack4(codes: &[u8]) -> Vec<u8> {
+    codes.chunks(2).map(|c| (c[0] & 0xF) | ((c.get(1).copied().unwrap_or(0) & 0xF) << 4)).collect()
+}
+
+/// `x @ W^T (+ bias)` for a PyTorch-layout weight `w` `[n_out, k_in]`.
+pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, q: &QuantConfig) -> String {
+    let bits = if q.keeps(name) { None } else { q.linear_bits };
+    match bits {
+        None => {
+            let wt = crate::weights::transpose(w, n, k);
+            let wn = b.init_f32(name, &[k as i64, n as i64], &wt);
+            let y = b.op("MatMul", &[x, &wn], vec![]);
+            match bias {
+                Some(bv) => {
+                    let bn = b.init_f32(&format!("{name}.bias"), &[n as i64], bv);
+                    b.op("Add", &[&y, &bn], vec![])
+                }
+                None => y,
+            }
+        }
+        Some(bits) => {
+            let block = q.block;
+            let kb = k.div_ceil(block);
+            let (codes, scales) = quantize_blocks(w, n, k, block, bits);
+            let (raw, blob) = if bits == 4 { (pack4(&codes), block / 2) } else { (codes, block) };
+            let wn = b.init(&format!("{name}.q"), DType::U8, &[n as i64, kb as i64, blob as i64], raw);
+            let sn = b.init_f32(&format!("{name}.scales"), &[(n * kb) as i64], &scales);
+            let mut inputs: Vec<String> = vec![x.into(), wn, sn];
+            if let Some(bv) = bias {
+                let bn = b.init_f32(&format!("{name}.bias"), &[n as i64], bv);
+                inputs.extend(["".into(), "".into(), bn]);
+            }
+            let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();
+            b.ms(
+                "MatMulNBits",
+                &refs,
+                vec![
+                    attr_i("K", k as i64),
+                    attr_i("N", n as i64),
+                    attr_i("bits", bits as i64),
+                    attr_i("block_size", block as i64),
+                    attr_i("accuracy_level", q.accuracy_level),
+                ],
+            )
+        }
+    }
+}
+
+/// Token embedding lookup `table[ids] * scale` (`table` is `[vocab, dim]`).
+pub fn embedding(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usize, dim: usize, scale: f32, q: &QuantConfig) -> String {
+    let bits = if q.keeps(name) { None } else { q.embed_bits };
+    match bits {
+        None => {
+            let scaled: Vec<f32> = if scale != 1.0 { table.iter().map(|x| x * scale).collect() } else { table.to_vec() };
+            let t = b.init_f32(name, &[vocab as i64, dim as i64], &scaled);
+            b.op("Gather", &[&t, ids], vec![attr_i("axis", 0)])
+        }
+        Some(bits) => {
+            let block = q.embed_block;
+            let (codes, mut scales) = quantize_blocks(table, vocab, dim, block, bits);
+            scales.iter_mut().for_each(|s| *s *= scale);
+            let kb = dim.div_ceil(block);
+            // GatherBlockQuantized takes uint8 data with a zero point (default 2^(bits-1) for 4-bit packed,
+            // explicit for 8-bit) and scales shaped like the data with the quantized axis divided by block.
+            let (data, data_dims) = if bits == 4 {
+                (pack4(&codes), vec![vocab as i64, (dim / 2) as i64])
+            } else {
+                (codes, vec![vocab as i64, dim as i64])
+            };
+            let dn = b.init(&format!("{name}.q"), DType::U8, &data_dims, data);
+            let sn = b.init_f32(&format!("{name}.scales"), &[vocab as i64, kb as i64], &scales);
+            let off = 1u8 << (bits - 1);
+            let zp_len = if bits == 4 { vocab * kb.div_ceil(2) } else { vocab * kb };
+            let zp_raw = if bits == 4 { vec![off | (off << 4); zp_len] } else { vec![off; zp_len] };
+            let zp_dims = if bits == 4 { vec![vocab as i64, kb.div_ceil(2) as i64] } else { vec![vocab as i64, kb as i64] };
+            let zn = b.init(&format!("{name}.zp"), DType::U8, &zp_dims, zp_raw);
+            b.ms(
+                "GatherBlockQuantized",
+                &[&dn, ids, &sn, &zn],
+                vec![
+                    attr_i("gather_axis", 0),
+                    attr_i("quantize_axis", 1),
+                    attr_i("block_size", block as i64),
+                    attr_i("bits", bits as i64),
+                ],
+            )
+        }
+    }
+}
