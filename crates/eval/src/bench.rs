@@ -1,0 +1,339 @@
+//! Latency benchmark: short (~16 tokens) and long (~256 tokens) texts built from STSBenchmark sentences,
+//! with the STS prompt where the model has one, in batches of 1, 5, 32.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use deposium_engine::{EmbedRequest, Model, Prompt};
+
+use crate::metrics::percentile;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub batches: Vec<usize>,
+    pub iters: usize,
+    pub warmup: usize,
+    /// Stop a scenario after this long (at least `MIN_ITERS` measured calls).
+    pub max_seconds: f64,
+    pub short_tokens: usize,
+    pub long_tokens: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self { batches: vec![1, 5, 32], iters: 30, warmup: 3, max_seconds: 20.0, short_tokens: 16, long_tokens: 256 }
+    }
+}
+
+const MIN_ITERS: usize = 3;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub p50: f64,
+    pub p95: f64,
+    pub min: f64,
+    pub mean: f64,
+}
+
+impl Stats {
+    fn of(samples: &[f64]) -> Self {
+        Self {
+            p50: percentile(samples, 50.0),
+            p95: percentile(samples, 95.0),
+            min: samples.iter().copied().fold(f64::INFINITY, f64::min),
+            mean: samples.iter().sum::<f64>() / samples.len() as f64,
+        }
+    }
+
+    fn scaled(&self, f: f64) -> Self {
+        Self { p50: self.p50 * f, p95: self.p95 * f, min: self.min * f, mean: self.mean * f }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Scenario {
+    /// `short-b5`, `long-b32`...
+    pub name: String,
+    /// `short` or `long`.
+    pub kind: String,
+    pub batch: usize,
+    pub iters: usize,
+    pub warmup: usize,
+    /// Tokens per text as the model counted them (prompt and special tokens included).
+    pub mean_tokens_per_text: f64,
+    pub ms_per_call: Stats,
+    pub ms_per_text: Stats,
+    /// From the median call.
+    pub texts_per_s: f64,
+    pub tokens_per_s: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub family: String,
+    pub quantization: String,
+    pub dim: usize,
+    pub size_bytes: u64,
+    pub digest: String,
+    /// DEPOSIUM_THREADS at load time (None: the backend's default).
+    pub threads: Option<usize>,
+    pub cpu: String,
+    pub cpus: usize,
+    pub prompt_name: Option<String>,
+    pub load_seconds: f64,
+    pub rss_after_load_bytes: Option<u64>,
+    /// VmHWM: process peak, reset just before the model load where the kernel allows.
+    pub peak_rss_bytes: Option<u64>,
+    /// False when VmHWM could not be reset: the peak may then include earlier models of the same run.
+    #[serde(default)]
+    pub peak_rss_since_load: bool,
+    pub timestamp_unix: u64,
+    pub scenarios: Vec<Scenario>,
+}
+
+impl BenchResult {
+    pub fn scenario(&self, kind: &str, batch: usize) -> Option<&Scenario> {
+        self.scenarios.iter().find(|s| s.kind == kind && s.batch == batch)
+    }
+}
+
+/// A `/proc/self/status` field in bytes (`VmHWM`, `VmRSS`).
+pub fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let kb: u64 = line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Reset VmHWM to the current RSS (Linux `clear_refs` 5); false where not allowed.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Distinct STSBenchmark sentences in file order.
+pub fn source_sentences(data_dir: &Path) -> Result<Vec<String>> {
+    let path = data_dir.join("STSBenchmark_test.tsv");
+    let pairs = crate::data::read_tsv(&path)?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for p in pairs {
+        for s in [p.sentence1, p.sentence2] {
+            if !s.trim().is_empty() && seen.insert(s.clone()) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn token_count(model: &Model, prefix: &str, text: &str) -> Result<usize> {
+    Ok(model.backend().tokenize(&format!("{prefix}{text}"))?.len())
+}
+
+/// `n` sentences whose token count (with the prompt) is closest to `target`, in file order within a tolerance
+/// that widens until enough are found.
+pub fn short_texts(model: &Model, prefix: &str, sentences: &[String], target: usize, n: usize) -> Result<Vec<String>> {
+    let counts: Vec<usize> = sentences.iter().map(|s| token_count(model, prefix, s)).collect::<Result<_>>()?;
+    for tol in [1usize, 2, 4, 8, 16, 64] {
+        let picked: Vec<String> = sentences
+            .iter()
+            .zip(&counts)
+            .filter(|(_, &c)| c.abs_diff(target) <= tol)
+            .map(|(s, _)| s.clone())
+            .take(n)
+            .collect();
+        if picked.len() == n {
+            return Ok(picked);
+        }
+    }
+    bail!("not enough STSBenchmark sentences near {target} tokens")
+}
+
+/// `n` texts of about `target` tokens (never more), each made of consecutive sentences; a sentence that would
+/// overshoot is skipped.
+pub fn long_texts(model: &Model, prefix: &str, sentences: &[String], target: usize, n: usize) -> Result<Vec<String>> {
+    let target = target.min(model.info().max_tokens);
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    let mut tried = 0;
+    while out.len() < n {
+        let mut text = String::new();
+        let mut tokens = 0;
+        while tokens + 8 < target {
+            if tried >= sentences.len() * 2 {
+                bail!("could not build {n} texts of {target} tokens from {} sentences", sentences.len());
+            }
+            let s = &sentences[cursor % sentences.len()];
+            cursor += 1;
+            tried += 1;
+            let candidate = if text.is_empty() { s.clone() } else { format!("{text} {s}") };
+            let c = token_count(model, prefix, &candidate)?;
+            if c <= target {
+                text = candidate;
+                tokens = c;
+            }
+        }
+        out.push(text);
+    }
+    Ok(out)
+}
+
+/// Time `model.embed` on batches cut from `pool`, cycling through it.
+pub fn run_scenario(model: &Model, prompt: &Prompt, kind: &str, pool: &[String], batch: usize, opts: &BenchOptions) -> Result<Scenario> {
+    let request = |i: usize| {
+        let inputs = (0..batch).map(|j| pool[(i * batch + j) % pool.len()].clone()).collect();
+        let mut r = EmbedRequest::new(inputs);
+        r.prompt = prompt.clone();
+        r
+    };
+    for i in 0..opts.warmup {
+        model.embed(&request(i))?;
+    }
+    let budget = Duration::from_secs_f64(opts.max_seconds);
+    let started = Instant::now();
+    let (mut ms, mut tokens) = (Vec::new(), 0usize);
+    for i in 0..opts.iters.max(1) {
+        let req = request(opts.warmup + i);
+        let t = Instant::now();
+        let resp = model.embed(&req)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        tokens += resp.token_counts.iter().sum::<usize>();
+        if ms.len() >= MIN_ITERS && started.elapsed() > budget {
+            break;
+        }
+    }
+    let ms_per_call = Stats::of(&ms);
+    let mean_tokens = tokens as f64 / (ms.len() * batch) as f64;
+    let secs = ms_per_call.p50 / 1e3;
+    Ok(Scenario {
+        name: format!("{kind}-b{batch}"),
+        kind: kind.into(),
+        batch,
+        iters: ms.len(),
+        warmup: opts.warmup,
+        mean_tokens_per_text: mean_tokens,
+        ms_per_text: ms_per_call.scaled(1.0 / batch as f64),
+        ms_per_call,
+        texts_per_s: batch as f64 / secs,
+        tokens_per_s: mean_tokens * batch as f64 / secs,
+    })
+}
+
+/// Load `spec` and run every scenario.
+pub fn bench_model(spec: &str, data_dir: &Path, opts: &BenchOptions, progress: bool) -> Result<BenchResult> {
+    let peak_reset = reset_peak_rss();
+    let t = Instant::now();
+    let model = deposium_engine::registry::load(spec).with_context(|| format!("loading {spec}"))?;
+    let load_seconds = t.elapsed().as_secs_f64();
+    let rss_after_load_bytes = proc_status_bytes("VmRSS");
+    let info = model.info().clone();
+    let prompt = crate::eval::sts_prompt(&model);
+    let prefix = model.resolve_prompt(&prompt)?;
+
+    let sentences = source_sentences(data_dir)?;
+    let max_batch = opts.batches.iter().copied().max().unwrap_or(1);
+    let pools = [
+        ("short", short_texts(&model, &prefix, &sentences, opts.short_tokens, (2 * max_batch).max(64))?),
+        ("long", long_texts(&model, &prefix, &sentences, opts.long_tokens, max_batch.max(8))?),
+    ];
+    let bar = if progress {
+        indicatif::ProgressBar::new((pools.len() * opts.batches.len()) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut scenarios = Vec::new();
+    for (kind, pool) in &pools {
+        for &b in &opts.batches {
+            bar.set_message(format!("{} {kind} batch {b}", info.name));
+            let s = run_scenario(&model, &prompt, kind, pool, b, opts)?;
+            let target = if *kind == "short" { opts.short_tokens } else { opts.long_tokens } as f64;
+            if (s.mean_tokens_per_text - target).abs() > 0.25 * target {
+                tracing::warn!(model = %info.name, kind, tokens = s.mean_tokens_per_text, target, "texts far from the target length");
+            }
+            scenarios.push(s);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(BenchResult {
+        model: info.name.clone(),
+        family: info.family.clone(),
+        quantization: info.quantization.clone(),
+        dim: info.dim,
+        size_bytes: info.size_bytes,
+        digest: info.digest.clone(),
+        threads: std::env::var("DEPOSIUM_THREADS").ok().and_then(|v| v.parse().ok()),
+        cpu: cpu_name(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        prompt_name: match prompt {
+            Prompt::Named(n) => Some(n),
+            _ => None,
+        },
+        load_seconds,
+        rss_after_load_bytes,
+        peak_rss_bytes: proc_status_bytes("VmHWM"),
+        peak_rss_since_load: peak_reset,
+        timestamp_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        scenarios,
+    })
+}
+
+pub fn markdown(results: &[BenchResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        out += &format!(
+            "**{}** ({}, {}): load {:.2} s, {:.1} MB on disk, peak RSS {}, threads {}, {}\n\n",
+            r.model,
+            r.family,
+            r.quantization,
+            r.load_seconds,
+            r.size_bytes as f64 / 1e6,
+            r.peak_rss_bytes.map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+            r.threads.map_or("default".into(), |t| t.to_string()),
+            r.cpu,
+        );
+        out += "| texts | batch | tokens/text | ms/call p50 | p95 | min | ms/text p50 | min | texts/s | tokens/s | iters |\n";
+        out += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for s in &r.scenarios {
+            out += &format!(
+                "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} |\n",
+                s.kind,
+                s.batch,
+                s.mean_tokens_per_text,
+                fmt_ms(s.ms_per_call.p50),
+                fmt_ms(s.ms_per_call.p95),
+                fmt_ms(s.ms_per_call.min),
+                fmt_ms(s.ms_per_text.p50),
+                fmt_ms(s.ms_per_text.min),
+                s.texts_per_s,
+                s.tokens_per_s,
+                s.iters
+            );
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// Milliseconds with 3 significant digits, sub-microsecond-safe.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else if ms >= 1.0 {
+        format!("{ms:.2}")
+    } else {
+        format!("{ms:.4}")
+    }
+}

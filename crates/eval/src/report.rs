@@ -1,0 +1,491 @@
+//! Comparison report: reads `<results>/<model>/{<Task>.json, bench.json, model_meta.json}`, writes a Markdown
+//! decision document and two SVG plots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::bench::{fmt_ms, BenchResult};
+use crate::data::is_cross_lingual;
+
+pub const REPORT_FILE: &str = "eval-report.md";
+pub const SCATTER_FILE: &str = "eval-quality-vs-latency.svg";
+pub const BARS_FILE: &str = "eval-sts-tasks.svg";
+
+/// Tasks in this order first, the rest alphabetically.
+const TASK_ORDER: &[&str] = &["BIOSSES", "STSBenchmark", "STS17"];
+
+/// Everything known about one model (one results subdirectory, or a reference file).
+#[derive(Debug, Clone, Default)]
+pub struct ModelRow {
+    pub name: String,
+    pub dir: String,
+    pub quantization: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// task → subset → cosine Spearman.
+    pub scores: BTreeMap<String, BTreeMap<String, f64>>,
+    pub bench: Option<BenchResult>,
+}
+
+impl ModelRow {
+    /// Mean over a task's subsets.
+    pub fn task_score(&self, task: &str) -> Option<f64> {
+        let subsets = self.scores.get(task)?;
+        (!subsets.is_empty()).then(|| subsets.values().sum::<f64>() / subsets.len() as f64)
+    }
+
+    /// Mean of task scores over `tasks`; None when one is missing.
+    pub fn mean(&self, tasks: &[String]) -> Option<f64> {
+        let v: Option<Vec<f64>> = tasks.iter().map(|t| self.task_score(t)).collect();
+        v.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    /// Mean over cross-lingual subsets (`en-ar`...), if any.
+    pub fn cross_lingual_mean(&self) -> Option<f64> {
+        let v: Vec<f64> =
+            self.scores.values().flat_map(|s| s.iter()).filter(|(k, _)| is_cross_lingual(k)).map(|(_, &v)| v).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    fn ms_per_text(&self, kind: &str, batch: usize) -> Option<f64> {
+        self.bench.as_ref()?.scenario(kind, batch).map(|s| s.ms_per_text.p50)
+    }
+
+    /// Median ms per text in a batch of 5 short texts.
+    pub fn batch5_ms(&self) -> Option<f64> {
+        self.ms_per_text("short", 5)
+    }
+
+    /// Median ms for one short text.
+    pub fn single_ms(&self) -> Option<f64> {
+        self.ms_per_text("short", 1)
+    }
+}
+
+/// Read one MTEB-style result file: (task, subset → main score).
+fn read_mteb(path: &Path) -> Result<Option<(String, BTreeMap<String, f64>, Value)>> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path)?).with_context(|| format!("parsing {}", path.display()))?;
+    let (Some(task), Some(scores)) = (v["task_name"].as_str(), v["scores"].as_object()) else {
+        return Ok(None);
+    };
+    let mut subsets = BTreeMap::new();
+    for entries in scores.values() {
+        for e in entries.as_array().into_iter().flatten() {
+            let subset = e["hf_subset"].as_str().unwrap_or("default").to_string();
+            let score = e["main_score"].as_f64().with_context(|| format!("{}: no main_score", path.display()))?;
+            subsets.insert(subset, score);
+        }
+    }
+    Ok(Some((task.to_string(), subsets, v)))
+}
+
+/// Load every model subdirectory of `results`.
+pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)
+        .with_context(|| format!("reading {}", results.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut rows = Vec::new();
+    for dir in dirs {
+        let dir_name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let mut row = ModelRow { name: dir_name.clone(), dir: dir_name, ..Default::default() };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
+            let fname = f.file_name().unwrap_or_default().to_string_lossy();
+            if fname == "bench.json" {
+                let b: BenchResult = serde_json::from_str(&std::fs::read_to_string(f)?)
+                    .with_context(|| format!("parsing {}", f.display()))?;
+                row.name = b.model.clone();
+                row.quantization.get_or_insert(b.quantization.clone());
+                row.size_bytes.get_or_insert(b.size_bytes);
+                row.bench = Some(b);
+            } else if fname == "model_meta.json" {
+                let m: Value = serde_json::from_str(&std::fs::read_to_string(f)?)?;
+                row.quantization = m["quantization"].as_str().map(String::from).or(row.quantization);
+                row.size_bytes = m["size_bytes"].as_u64().or(row.size_bytes);
+            } else if let Some((task, subsets, v)) = read_mteb(f)? {
+                if let Some(model) = v["deposium"]["model"].as_str() {
+                    row.name = match v["deposium"]["dimensions"].as_u64() {
+                        Some(d) => format!("{model} d={d}"),
+                        None => model.to_string(),
+                    };
+                }
+                row.scores.insert(task, subsets);
+            }
+        }
+        if !row.scores.is_empty() || row.bench.is_some() {
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// A reference file like `sts_reference.json`: `{"model": ..., "scores": {"STS17_en-en_test": 0.90, ...}}`.
+pub fn load_reference(path: &Path) -> Result<ModelRow> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?;
+    let name = format!("reference: {}", v["model"].as_str().unwrap_or("?"));
+    let mut row = ModelRow { name, dir: path.display().to_string(), ..Default::default() };
+    for (key, score) in v["scores"].as_object().context("reference file has no 'scores' object")? {
+        let key = key.rsplit_once('_').map_or(key.as_str(), |(k, _split)| k);
+        let (task, subset) = key.split_once('_').unwrap_or((key, "default"));
+        let score = score.as_f64().with_context(|| format!("reference score for {key} is not a number"))?;
+        row.scores.entry(task.to_string()).or_default().insert(subset.to_string(), score);
+    }
+    Ok(row)
+}
+
+/// Index of the baseline: named, else the first whose name contains `fp32`, else the first.
+pub fn pick_baseline(rows: &[ModelRow], name: Option<&str>) -> Result<usize> {
+    if let Some(n) = name {
+        return rows
+            .iter()
+            .position(|r| r.name.eq_ignore_ascii_case(n) || r.dir.eq_ignore_ascii_case(n))
+            .with_context(|| {
+                format!("baseline '{n}' not among: {}", rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "))
+            });
+    }
+    Ok(rows.iter().position(|r| r.name.contains("fp32") && !r.name.starts_with("reference")).unwrap_or(0))
+}
+
+fn task_list(rows: &[ModelRow]) -> Vec<String> {
+    let mut tasks: Vec<String> = rows.iter().flat_map(|r| r.scores.keys().cloned()).collect();
+    tasks.sort_by_key(|t| (TASK_ORDER.iter().position(|o| o == t).unwrap_or(usize::MAX), t.clone()));
+    tasks.dedup();
+    tasks
+}
+
+/// The tasks a mean is taken over: the baseline's (a model missing one of them gets no mean).
+fn mean_tasks(rows: &[ModelRow], base: usize) -> Vec<String> {
+    task_list(&rows[base..=base])
+}
+
+/// (task, subset) columns in display order.
+fn subset_list(rows: &[ModelRow], tasks: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for t in tasks {
+        let mut subsets: Vec<String> = rows.iter().filter_map(|r| r.scores.get(t)).flat_map(|s| s.keys().cloned()).collect();
+        subsets.sort();
+        subsets.dedup();
+        out.extend(subsets.into_iter().map(|s| (t.clone(), s)));
+    }
+    out
+}
+
+fn label(task: &str, subset: &str) -> String {
+    if subset == "default" {
+        task.to_string()
+    } else {
+        format!("{task} {subset}")
+    }
+}
+
+fn f4(v: Option<f64>) -> String {
+    v.map_or("—".into(), |v| format!("{v:.4}"))
+}
+
+fn delta(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) => format!("{:+.4}", v - b),
+        _ => "—".into(),
+    }
+}
+
+fn size(bytes: Option<u64>) -> String {
+    bytes.map_or("—".into(), |b| if b >= 1_000_000_000 { format!("{:.2} GB", b as f64 / 1e9) } else { format!("{:.1} MB", b as f64 / 1e6) })
+}
+
+fn speedup(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if v > 0.0 => format!("{:.1}×", b / v),
+        _ => "—".into(),
+    }
+}
+
+/// The Markdown decision document.
+pub fn markdown(rows: &[ModelRow], base: usize, results_dir: &Path, plots: &[(&str, &str)]) -> String {
+    let tasks = task_list(rows);
+    let subsets = subset_list(rows, &tasks);
+    let mtasks = mean_tasks(rows, base);
+    let b = &rows[base];
+    let mut md = String::new();
+    md += "# Embedding models: quality vs speed\n\n";
+    md += &format!(
+        "Generated by `deposium-embed report` from `{}`. Baseline: **{}**. Quality: Spearman correlation of cosine \
+         similarity with gold scores (MTEB STS main score); a task with subsets (STS17) scores the mean of its subsets. \
+         Latency: median of `deposium-embed bench` calls, short texts ≈16 tokens with the STS prompt.\n\n",
+        results_dir.display(),
+        b.name
+    );
+
+    // Decision table.
+    md += "## Summary\n\n";
+    md += &format!(
+        "| model | quant | on disk | {} | mean | Δ mean | worst Δ (subset) | cross-lingual | ms/text (batch 5) | ms (1 text) | speedup b5 | speedup 1 |\n",
+        tasks.join(" | ")
+    );
+    md += &format!("|---|---|---|{}---|---|---|---|---|---|---|---|\n", "---|".repeat(tasks.len()));
+    for (i, r) in rows.iter().enumerate() {
+        let worst = subsets
+            .iter()
+            .filter_map(|(t, s)| {
+                let v = r.scores.get(t)?.get(s)?;
+                let bv = b.scores.get(t)?.get(s)?;
+                Some((v - bv, label(t, s)))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let name = if i == base { format!("**{}** (baseline)", r.name) } else { r.name.clone() };
+        md += &format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.quantization.as_deref().unwrap_or("—"),
+            size(r.size_bytes),
+            tasks.iter().map(|t| f4(r.task_score(t))).collect::<Vec<_>>().join(" | "),
+            f4(r.mean(&mtasks)),
+            if i == base { "—".into() } else { delta(r.mean(&mtasks), b.mean(&mtasks)) },
+            match worst {
+                Some((d, l)) if i != base => format!("{d:+.4} ({l})"),
+                _ => "—".into(),
+            },
+            f4(r.cross_lingual_mean()),
+            r.batch5_ms().map_or("—".into(), fmt_ms),
+            r.single_ms().map_or("—".into(), fmt_ms),
+            if i == base { "1.0×".into() } else { speedup(r.batch5_ms(), b.batch5_ms()) },
+            if i == base { "1.0×".into() } else { speedup(r.single_ms(), b.single_ms()) },
+        );
+    }
+    md += "\nΔ: difference to the baseline's score (negative: worse). Cross-lingual: mean over the subsets whose two \
+           sentences are in different languages (STS17 en-ar, en-tr, es-en...).\n\n";
+    md += &format!("Mean: over {}.\n\n", mtasks.join(", "));
+    md += &findings(rows, base, &mtasks);
+
+    for (file, caption) in plots {
+        md += &format!("![{caption}]({file})\n\n");
+    }
+
+    // Per-subset table.
+    md += "## Quality per task and subset\n\n";
+    md += &format!("| task | {} |\n", rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | "));
+    md += &format!("|---|{}\n", "---|".repeat(rows.len()));
+    for (t, s) in &subsets {
+        let bv = b.scores.get(t).and_then(|m| m.get(s)).copied();
+        let cells: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let v = r.scores.get(t).and_then(|m| m.get(s)).copied();
+                if i == base || v.is_none() || bv.is_none() {
+                    f4(v)
+                } else {
+                    format!("{} ({})", f4(v), delta(v, bv))
+                }
+            })
+            .collect();
+        md += &format!("| {} | {} |\n", label(t, s), cells.join(" | "));
+    }
+
+    // Latency table.
+    let benched: Vec<&ModelRow> = rows.iter().filter(|r| r.bench.is_some()).collect();
+    if !benched.is_empty() {
+        md += "\n## Latency (median ms per text; per call for batch 1)\n\n";
+        md += "| model | threads | short ×1 | short ×5 | short ×32 | long ×1 | long ×5 | long ×32 | short texts/s (×32) | load s | peak RSS |\n";
+        md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for r in benched {
+            let bench = r.bench.as_ref().expect("filtered");
+            let cell = |kind: &str, batch: usize| r.ms_per_text(kind, batch).map_or("—".into(), fmt_ms);
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+                r.name,
+                bench.threads.map_or("default".into(), |t| t.to_string()),
+                cell("short", 1),
+                cell("short", 5),
+                cell("short", 32),
+                cell("long", 1),
+                cell("long", 5),
+                cell("long", 32),
+                bench.scenario("short", 32).map_or("—".into(), |s| format!("{:.0}", s.texts_per_s)),
+                bench.load_seconds,
+                size(bench.peak_rss_bytes),
+            );
+        }
+        let cpus: Vec<String> = rows.iter().filter_map(|r| r.bench.as_ref()).map(|b| format!("{} ({} CPUs)", b.cpu, b.cpus)).collect();
+        if let Some(cpu) = cpus.first() {
+            md += &format!("\nMeasured on {cpu}. Compare ratios from one run: absolute times move on a shared machine.\n");
+        }
+    }
+    md
+}
+
+/// Short automatic findings: speed/quality of each model against the baseline.
+fn findings(rows: &[ModelRow], base: usize, tasks: &[String]) -> String {
+    let b = &rows[base];
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        if i == base {
+            continue;
+        }
+        let mut parts = Vec::new();
+        if let (Some(v), Some(bv)) = (r.batch5_ms(), b.batch5_ms()) {
+            parts.push(format!("{:.1}× the baseline's speed (batch 5)", bv / v));
+        }
+        if let (Some(m), Some(bm)) = (r.mean(tasks), b.mean(tasks)) {
+            parts.push(format!("mean STS {:+.4}", m - bm));
+        }
+        if let (Some(c), Some(bc)) = (r.cross_lingual_mean(), b.cross_lingual_mean()) {
+            if bc - c > 0.1 {
+                parts.push(format!("cross-lingual quality collapses ({c:.3} vs {bc:.3}): unusable across languages"));
+            } else {
+                parts.push(format!("cross-lingual {:+.4}", c - bc));
+            }
+        }
+        if !parts.is_empty() {
+            out += &format!("- **{}**: {}.\n", r.name, parts.join(", "));
+        }
+    }
+    if !out.is_empty() {
+        out += "\n";
+    }
+    out
+}
+
+fn color(i: usize) -> RGBColor {
+    const COLORS: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plotting: {e:?}")
+}
+
+/// Scatter of mean STS score against ms/text (batch of 5 short texts, log scale). False when no model has both.
+pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], path: &Path) -> Result<bool> {
+    let points: Vec<(f64, f64, &str, usize)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((r.batch5_ms()?, r.mean(tasks)?, r.name.as_str(), i)))
+        .filter(|p| p.0 > 0.0)
+        .collect();
+    if points.is_empty() {
+        return Ok(false);
+    }
+    let (xmin, xmax) = points.iter().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+    let (ymin, ymax) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("STS quality vs latency", ("sans-serif", 24))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d((xmin / 3.0..xmax * 3.0).log_scale(), (ymin - 0.05).max(0.0)..(ymax + 0.03).min(1.0))
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("ms per text, batch of 5 short texts (log scale)")
+        .y_desc(format!("mean STS Spearman ({})", tasks.join(", ")))
+        .x_label_formatter(&|x| fmt_ms(*x))
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .draw()
+        .map_err(plot_err)?;
+    for (k, &(x, y, name, i)) in points.iter().enumerate() {
+        // Alternate label sides so that close points stay readable.
+        let offset = if k % 2 == 0 { (10, -18) } else { (10, 6) };
+        chart
+            .draw_series(std::iter::once(
+                EmptyElement::at((x, y))
+                    + Circle::new((0, 0), 7, color(i).filled())
+                    + Text::new(format!("{name} ({:.3}, {} ms)", y, fmt_ms(x)), offset, ("sans-serif", 15)),
+            ))
+            .map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(true)
+}
+
+/// Grouped bars: one group per task/subset, one bar per model.
+pub fn plot_tasks(rows: &[ModelRow], subsets: &[(String, String)], path: &Path) -> Result<()> {
+    let n = subsets.len().max(1);
+    let width = (160 + 95 * n).max(700) as u32;
+    let root = SVGBackend::new(path, (width, 620)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let lowest = rows.iter().flat_map(|r| r.scores.values().flat_map(|s| s.values())).fold(0f64, |a, &b| a.min(b));
+    let mut chart = ChartBuilder::on(&root)
+        .caption("STS cosine Spearman per task", ("sans-serif", 24))
+        .margin(20)
+        .margin_top(20 + 24 * rows.len().div_ceil(4) as u32)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n as f64, (lowest - 0.05).min(0.0)..1.0)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("Spearman")
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .draw()
+        .map_err(plot_err)?;
+    let w = 0.8 / rows.len().max(1) as f64;
+    for (m, r) in rows.iter().enumerate() {
+        let bars = subsets.iter().enumerate().filter_map(|(i, (t, s))| {
+            let v = *r.scores.get(t)?.get(s)?;
+            let x0 = i as f64 + 0.1 + m as f64 * w;
+            Some(Rectangle::new([(x0, 0.0), (x0 + w * 0.92, v)], color(m).filled()))
+        });
+        chart.draw_series(bars).map_err(plot_err)?;
+    }
+    // Category labels under the axis and a legend above the plot, in pixels on the root area.
+    for (i, (t, s)) in subsets.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, (lowest - 0.05).min(0.0)));
+        let text = label(t, s);
+        let half = (text.chars().count() as i32 * 13 * 55 / 100) / 2;
+        root.draw(&Text::new(text, (px - half, py + 10), ("sans-serif", 13))).map_err(plot_err)?;
+    }
+    for (m, r) in rows.iter().enumerate() {
+        let (x, y) = (90 + (m % 4) as i32 * ((width as i32 - 120) / 4), 52 + (m / 4) as i32 * 24);
+        root.draw(&Rectangle::new([(x, y), (x + 14, y + 14)], color(m).filled())).map_err(plot_err)?;
+        root.draw(&Text::new(r.name.clone(), (x + 20, y), ("sans-serif", 14))).map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Build the report in `out`; returns the Markdown path.
+pub fn write_report(results: &Path, baseline: Option<&str>, reference: Option<&Path>, out: &Path) -> Result<PathBuf> {
+    let mut rows = load_results(results)?;
+    if rows.is_empty() {
+        bail!("no eval or bench results under {} (expected one subdirectory per model)", results.display());
+    }
+    if let Some(r) = reference {
+        rows.push(load_reference(r)?);
+    }
+    let base = pick_baseline(&rows, baseline)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let tasks = task_list(&rows);
+    let subsets = subset_list(&rows, &tasks);
+    let mut plots = Vec::new();
+    if plot_quality_vs_latency(&rows, &mean_tasks(&rows, base), &out.join(SCATTER_FILE))? {
+        plots.push((SCATTER_FILE, "quality vs latency"));
+    }
+    if !subsets.is_empty() {
+        plot_tasks(&rows, &subsets, &out.join(BARS_FILE))?;
+        plots.push((BARS_FILE, "STS per task"));
+    }
+    let md = markdown(&rows, base, results, &plots);
+    let path = out.join(REPORT_FILE);
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
