@@ -1,0 +1,271 @@
+//! Ollama-compatible routes: `/api/embed`, legacy `/api/embeddings`, `/api/tags`, `/api/show`, `/api/ps`,
+//! `/api/version`, `/`.
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::body::{self, JsonBody};
+use crate::embed::{self, Options};
+use crate::error::ApiError;
+use crate::state::{AppState, Served};
+use crate::util::{human_count, rfc3339};
+
+/// The Ollama version we answer to `/api/version` (clients gate features such as `/api/embed` on it).
+pub const OLLAMA_VERSION: &str = "0.12.0";
+
+pub async fn root() -> &'static str {
+    "Ollama is running"
+}
+
+pub async fn version() -> Json<Value> {
+    Json(
+        json!({ "version": OLLAMA_VERSION, "server": format!("deposium-embed {}", env!("CARGO_PKG_VERSION")) }),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct EmbedRequest {
+    model: Option<String>,
+    input: Option<Value>,
+    truncate: Option<bool>,
+    dimensions: Option<usize>,
+    /// Extensions: a prompt from the model's config, or a raw prefix.
+    prompt_name: Option<String>,
+    prompt: Option<String>,
+    // Accepted and ignored: models stay loaded; options do not apply to embeddings.
+    #[allow(dead_code)]
+    keep_alive: Option<Value>,
+    #[allow(dead_code)]
+    options: Option<Value>,
+}
+
+pub async fn embed(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<EmbedRequest>,
+) -> Result<Response, ApiError> {
+    let t0 = Instant::now();
+    let served = state.lookup(req.model.as_deref())?;
+    // Ollama skips an empty string: `"input": ""` gives no embeddings.
+    let inputs: Vec<String> = body::texts(req.input, "input")?;
+    let inputs = if inputs.len() == 1 && inputs[0].is_empty() {
+        Vec::new()
+    } else {
+        inputs
+    };
+    let opts = Options {
+        prompt: embed::prompt_choice(req.prompt_name, req.prompt)?,
+        truncate: req.truncate.unwrap_or(true),
+        dimensions: req.dimensions,
+        ..Options::default()
+    };
+    let out = embed::texts(&state, &served, inputs, &opts, "input").await?;
+    Ok(Json(json!({
+        "model": req.model.unwrap_or_else(|| served.name.clone()),
+        "embeddings": out.embeddings,
+        "total_duration": t0.elapsed().as_nanos() as u64,
+        "load_duration": 0,
+        "prompt_eval_count": out.tokens,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LegacyRequest {
+    model: Option<String>,
+    /// Ollama's shape: one text → `{"embedding": [...]}`.
+    prompt: Option<Value>,
+    /// The seed's shape: str or list → `{"model", "embeddings": [[...]]}`.
+    input: Option<Value>,
+    prompt_name: Option<String>,
+    truncate: Option<bool>,
+    dimensions: Option<usize>,
+    #[allow(dead_code)]
+    keep_alive: Option<Value>,
+    #[allow(dead_code)]
+    options: Option<Value>,
+}
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<LegacyRequest>,
+) -> Result<Response, ApiError> {
+    let opts = Options {
+        prompt: embed::prompt_choice(req.prompt_name, None)?,
+        truncate: req.truncate.unwrap_or(true),
+        dimensions: req.dimensions,
+        ..Options::default()
+    };
+    match (req.prompt, req.input) {
+        (Some(Value::String(text)), None) => {
+            let served = state.lookup(req.model.as_deref())?;
+            if text.is_empty() {
+                return Ok(Json(json!({ "embedding": [] })).into_response());
+            }
+            let mut out = embed::texts(&state, &served, vec![text], &opts, "prompt").await?;
+            Ok(Json(json!({ "embedding": out.embeddings.pop().unwrap_or_default() })).into_response())
+        }
+        (Some(other), None) => Err(ApiError::bad_request(format!(
+            "`prompt` must be a string, got {} (send a list as `input`)",
+            body::kind(&other)
+        ))),
+        (None, Some(input)) => {
+            let served = state.lookup(req.model.as_deref())?;
+            let texts = body::texts(Some(input), "input")?;
+            if texts.is_empty() {
+                return Err(ApiError::bad_request("`input` is empty"));
+            }
+            let out = embed::texts(&state, &served, texts, &opts, "input").await?;
+            Ok(Json(json!({
+                "model": req.model.unwrap_or_else(|| served.name.clone()),
+                "embeddings": out.embeddings,
+            }))
+            .into_response())
+        }
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give either `prompt` (one text) or `input`, not both")),
+        (None, None) => Err(ApiError::bad_request(
+            "the body needs `prompt` (one text, Ollama's shape) or `input` (a text or a list of texts)",
+        )),
+    }
+}
+
+/// Ollama's `name:tag` for a model name.
+fn tagged(name: &str) -> String {
+    if name.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+/// `details` of `/api/tags`, `/api/show`, `/api/ps`.
+fn details(m: &Served) -> Value {
+    let info = m.model.info();
+    json!({
+        "parent_model": "",
+        "format": if info.family == "model2vec" { "safetensors" } else { "onnx" },
+        "family": info.family,
+        "families": [info.family],
+        "parameter_size": info.parameter_count.map(human_count).unwrap_or_default(),
+        "quantization_level": quantization_level(&info.quantization),
+    })
+}
+
+fn quantization_level(q: &str) -> String {
+    match q.to_ascii_lowercase().as_str() {
+        "fp32" | "f32" => "F32".into(),
+        "fp16" | "f16" => "F16".into(),
+        "bf16" => "BF16".into(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+fn modified_at(m: &Served) -> String {
+    let when = std::fs::metadata(&m.model.info().path)
+        .and_then(|md| md.modified())
+        .unwrap_or(m.loaded_at);
+    rfc3339(when)
+}
+
+/// One model as `/api/tags` lists it.
+pub fn tag_entry(m: &Served) -> Value {
+    let info = m.model.info();
+    json!({
+        "name": tagged(&m.name),
+        "model": tagged(&m.name),
+        "modified_at": modified_at(m),
+        "size": info.size_bytes,
+        "digest": info.digest,
+        "details": details(m),
+        "aliases": aliases(m),
+    })
+}
+
+/// Every name the model answers to.
+fn aliases(m: &Served) -> Vec<String> {
+    let mut names = vec![m.name.clone()];
+    names.extend(m.spec.aliases.iter().cloned());
+    names
+}
+
+pub async fn tags(State(state): State<AppState>) -> Json<Value> {
+    let models: Vec<Value> = state.ready().iter().map(|m| tag_entry(m)).collect();
+    Json(json!({ "models": models }))
+}
+
+pub async fn ps(State(state): State<AppState>) -> Json<Value> {
+    let models: Vec<Value> = state
+        .ready()
+        .iter()
+        .map(|m| {
+            let info = m.model.info();
+            json!({
+                "name": tagged(&m.name),
+                "model": tagged(&m.name),
+                "size": info.size_bytes,
+                "digest": info.digest,
+                "details": details(m),
+                // Models stay loaded for the life of the server.
+                "expires_at": "2318-01-01T00:00:00Z",
+                "size_vram": 0,
+                "context_length": info.max_tokens,
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+#[derive(Deserialize)]
+pub struct ShowRequest {
+    model: Option<String>,
+    /// Older clients send `name`.
+    name: Option<String>,
+    #[allow(dead_code)]
+    verbose: Option<bool>,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<ShowRequest>,
+) -> Result<Response, ApiError> {
+    let Some(name) = req.model.or(req.name) else {
+        return Err(ApiError::bad_request("`model` is required").param("model"));
+    };
+    let m = state.lookup(Some(&name)).map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND {
+            ApiError {
+                message: format!("model '{name}' not found"),
+                ..e
+            }
+        } else {
+            e
+        }
+    })?;
+    let info = m.model.info();
+    let family = &info.family;
+    Ok(Json(json!({
+        "license": "",
+        "modelfile": format!("# served by deposium-embed\nFROM {}\n", info.path.display()),
+        "parameters": "",
+        "template": "",
+        "details": details(&m),
+        "model_info": {
+            "general.architecture": family,
+            "general.parameter_count": info.parameter_count,
+            format!("{family}.embedding_length"): info.dim,
+            format!("{family}.context_length"): info.max_tokens,
+        },
+        "capabilities": ["embedding"],
+        "modified_at": modified_at(&m),
+        // Extensions: what the model answers to and what it can do.
+        "aliases": aliases(&m),
+        "prompts": info.prompts,
+        "default_prompt_name": info.default_prompt_name,
+        "matryoshka_dims": info.matryoshka_dims,
+    }))
+    .into_response())
+}

@@ -1,0 +1,201 @@
+//! OpenAI-compatible routes: `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/models/{id}`.
+use axum::extract::{Path, State};
+use axum::Json;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::body::{self, JsonBody};
+use crate::embed::{self, Options};
+use crate::error::{ApiError, OpenAiError};
+use crate::state::{AppState, Served};
+use crate::util::unix_seconds;
+
+#[derive(Deserialize)]
+pub struct EmbeddingsRequest {
+    input: Option<Value>,
+    model: Option<String>,
+    encoding_format: Option<String>,
+    dimensions: Option<usize>,
+    #[allow(dead_code)]
+    user: Option<String>,
+    /// Extensions: prompts, and refusing over-long inputs instead of cutting them.
+    prompt_name: Option<String>,
+    prompt: Option<String>,
+    truncate: Option<bool>,
+}
+
+/// OpenAI `input`: texts, or token ids fed to the model as they are.
+enum Input {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<u32>>),
+}
+
+fn invalid_input(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request(msg).param("input")
+}
+
+fn token_id(v: &Value, at: &str) -> Result<u32, ApiError> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            invalid_input(format!(
+                "`input{at}` must be a token id (an integer ≥ 0), got {v}"
+            ))
+        })
+}
+
+fn parse_input(v: Option<Value>) -> Result<Input, ApiError> {
+    let items = match v {
+        None | Some(Value::Null) => return Err(invalid_input("`input` is required")),
+        Some(Value::String(s)) if s.is_empty() => return Err(invalid_input("`input` must not be an empty string")),
+        Some(Value::String(s)) => return Ok(Input::Texts(vec![s])),
+        Some(Value::Array(items)) if items.is_empty() => return Err(invalid_input("`input` must not be empty")),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(invalid_input(format!(
+                "`input` must be a string, an array of strings, an array of token ids or an array of arrays of token ids; got {}",
+                body::kind(&other)
+            )))
+        }
+    };
+    match &items[0] {
+        Value::String(_) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) if s.is_empty() => {
+                    Err(invalid_input(format!("`input[{i}]` is an empty string")))
+                }
+                Value::String(s) => Ok(s),
+                other => Err(invalid_input(format!(
+                    "`input[{i}]` must be a string, got {}",
+                    body::kind(&other)
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Input::Texts),
+        Value::Number(_) => {
+            let ids = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| token_id(v, &format!("[{i}]")))
+                .collect::<Result<_, _>>()?;
+            Ok(Input::Tokens(vec![ids]))
+        }
+        Value::Array(_) => items
+            .iter()
+            .enumerate()
+            .map(|(i, seq)| match seq {
+                Value::Array(ids) if ids.is_empty() => Err(invalid_input(format!(
+                    "`input[{i}]` is an empty token list"
+                ))),
+                Value::Array(ids) => ids
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| token_id(v, &format!("[{i}][{j}]")))
+                    .collect::<Result<_, _>>(),
+                other => Err(invalid_input(format!(
+                    "`input[{i}]` must be an array of token ids, got {}",
+                    body::kind(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Input::Tokens),
+        other => Err(invalid_input(format!(
+            "`input[0]` must be a string or a token id, got {}",
+            body::kind(other)
+        ))),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Float,
+    Base64,
+}
+
+/// Little-endian f32 bytes, base64 (what the official SDKs ask for by default).
+fn to_base64(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    body: Result<JsonBody<EmbeddingsRequest>, ApiError>,
+) -> Result<Json<Value>, OpenAiError> {
+    let JsonBody(req) = body?;
+    let encoding = match req.encoding_format.as_deref() {
+        None | Some("float") => Encoding::Float,
+        Some("base64") => Encoding::Base64,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported encoding_format '{other}'; use 'float' or 'base64'"
+            ))
+            .param("encoding_format")
+            .into())
+        }
+    };
+    let served = state.lookup(req.model.as_deref())?;
+    let opts = Options {
+        prompt: embed::prompt_choice(req.prompt_name, req.prompt)?,
+        truncate: req.truncate.unwrap_or(true),
+        dimensions: req.dimensions,
+        ..Options::default()
+    };
+    let out = match parse_input(req.input)? {
+        Input::Texts(texts) => embed::texts(&state, &served, texts, &opts, "input").await?,
+        Input::Tokens(seqs) => {
+            if opts.prompt != deposium_engine::Prompt::Default {
+                return Err(
+                    ApiError::bad_request("a prompt cannot be applied to token-id input")
+                        .param("input")
+                        .into(),
+                );
+            }
+            embed::check_count(&state, seqs.len(), "input")?;
+            served
+                .model
+                .check_dimensions(opts.dimensions)
+                .map_err(ApiError::from)?;
+            let tokens = embed::token_inputs(&served, seqs, opts.truncate)?;
+            embed::run(&served, tokens, &opts).await?
+        }
+    };
+    let data: Vec<Value> = out
+        .embeddings
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = match encoding {
+                Encoding::Float => json!(v),
+                Encoding::Base64 => json!(to_base64(v)),
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": req.model.unwrap_or_else(|| served.name.clone()),
+        "usage": { "prompt_tokens": out.tokens, "total_tokens": out.tokens },
+    })))
+}
+
+fn model_entry(m: &Served) -> Value {
+    json!({ "id": m.name, "object": "model", "created": unix_seconds(m.loaded_at), "owned_by": "deposium" })
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let data: Vec<Value> = state.ready().iter().map(|m| model_entry(m)).collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+pub async fn model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, OpenAiError> {
+    let m = state.lookup(Some(&id))?;
+    Ok(Json(model_entry(&m)))
+}
