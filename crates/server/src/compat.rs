@@ -81,7 +81,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         .collect();
     let metrics = state.metrics();
     Json(json!({
-        "status": if state.loading() { "loading" } else if state.ready().is_empty() { "failed" } else { "ok" },
+        "status": state.overall_status(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.uptime_seconds(),
         "started_at": rfc3339(state.started_at()),

@@ -27,15 +27,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
             }
         })
         .collect();
-    let ready = state.ready().len();
-    let (code, status) = if state.loading() {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading")
-    } else if ready == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "failed")
-    } else if ready < state.slots().len() {
-        (StatusCode::OK, "degraded")
+    let status = state.overall_status();
+    let code = if matches!(status, "ok" | "degraded") {
+        StatusCode::OK
     } else {
-        (StatusCode::OK, "ok")
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(json!({ "status": status, "models": models }))).into_response()
 }

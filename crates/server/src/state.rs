@@ -265,6 +265,20 @@ impl AppState {
             .collect()
     }
 
+    /// `loading` while any model loads, `failed` when none could load, `degraded` when some failed, else `ok`.
+    pub fn overall_status(&self) -> &'static str {
+        let ready = self.ready().len();
+        if self.loading() {
+            "loading"
+        } else if ready == 0 {
+            "failed"
+        } else if ready < self.0.slots.len() {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
     /// True while any model is still loading.
     pub fn loading(&self) -> bool {
         self.0
