@@ -65,6 +65,11 @@ fn show((wall, cpu): (f64, Option<f64>)) -> String {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets without `--bench`: skip the measurement there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("model2vec bench: run with `cargo bench -p deposium-engine --bench model2vec`");
+        return;
+    }
     let file = sts_file();
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
     let base: Vec<String> = text
