@@ -1,12 +1,88 @@
-//! `deposium-embed convert` (being written).
+//! `deposium-embed convert`: safetensors → portable ONNX model directory, quantized in Rust, with measured fidelity.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use deposium_convert::QuantConfig;
+use deposium_engine::{fidelity, registry};
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// Source model: NAME or NAME=PATH.
+    /// Source model: NAME (e.g. embeddinggemma) or NAME=PATH to a sentence-transformers/transformers directory.
     #[arg(long)]
     pub model: String,
+    /// fp32, int8 or int4.
+    #[arg(long, default_value = "int8")]
+    pub scheme: String,
+    /// Output directory (default: ./<name>-<scheme>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep weights whose name contains this in fp32 (repeatable), e.g. `mlp.down_proj`, `embed_tokens`.
+    #[arg(long = "keep-fp32")]
+    pub keep_fp32: Vec<String>,
+    /// Token table bits (4 or 8; 32 = fp32). Default: the scheme's.
+    #[arg(long)]
+    pub embed_bits: Option<u8>,
+    /// Quantization block for linear layers.
+    #[arg(long)]
+    pub block: Option<usize>,
+    /// Quantization block for the token table.
+    #[arg(long)]
+    pub embed_block: Option<usize>,
+    /// MatMulNBits accuracy_level (4 = int8 activations per block; 0 = fp32 compute).
+    #[arg(long)]
+    pub accuracy_level: Option<i64>,
+    /// Reference fixtures directory to measure fidelity against (EmbeddingGemma fixtures); default ../shared/fixtures
+    /// when present. The result goes into deposium.json.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Skip the fidelity measurement.
+    #[arg(long)]
+    pub no_fidelity: bool,
 }
 
-pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    anyhow::bail!("convert not written yet: {args:?}")
+pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
+    let spec = registry::resolve(&a.model)?;
+    let mut q = QuantConfig::from_scheme(&a.scheme)?;
+    q.keep_fp32.extend(a.keep_fp32.iter().cloned());
+    if let Some(b) = a.embed_bits {
+        q.embed_bits = if b >= 32 { None } else { Some(b) };
+    }
+    if let Some(b) = a.block {
+        q.block = b;
+    }
+    if let Some(b) = a.embed_block {
+        q.embed_block = b;
+    }
+    if let Some(l) = a.accuracy_level {
+        q.accuracy_level = l;
+    }
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}-{}", spec.name.replace(':', "-"), a.scheme)));
+    let t0 = std::time::Instant::now();
+    let mut manifest = deposium_convert::convert(&spec.dir, &out, &q).with_context(|| format!("converting {}", spec.dir.display()))?;
+    eprintln!("converted in {:.1}s → {} ({:.1} MB)", t0.elapsed().as_secs_f32(), out.display(), manifest.sizes.total_on_disk as f64 / 1e6);
+    let reference = a.reference.clone().or_else(|| {
+        let d = PathBuf::from("../shared/fixtures");
+        d.join("sentences.json").exists().then_some(d)
+    });
+    if let (Some(rdir), false, "gemma3") = (&reference, a.no_fidelity, manifest.family.as_str()) {
+        let r = fidelity::Reference::load(rdir)?;
+        let model = registry::load_spec(&registry::ModelSpec {
+            name: spec.name.clone(),
+            dir: out.clone(),
+            scheme: a.scheme.clone(),
+            aliases: vec![],
+        })?;
+        let f = fidelity::measure(&model, &r)?;
+        eprintln!(
+            "fidelity to {}: mean {:.5} min {:.5} (batched vs alone min {:.6})",
+            rdir.display(),
+            f.all.mean,
+            f.all.min,
+            f.batch_vs_alone.min
+        );
+        manifest.fidelity = Some(serde_json::to_value(&f)?);
+        std::fs::write(out.join("deposium.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&manifest)?);
+    Ok(())
 }

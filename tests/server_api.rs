@@ -508,6 +508,21 @@ fn error_cases_get_the_right_status_and_the_server_keeps_serving() {
         400,
     );
 
+    // A body over --max-body-bytes (8 MiB by default): 413 with a JSON error, on each family.
+    let huge = json!({ "input": vec!["x".repeat(1000); 9000] }).to_string();
+    for path in ["/api/embed", "/v1/embeddings", "/embed"] {
+        let mut c = Conn::open(&srv.addr).unwrap();
+        c.send_head("POST", path, &[], huge.len()).unwrap();
+        let _ = c.write(huge.as_bytes()); // the server may answer before reading it all
+        let r = c.read_response().unwrap();
+        if path == "/v1/embeddings" {
+            assert_openai_error(&r, 413);
+        } else {
+            assert_plain_error(&r, 413);
+        }
+        assert!(r.text().contains("--max-body-bytes"), "{}", r.text());
+    }
+
     // Bad encoding_format.
     let r = srv.post(
         "/v1/embeddings",

@@ -163,11 +163,46 @@ fn client_disconnects_do_not_hurt_other_requests() {
     }
     // Queues drain to empty.
     std::thread::sleep(Duration::from_millis(500));
-    let metrics = srv.get("/metrics").text();
-    assert!(
-        metrics.contains("deposium_queue_depth{model=\"potion-base-8M\"} 0"),
-        "{metrics}"
-    );
+    assert_eq!(metric(&srv, "deposium_queue_depth{model=\"potion-base-8M\"}"), 0.0);
+}
+
+/// A value from `/metrics`.
+fn metric(srv: &Server, name: &str) -> f64 {
+    let text = srv.get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[test]
+fn a_dropped_request_stops_using_the_backend() {
+    require_model(MODEL);
+    let srv = Server::start(&["--model", MODEL, "--max-batch-size", "1", "--max-inputs", "1000000"]);
+    let n = 200_000;
+    let texts: Vec<String> = (0..n).map(|i| format!("doc {i}")).collect();
+    let body = json!({ "input": texts }).to_string();
+    let mut c = Conn::open(&srv.addr).unwrap();
+    c.send_head("POST", "/api/embed", &[], body.len()).unwrap();
+    c.write(body.as_bytes()).unwrap();
+    // Hang up once the request is queued in the batcher.
+    let depth = "deposium_queue_depth{model=\"potion-base-8M\"}";
+    let t0 = std::time::Instant::now();
+    while metric(&srv, depth) == 0.0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "never queued");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(c);
+    let t0 = std::time::Instant::now();
+    while metric(&srv, depth) != 0.0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "queue never drained");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cancelled = metric(&srv, "deposium_cancelled_inputs_total{model=\"potion-base-8M\"}");
+    let ran = metric(&srv, "deposium_backend_inputs_total{model=\"potion-base-8M\"}");
+    assert!(cancelled > 0.0 && ran < n as f64, "ran {ran}, cancelled {cancelled}");
+    assert_eq!(ran + cancelled, n as f64, "every queued input either ran or was dropped");
+    assert!(srv.get("/metrics").text().contains("route=\"/api/embed\",status=\"499\""));
+    assert_eq!(srv.post("/api/embed", &json!({"input": "after"})).status, 200);
 }
 
 #[test]

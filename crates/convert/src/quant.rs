@@ -35,8 +35,15 @@ impl QuantConfig {
         };
         Ok(match scheme {
             "fp32" => base,
-            "int8" => QuantConfig { linear_bits: Some(8), embed_bits: Some(8), ..base },
-            "int4" => QuantConfig { linear_bits: Some(4), embed_bits: Some(4), ..base },
+            // Dense heads stay fp32: they see one pooled row per text and cost little (19 MB).
+            "int8" => QuantConfig {
+                linear_bits: Some(8),
+                embed_bits: Some(8),
+                embed_block: 128,
+                keep_fp32: vec!["dense".into()],
+                ..base
+            },
+            "int4" => QuantConfig { linear_bits: Some(4), embed_bits: Some(4), keep_fp32: vec!["dense".into()], ..base },
             s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, int4)"),
         })
     }

@@ -3,6 +3,7 @@
 //! Every API goes through [`Model::embed`]. Backends implement the small [`Backend`] trait.
 
 pub mod error;
+pub mod fidelity;
 pub mod model2vec;
 pub mod onnx;
 pub mod paths;
@@ -51,6 +52,12 @@ pub trait Backend: Send + Sync {
     /// Cut an over-long token sequence to `max_tokens`, keeping the model's trailing special tokens.
     fn truncate_tokens(&self, ids: &mut Vec<u32>) {
         ids.truncate(self.info().max_tokens);
+    }
+    /// Sequence-length boundaries a batch must not straddle: sequences of lengths on different sides of a boundary
+    /// never share a backend call. Int8 kernels pick different code paths by padded length; bucketing keeps a text's
+    /// vector independent of its batch.
+    fn batch_buckets(&self) -> &[usize] {
+        &[]
     }
 }
 
@@ -190,15 +197,19 @@ impl Model {
     pub fn embed_tokenized(&self, items: &[Tokenized]) -> Result<Vec<Vec<f32>>> {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
+        let buckets = self.backend.batch_buckets();
+        let bucket_of = |len: usize| buckets.iter().filter(|&&b| len > b).count();
         let mut out: Vec<Option<Vec<f32>>> = vec![None; items.len()];
         let mut start = 0;
         while start < order.len() {
             // Longest first: the first item of a chunk sets its padded length.
             let longest = items[order[start]].ids.len().max(1);
+            let bucket = bucket_of(longest);
             let mut end = start + 1;
             while end < order.len()
                 && end - start < self.max_batch
                 && (end - start + 1) * longest <= self.max_batch_tokens
+                && bucket_of(items[order[end]].ids.len().max(1)) == bucket
             {
                 end += 1;
             }

@@ -82,7 +82,13 @@ pub struct OnnxModel {
     pad_id: u32,
     /// Special tokens the tokenizer appends (kept when truncating).
     suffix: Vec<u32>,
+    buckets: Vec<usize>,
 }
+
+/// ONNX Runtime's int8 MatMulNBits kernels (MLAS CompInt8) take a different code path once the padded sequence is
+/// longer than 64 tokens, and the two paths round differently (cosine 0.9997 between them). Batching only sequences
+/// on the same side of 64 keeps every vector equal to the one computed alone.
+const INT8_KERNEL_BUCKETS: &[usize] = &[64];
 
 fn load_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Load(e.to_string())
@@ -193,7 +199,12 @@ impl OnnxModel {
             matryoshka_dims: if m.family == "gemma3" { vec![768, 512, 256, 128] } else { vec![] },
             path: dir.to_path_buf(),
         };
-        Self::finish_load(info, session, tokenizer, "sentence_embedding".into(), OutputKind::Pooled, m.normalize)
+        let quantized_matmuls = m.quant.linear_bits.is_some() && m.quant.accuracy_level == 4;
+        let mut model = Self::finish_load(info, session, tokenizer, "sentence_embedding".into(), OutputKind::Pooled, m.normalize)?;
+        if quantized_matmuls {
+            model.buckets = INT8_KERNEL_BUCKETS.to_vec();
+        }
+        Ok(model)
     }
 
     fn load_stock(dir: &Path, name: &str) -> Result<Self> {
@@ -269,6 +280,7 @@ impl OnnxModel {
             has_token_type_ids,
             pad_id,
             suffix,
+            buckets: vec![],
         };
         if m.info.dim == 0 {
             // Learn the output width from one run.
@@ -287,6 +299,10 @@ impl Backend for OnnxModel {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.tokenizer.encode_fast(text, true).map_err(|e| EngineError::InvalidInput(format!("tokenizer: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    fn batch_buckets(&self) -> &[usize] {
+        &self.buckets
     }
 
     fn truncate_tokens(&self, ids: &mut Vec<u32>) {
