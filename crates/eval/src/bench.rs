@@ -15,6 +15,8 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     pub iters: usize,
     pub warmup: usize,
+    /// Keep measuring at least this long, past `iters` (fast models need many calls for a stable median).
+    pub min_seconds: f64,
     /// Stop a scenario after this long (at least `MIN_ITERS` measured calls).
     pub max_seconds: f64,
     pub short_tokens: usize,
@@ -23,11 +25,12 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { batches: vec![1, 5, 32], iters: 30, warmup: 3, max_seconds: 20.0, short_tokens: 16, long_tokens: 256 }
+        Self { batches: vec![1, 5, 32], iters: 30, warmup: 3, min_seconds: 1.0, max_seconds: 20.0, short_tokens: 16, long_tokens: 256 }
     }
 }
 
 const MIN_ITERS: usize = 3;
+const MAX_ITERS: usize = 1_000_000;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
@@ -202,13 +205,19 @@ pub fn run_scenario(model: &Model, prompt: &Prompt, kind: &str, pool: &[String],
     let budget = Duration::from_secs_f64(opts.max_seconds);
     let started = Instant::now();
     let (mut ms, mut tokens) = (Vec::new(), 0usize);
-    for i in 0..opts.iters.max(1) {
+    let min_time = Duration::from_secs_f64(opts.min_seconds.min(opts.max_seconds));
+    let mut i = 0;
+    loop {
         let req = request(opts.warmup + i);
         let t = Instant::now();
         let resp = model.embed(&req)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         tokens += resp.token_counts.iter().sum::<usize>();
-        if ms.len() >= MIN_ITERS && started.elapsed() > budget {
+        i += 1;
+        let elapsed = started.elapsed();
+        let enough = ms.len() >= opts.iters.max(1) && elapsed >= min_time;
+        let over_budget = ms.len() >= MIN_ITERS && elapsed > budget;
+        if enough || over_budget || ms.len() >= MAX_ITERS {
             break;
         }
     }

@@ -67,8 +67,7 @@ impl EmbeddingCache {
             return None;
         }
         let mut pos = MAGIC.len() + 4 + hlen;
-        loop {
-            let Some(head) = bytes.get(pos..pos + 20) else { break };
+        while let Some(head) = bytes.get(pos..pos + 20) {
             let key: Key = head[..16].try_into().unwrap();
             let dim = u32::from_le_bytes(head[16..20].try_into().unwrap()) as usize;
             let Some(body) = bytes.get(pos + 20..pos + 20 + 4 * dim) else { break };

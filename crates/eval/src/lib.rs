@@ -54,12 +54,15 @@ pub struct BenchArgs {
     /// Sets DEPOSIUM_THREADS before loading the model: the ONNX backend's intra-op threads.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Measured calls per scenario (fewer when a scenario exceeds --max-seconds).
+    /// Measured calls per scenario, at least (fewer when a scenario exceeds --max-seconds).
     #[arg(long, default_value_t = 30)]
     pub iters: usize,
     /// Unmeasured calls before each scenario.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Measure each scenario at least this long, in seconds, even past --iters.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_seconds: f64,
     /// Time budget per scenario, in seconds (at least 3 measured calls).
     #[arg(long, default_value_t = 20.0)]
     pub max_seconds: f64,
@@ -136,6 +139,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         batches: args.batches.clone(),
         iters: args.iters,
         warmup: args.warmup,
+        min_seconds: args.min_seconds,
         max_seconds: args.max_seconds,
         ..Default::default()
     };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
 
 use crate::bench::{fmt_ms, BenchResult};
@@ -65,8 +66,15 @@ impl ModelRow {
     }
 }
 
-/// Read one MTEB-style result file: (task, subset → main score).
-fn read_mteb(path: &Path) -> Result<Option<(String, BTreeMap<String, f64>, Value)>> {
+/// One MTEB-style result file: task name, subset → main score, the whole document.
+struct MtebFile {
+    task: String,
+    subsets: BTreeMap<String, f64>,
+    doc: Value,
+}
+
+/// Read an MTEB-style result file; None for other JSON files.
+fn read_mteb(path: &Path) -> Result<Option<MtebFile>> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path)?).with_context(|| format!("parsing {}", path.display()))?;
     let (Some(task), Some(scores)) = (v["task_name"].as_str(), v["scores"].as_object()) else {
         return Ok(None);
@@ -79,7 +87,7 @@ fn read_mteb(path: &Path) -> Result<Option<(String, BTreeMap<String, f64>, Value
             subsets.insert(subset, score);
         }
     }
-    Ok(Some((task.to_string(), subsets, v)))
+    Ok(Some(MtebFile { task: task.to_string(), subsets, doc: v }))
 }
 
 /// Load every model subdirectory of `results`.
@@ -109,9 +117,9 @@ pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
                 let m: Value = serde_json::from_str(&std::fs::read_to_string(f)?)?;
                 row.quantization = m["quantization"].as_str().map(String::from).or(row.quantization);
                 row.size_bytes = m["size_bytes"].as_u64().or(row.size_bytes);
-            } else if let Some((task, subsets, v)) = read_mteb(f)? {
-                if let Some(model) = v["deposium"]["model"].as_str() {
-                    row.name = match v["deposium"]["dimensions"].as_u64() {
+            } else if let Some(MtebFile { task, subsets, doc }) = read_mteb(f)? {
+                if let Some(model) = doc["deposium"]["model"].as_str() {
+                    row.name = match doc["deposium"]["dimensions"].as_u64() {
                         Some(d) => format!("{model} d={d}"),
                         None => model.to_string(),
                     };
@@ -162,7 +170,12 @@ fn task_list(rows: &[ModelRow]) -> Vec<String> {
 
 /// The tasks a mean is taken over: the baseline's (a model missing one of them gets no mean).
 fn mean_tasks(rows: &[ModelRow], base: usize) -> Vec<String> {
-    task_list(&rows[base..=base])
+    let tasks = task_list(&rows[base..=base]);
+    if tasks.is_empty() {
+        task_list(rows)
+    } else {
+        tasks
+    }
 }
 
 /// (task, subset) columns in display order.
@@ -202,6 +215,7 @@ fn size(bytes: Option<u64>) -> String {
 
 fn speedup(v: Option<f64>, base: Option<f64>) -> String {
     match (v, base) {
+        (Some(v), Some(b)) if v > 0.0 && b / v >= 100.0 => format!("{:.0}×", b / v),
         (Some(v), Some(b)) if v > 0.0 => format!("{:.1}×", b / v),
         _ => "—".into(),
     }
@@ -254,8 +268,8 @@ pub fn markdown(rows: &[ModelRow], base: usize, results_dir: &Path, plots: &[(&s
             f4(r.cross_lingual_mean()),
             r.batch5_ms().map_or("—".into(), fmt_ms),
             r.single_ms().map_or("—".into(), fmt_ms),
-            if i == base { "1.0×".into() } else { speedup(r.batch5_ms(), b.batch5_ms()) },
-            if i == base { "1.0×".into() } else { speedup(r.single_ms(), b.single_ms()) },
+            speedup(r.batch5_ms(), b.batch5_ms()),
+            speedup(r.single_ms(), b.single_ms()),
         );
     }
     md += "\nΔ: difference to the baseline's score (negative: worse). Cross-lingual: mean over the subsets whose two \
@@ -330,7 +344,7 @@ fn findings(rows: &[ModelRow], base: usize, tasks: &[String]) -> String {
         }
         let mut parts = Vec::new();
         if let (Some(v), Some(bv)) = (r.batch5_ms(), b.batch5_ms()) {
-            parts.push(format!("{:.1}× the baseline's speed (batch 5)", bv / v));
+            parts.push(format!("{} the baseline's speed (batch 5)", speedup(Some(v), Some(bv))));
         }
         if let (Some(m), Some(bm)) = (r.mean(tasks), b.mean(tasks)) {
             parts.push(format!("mean STS {:+.4}", m - bm));
@@ -415,20 +429,30 @@ pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], path: &Path)
     Ok(true)
 }
 
-/// Grouped bars: one group per task/subset, one bar per model.
+/// Grouped bars: one group per task/subset, one bar per model (models without scores left out).
 pub fn plot_tasks(rows: &[ModelRow], subsets: &[(String, String)], path: &Path) -> Result<()> {
+    let rows: Vec<(usize, &ModelRow)> = rows.iter().enumerate().filter(|(_, r)| !r.scores.is_empty()).collect();
     let n = subsets.len().max(1);
-    let width = (160 + 95 * n).max(700) as u32;
-    let root = SVGBackend::new(path, (width, 620)).into_drawing_area();
+    let width = (160 + 30 * rows.len().max(3) * n).max(800) as u32;
+    let legend_rows = rows.len().div_ceil(3) as u32;
+    let root = SVGBackend::new(path, (width, 600 + 22 * legend_rows)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let lowest = rows.iter().flat_map(|r| r.scores.values().flat_map(|s| s.values())).fold(0f64, |a, &b| a.min(b));
-    let mut chart = ChartBuilder::on(&root)
-        .caption("STS cosine Spearman per task", ("sans-serif", 24))
+    let (top, body) = root.split_vertically(50 + 22 * legend_rows);
+    let centered = |size: u32| TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    top.draw(&Text::new("STS cosine Spearman per task", (width as i32 / 2, 12), centered(24))).map_err(plot_err)?;
+    for (k, (m, r)) in rows.iter().enumerate() {
+        let (x, y) = (80 + (k % 3) as i32 * ((width as i32 - 100) / 3), 48 + (k / 3) as i32 * 22);
+        top.draw(&Rectangle::new([(x, y), (x + 14, y + 14)], color(*m).filled())).map_err(plot_err)?;
+        top.draw(&Text::new(r.name.clone(), (x + 20, y), ("sans-serif", 15))).map_err(plot_err)?;
+    }
+
+    let lowest = rows.iter().flat_map(|(_, r)| r.scores.values().flat_map(|s| s.values())).fold(0f64, |a, &b| a.min(b));
+    let y0 = (lowest - 0.05).min(0.0);
+    let mut chart = ChartBuilder::on(&body)
         .margin(20)
-        .margin_top(20 + 24 * rows.len().div_ceil(4) as u32)
-        .x_label_area_size(40)
+        .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, (lowest - 0.05).min(0.0)..1.0)
+        .build_cartesian_2d(0f64..n as f64, y0..1.0)
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -439,25 +463,25 @@ pub fn plot_tasks(rows: &[ModelRow], subsets: &[(String, String)], path: &Path) 
         .draw()
         .map_err(plot_err)?;
     let w = 0.8 / rows.len().max(1) as f64;
-    for (m, r) in rows.iter().enumerate() {
-        let bars = subsets.iter().enumerate().filter_map(|(i, (t, s))| {
-            let v = *r.scores.get(t)?.get(s)?;
-            let x0 = i as f64 + 0.1 + m as f64 * w;
-            Some(Rectangle::new([(x0, 0.0), (x0 + w * 0.92, v)], color(m).filled()))
-        });
-        chart.draw_series(bars).map_err(plot_err)?;
+    for (k, (m, r)) in rows.iter().enumerate() {
+        let bars: Vec<(f64, f64)> = subsets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (t, s))| Some((i as f64 + 0.1 + k as f64 * w, *r.scores.get(t)?.get(s)?)))
+            .collect();
+        chart
+            .draw_series(bars.iter().map(|&(x0, v)| Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], color(*m).filled())))
+            .map_err(plot_err)?;
+        // Value on top of each bar.
+        for &(x0, v) in &bars {
+            let (px, py) = chart.backend_coord(&(x0 + w * 0.45, v.max(0.0)));
+            root.draw(&Text::new(format!("{:.2}", v).trim_start_matches('0').to_string(), (px, py - 14), centered(11)))
+                .map_err(plot_err)?;
+        }
     }
-    // Category labels under the axis and a legend above the plot, in pixels on the root area.
     for (i, (t, s)) in subsets.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, (lowest - 0.05).min(0.0)));
-        let text = label(t, s);
-        let half = (text.chars().count() as i32 * 13 * 55 / 100) / 2;
-        root.draw(&Text::new(text, (px - half, py + 10), ("sans-serif", 13))).map_err(plot_err)?;
-    }
-    for (m, r) in rows.iter().enumerate() {
-        let (x, y) = (90 + (m % 4) as i32 * ((width as i32 - 120) / 4), 52 + (m / 4) as i32 * 24);
-        root.draw(&Rectangle::new([(x, y), (x + 14, y + 14)], color(m).filled())).map_err(plot_err)?;
-        root.draw(&Text::new(r.name.clone(), (x + 20, y), ("sans-serif", 14))).map_err(plot_err)?;
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, y0));
+        root.draw(&Text::new(label(t, s), (px, py + 8), centered(14))).map_err(plot_err)?;
     }
     root.present().map_err(plot_err)?;
     Ok(())

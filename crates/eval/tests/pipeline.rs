@@ -133,7 +133,7 @@ fn eval_cache_files_and_report() {
         assert!(subsets[0][key].is_f64(), "{key}");
     }
 
-    let bench_opts = bench::BenchOptions { batches: vec![1, 5], iters: 3, warmup: 1, max_seconds: 5.0, ..Default::default() };
+    let bench_opts = bench::BenchOptions { batches: vec![1, 5], iters: 3, warmup: 1, min_seconds: 0.0, max_seconds: 5.0, ..Default::default() };
     let sentences = bench::source_sentences(&data_dir()).unwrap();
     let prefix = model.resolve_prompt(&eval::sts_prompt(&model)).unwrap();
     let short = bench::short_texts(&model, &prefix, &sentences, 16, 20).unwrap();
