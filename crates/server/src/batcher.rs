@@ -228,6 +228,9 @@ impl Shared {
                 self.metrics
                     .queue_depth
                     .fetch_sub(p.left() as i64, Ordering::Relaxed);
+                self.metrics
+                    .cancelled_inputs
+                    .fetch_add(p.left() as u64, Ordering::Relaxed);
             }
             keep
         });
@@ -284,6 +287,9 @@ impl Shared {
             .inference_seconds
             .observe(t0.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(tokens.len() as f64);
+        self.metrics
+            .backend_inputs
+            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
         self.metrics
             .batch_tokens
             .observe(tokens.iter().map(|t| t.ids.len()).sum::<usize>() as f64);

@@ -69,6 +69,10 @@ pub struct ModelMetrics {
     pub queue_depth: AtomicI64,
     pub requests: AtomicU64,
     pub inputs: AtomicU64,
+    /// Inputs run through the backend (including those of requests that later failed or were dropped).
+    pub backend_inputs: AtomicU64,
+    /// Inputs dropped from the queue because their client went away.
+    pub cancelled_inputs: AtomicU64,
     pub tokens: AtomicU64,
     pub tokenize_seconds: Histogram,
     pub inference_seconds: Histogram,
@@ -85,6 +89,8 @@ impl ModelMetrics {
             queue_depth: AtomicI64::new(0),
             requests: AtomicU64::new(0),
             inputs: AtomicU64::new(0),
+            backend_inputs: AtomicU64::new(0),
+            cancelled_inputs: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
             tokenize_seconds: Histogram::new(SECONDS_BUCKETS),
             inference_seconds: Histogram::new(SECONDS_BUCKETS),
@@ -231,6 +237,20 @@ impl Metrics {
             "Texts or token sequences embedded, by model.",
             "counter",
             &|m| m.inputs.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "deposium_backend_inputs_total",
+            "Inputs run through the backend, by model.",
+            "counter",
+            &|m| m.backend_inputs.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "deposium_cancelled_inputs_total",
+            "Queued inputs dropped because their client went away, by model.",
+            "counter",
+            &|m| m.cancelled_inputs.load(Ordering::Relaxed).to_string(),
         );
         gauge(
             &mut out,

@@ -1112,6 +1112,10 @@ async fn dropped_request_leaks_no_work() {
         metrics.contains("route=\"/api/embed\",status=\"499\""),
         "{metrics}"
     );
+    assert!(
+        !metrics.contains("deposium_cancelled_inputs_total{model=\"fake\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
