@@ -19,6 +19,12 @@ pub struct ConvertArgs {
     /// Keep weights whose name contains this in fp32 (repeatable), e.g. `mlp.down_proj`, `embed_tokens`.
     #[arg(long = "keep-fp32")]
     pub keep_fp32: Vec<String>,
+    /// In a 4-bit scheme, keep weights whose name contains this at 8 bits (repeatable), e.g. `down_proj`.
+    #[arg(long = "keep-int8")]
+    pub keep_int8: Vec<String>,
+    /// 4-bit: symmetric blocks (no zero points) instead of asymmetric with scale search.
+    #[arg(long)]
+    pub symmetric: bool,
     /// Token table bits (4 or 8; 32 = fp32). Default: the scheme's.
     #[arg(long)]
     pub embed_bits: Option<u8>,
@@ -44,6 +50,10 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     let spec = registry::resolve(&a.model)?;
     let mut q = QuantConfig::from_scheme(&a.scheme)?;
     q.keep_fp32.extend(a.keep_fp32.iter().cloned());
+    q.keep_int8.extend(a.keep_int8.iter().cloned());
+    if a.symmetric {
+        q.asymmetric = false;
+    }
     if let Some(b) = a.embed_bits {
         q.embed_bits = if b >= 32 { None } else { Some(b) };
     }

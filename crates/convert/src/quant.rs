@@ -20,6 +20,12 @@ pub struct QuantConfig {
     pub embed_block: usize,
     /// Weight names (substring match) kept in fp32.
     pub keep_fp32: Vec<String>,
+    /// Weight names (substring match) stored at 8 bits in a 4-bit scheme.
+    #[serde(default)]
+    pub keep_int8: Vec<String>,
+    /// 4-bit linear weights with per-block zero points and an error-minimising scale search.
+    #[serde(default)]
+    pub asymmetric: bool,
 }
 
 impl QuantConfig {
@@ -32,6 +38,8 @@ impl QuantConfig {
             embed_bits: None,
             embed_block: 32,
             keep_fp32: vec![],
+            keep_int8: vec![],
+            asymmetric: false,
         };
         Ok(match scheme {
             "fp32" => base,
@@ -43,7 +51,16 @@ impl QuantConfig {
                 keep_fp32: vec!["dense".into()],
                 ..base
             },
-            "int4" => QuantConfig { linear_bits: Some(4), embed_bits: Some(4), keep_fp32: vec!["dense".into()], ..base },
+            // Gate/up projections and the table at 4 bits; attention and down projections, the most sensitive,
+            // stay at 8 bits (all-4-bit layers measured 0.979 / 0.867 cosine to fp32).
+            "int4" => QuantConfig {
+                linear_bits: Some(4),
+                embed_bits: Some(4),
+                asymmetric: true,
+                keep_fp32: vec!["dense".into()],
+                keep_int8: vec!["self_attn".into(), "down_proj".into()],
+                ..base
+            },
             s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, int4)"),
         })
     }
@@ -87,6 +104,52 @@ pub fn quantize_blocks(w: &[f32], rows: usize, k: usize, block: usize, bits: u8)
     (codes, scales)
 }
 
+/// Asymmetric 4-bit per-block quantization of `[rows, k]` along k, searching the scale that minimises the squared
+/// error. Returns (codes 0..15, one per value; scales `[rows, kb]`; zero points `[rows, kb]`).
+pub fn quantize_blocks_asym4(w: &[f32], rows: usize, k: usize, block: usize) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
+    let kb = k.div_ceil(block);
+    let mut codes = vec![0u8; rows * kb * block];
+    let mut scales = vec![0f32; rows * kb];
+    let mut zps = vec![8u8; rows * kb];
+    let mut best_q = vec![0u8; block];
+    let mut q = vec![0u8; block];
+    for r in 0..rows {
+        for b in 0..kb {
+            let s0 = b * block;
+            let vals = &w[r * k + s0..r * k + (s0 + block).min(k)];
+            let (mn, mx) = vals.iter().fold((0f32, 0f32), |(a, c), &x| (a.min(x), c.max(x)));
+            if mx - mn == 0.0 {
+                scales[r * kb + b] = 0.0;
+                continue;
+            }
+            let mut best = (f32::INFINITY, 0f32, 8u8);
+            // Shrink the range step by step (clipping outliers) and keep the lowest-error choice.
+            for step in 0..16 {
+                let shrink = 1.0 - 0.02 * step as f32;
+                let (lo, hi) = (mn * shrink, mx * shrink);
+                let scale = (hi - lo) / 15.0;
+                let zp = (-lo / scale).round().clamp(0.0, 15.0);
+                let inv = 1.0 / scale;
+                let mut err = 0f32;
+                for (j, &x) in vals.iter().enumerate() {
+                    let c = ((x * inv).round() + zp).clamp(0.0, 15.0);
+                    q[j] = c as u8;
+                    let d = (c - zp) * scale - x;
+                    err += d * d;
+                }
+                if err < best.0 {
+                    best = (err, scale, zp as u8);
+                    best_q[..vals.len()].copy_from_slice(&q[..vals.len()]);
+                }
+            }
+            scales[r * kb + b] = best.1;
+            zps[r * kb + b] = best.2;
+            codes[(r * kb + b) * block..(r * kb + b) * block + vals.len()].copy_from_slice(&best_q[..vals.len()]);
+        }
+    }
+    (codes, scales, zps)
+}
+
 /// Pack 4-bit codes two per byte, low nibble first.
 pub fn pack4(codes: &[u8]) -> Vec<u8> {
     codes.chunks(2).map(|c| (c[0] & 0xF) | ((c.get(1).copied().unwrap_or(0) & 0xF) << 4)).collect()
@@ -94,7 +157,13 @@ pub fn pack4(codes: &[u8]) -> Vec<u8> {
 
 /// `x @ W^T (+ bias)` for a PyTorch-layout weight `w` `[n_out, k_in]`.
 pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, q: &QuantConfig) -> String {
-    let bits = if q.keeps(name) { None } else { q.linear_bits };
+    let bits = if q.keeps(name) {
+        None
+    } else if q.linear_bits == Some(4) && q.keep_int8.iter().any(|p| name.contains(p.as_str())) {
+        Some(8)
+    } else {
+        q.linear_bits
+    };
     match bits {
         None => {
             let wt = crate::weights::transpose(w, n, k);
@@ -111,14 +180,31 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
         Some(bits) => {
             let block = q.block;
             let kb = k.div_ceil(block);
-            let (codes, scales) = quantize_blocks(w, n, k, block, bits);
+            let asym = bits == 4 && q.asymmetric;
+            let (codes, scales, zps) = if asym {
+                let (c, s, z) = quantize_blocks_asym4(w, n, k, block);
+                (c, s, Some(z))
+            } else {
+                let (c, s) = quantize_blocks(w, n, k, block, bits);
+                (c, s, None)
+            };
             let (raw, blob) = if bits == 4 { (pack4(&codes), block / 2) } else { (codes, block) };
             let wn = b.init(&format!("{name}.q"), DType::U8, &[n as i64, kb as i64, blob as i64], raw);
             let sn = b.init_f32(&format!("{name}.scales"), &[(n * kb) as i64], &scales);
             let mut inputs: Vec<String> = vec![x.into(), wn, sn];
+            let zn = zps.map(|z| {
+                // Two zero points per byte along each row, low nibble first.
+                let packed: Vec<u8> = z.chunks(kb).flat_map(pack4).collect();
+                let len = packed.len() as i64;
+                b.init(&format!("{name}.zp"), DType::U8, &[len], packed)
+            });
+            inputs.push(zn.unwrap_or_default());
             if let Some(bv) = bias {
                 let bn = b.init_f32(&format!("{name}.bias"), &[n as i64], bv);
-                inputs.extend(["".into(), "".into(), bn]);
+                inputs.extend(["".into(), bn]);
+            }
+            while inputs.last().is_some_and(|s| s.is_empty()) {
+                inputs.pop();
             }
             let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();
             b.ms(
