@@ -146,6 +146,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         );
     });
+    // Small responses go out at once (no Nagle delay).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await

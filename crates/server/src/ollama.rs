@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::body::{self, JsonBody};
@@ -64,14 +64,35 @@ pub async fn embed(
         ..Options::default()
     };
     let out = embed::texts(&state, &served, inputs, &opts, "input").await?;
-    Ok(Json(json!({
-        "model": req.model.unwrap_or_else(|| served.name.clone()),
-        "embeddings": out.embeddings,
-        "total_duration": t0.elapsed().as_nanos() as u64,
-        "load_duration": 0,
-        "prompt_eval_count": out.tokens,
-    }))
+    Ok(Json(EmbedResponse {
+        model: req.model.unwrap_or_else(|| served.name.clone()),
+        embeddings: out.embeddings,
+        total_duration: t0.elapsed().as_nanos() as u64,
+        load_duration: 0,
+        prompt_eval_count: out.tokens,
+    })
     .into_response())
+}
+
+/// Typed responses: vectors serialize as f32 (shortest round-trip digits), not widened to f64.
+#[derive(Serialize)]
+struct EmbedResponse {
+    model: String,
+    embeddings: Vec<Vec<f32>>,
+    total_duration: u64,
+    load_duration: u64,
+    prompt_eval_count: usize,
+}
+
+#[derive(Serialize)]
+struct LegacyResponse {
+    embedding: Vec<f32>,
+}
+
+#[derive(Serialize)]
+struct LegacyListResponse {
+    model: String,
+    embeddings: Vec<Vec<f32>>,
 }
 
 #[derive(Deserialize)]
@@ -104,10 +125,11 @@ pub async fn embeddings(
         (Some(Value::String(text)), None) => {
             let served = state.lookup(req.model.as_deref())?;
             if text.is_empty() {
-                return Ok(Json(json!({ "embedding": [] })).into_response());
+                return Ok(Json(LegacyResponse { embedding: Vec::new() }).into_response());
             }
             let mut out = embed::texts(&state, &served, vec![text], &opts, "prompt").await?;
-            Ok(Json(json!({ "embedding": out.embeddings.pop().unwrap_or_default() })).into_response())
+            let embedding = out.embeddings.pop().unwrap_or_default();
+            Ok(Json(LegacyResponse { embedding }).into_response())
         }
         (Some(other), None) => Err(ApiError::bad_request(format!(
             "`prompt` must be a string, got {} (send a list as `input`)",
@@ -120,10 +142,10 @@ pub async fn embeddings(
                 return Err(ApiError::bad_request("`input` is empty"));
             }
             let out = embed::texts(&state, &served, texts, &opts, "input").await?;
-            Ok(Json(json!({
-                "model": req.model.unwrap_or_else(|| served.name.clone()),
-                "embeddings": out.embeddings,
-            }))
+            Ok(Json(LegacyListResponse {
+                model: req.model.unwrap_or_else(|| served.name.clone()),
+                embeddings: out.embeddings,
+            })
             .into_response())
         }
         (Some(_), Some(_)) => Err(ApiError::bad_request("give either `prompt` (one text) or `input`, not both")),

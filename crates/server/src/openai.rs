@@ -2,7 +2,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::body::{self, JsonBody};
@@ -124,7 +124,7 @@ fn to_base64(v: &[f32]) -> String {
 pub async fn embeddings(
     State(state): State<AppState>,
     body: Result<JsonBody<EmbeddingsRequest>, ApiError>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<EmbeddingsResponse>, OpenAiError> {
     let JsonBody(req) = body?;
     let encoding = match req.encoding_format.as_deref() {
         None | Some("float") => Encoding::Float,
@@ -163,24 +163,57 @@ pub async fn embeddings(
             embed::run(&served, tokens, &opts).await?
         }
     };
-    let data: Vec<Value> = out
+    let data = out
         .embeddings
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, v)| {
-            let embedding = match encoding {
-                Encoding::Float => json!(v),
-                Encoding::Base64 => json!(to_base64(v)),
-            };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        .map(|(index, v)| EmbeddingData {
+            object: "embedding",
+            index,
+            embedding: match encoding {
+                Encoding::Float => Vector::Float(v),
+                Encoding::Base64 => Vector::Base64(to_base64(&v)),
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": req.model.unwrap_or_else(|| served.name.clone()),
-        "usage": { "prompt_tokens": out.tokens, "total_tokens": out.tokens },
-    })))
+    Ok(Json(EmbeddingsResponse {
+        object: "list",
+        data,
+        model: req.model.unwrap_or_else(|| served.name.clone()),
+        usage: Usage {
+            prompt_tokens: out.tokens,
+            total_tokens: out.tokens,
+        },
+    }))
+}
+
+/// Typed response: vectors serialize as f32 (shortest round-trip digits), not widened to f64.
+#[derive(Serialize)]
+pub struct EmbeddingsResponse {
+    object: &'static str,
+    data: Vec<EmbeddingData>,
+    model: String,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct EmbeddingData {
+    object: &'static str,
+    index: usize,
+    embedding: Vector,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
 }
 
 fn model_entry(m: &Served) -> Value {
