@@ -384,46 +384,85 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plotting: {e:?}")
 }
 
-/// Scatter of mean STS score against ms/text (batch of 5 short texts, log scale). False when no model has both.
+/// An axis value without trailing zeros: `0.001`, `0.5`, `10`.
+fn axis_number(x: f64) -> String {
+    if x >= 1.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.6}").trim_end_matches('0').to_string()
+    }
+}
+
+/// Scatter against ms/text (batch of 5 short texts, log scale): mean STS (filled) and, where the data has
+/// cross-lingual subsets, their mean (hollow), one colour per model. False when no model has both axes.
 pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], path: &Path) -> Result<bool> {
-    let points: Vec<(f64, f64, &str, usize)> = rows
+    struct Point<'a> {
+        ms: f64,
+        mean: f64,
+        cross: Option<f64>,
+        name: &'a str,
+        color: RGBColor,
+    }
+    let points: Vec<Point> = rows
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| Some((r.batch5_ms()?, r.mean(tasks)?, r.name.as_str(), i)))
-        .filter(|p| p.0 > 0.0)
+        .filter_map(|(i, r)| {
+            let ms = r.batch5_ms().filter(|&m| m > 0.0)?;
+            Some(Point { ms, mean: r.mean(tasks)?, cross: r.cross_lingual_mean(), name: &r.name, color: color(i) })
+        })
         .collect();
     if points.is_empty() {
         return Ok(false);
     }
-    let (xmin, xmax) = points.iter().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
-    let (ymin, ymax) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    let (xmin, xmax) = points.iter().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.ms), hi.max(p.ms)));
+    let ys = points.iter().flat_map(|p| std::iter::once(p.mean).chain(p.cross));
+    let (ymin, ymax) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    let (x0, x1) = (xmin / 4.0, xmax * 4.0);
+    let root = SVGBackend::new(path, (900, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("STS quality vs latency", ("sans-serif", 24))
+    let (top, body) = root.split_vertically(70);
+    let centered = TextStyle::from(("sans-serif", 24).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    top.draw(&Text::new("STS quality vs latency", (450, 12), centered)).map_err(plot_err)?;
+    let mut chart = ChartBuilder::on(&body)
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d((xmin / 3.0..xmax * 3.0).log_scale(), (ymin - 0.05).max(0.0)..(ymax + 0.03).min(1.0))
+        .build_cartesian_2d((x0..x1).log_scale(), (ymin - 0.05).max(-1.0)..(ymax + 0.05).min(1.0))
         .map_err(plot_err)?;
     chart
         .configure_mesh()
         .x_desc("ms per text, batch of 5 short texts (log scale)")
-        .y_desc(format!("mean STS Spearman ({})", tasks.join(", ")))
-        .x_label_formatter(&|x| fmt_ms(*x))
+        .y_desc("STS Spearman")
+        .x_label_formatter(&|x| axis_number(*x))
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
         .map_err(plot_err)?;
-    for (k, &(x, y, name, i)) in points.iter().enumerate() {
-        // Alternate label sides so that close points stay readable.
-        let offset = if k % 2 == 0 { (10, -18) } else { (10, 6) };
+    let has_cross = points.iter().any(|p| p.cross.is_some());
+    let mean_label = format!("● mean of {}", tasks.join(", "));
+    let legend = if has_cross { format!("{mean_label}  |  ○ mean of cross-lingual subsets") } else { mean_label };
+    top.draw(&Text::new(legend, (90, 48), ("sans-serif", 14))).map_err(plot_err)?;
+    let mid = (x0 * x1).sqrt();
+    for (k, p) in points.iter().enumerate() {
+        // Labels point inwards; alternate above/below so close points stay readable.
+        let dy = if k % 2 == 0 { -20 } else { 8 };
+        let (dx, h) = if p.ms > mid { (-12, HPos::Right) } else { (12, HPos::Left) };
+        let style = TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(h, VPos::Top));
+        let text = format!("{} ({:.3}, {} ms)", p.name, p.mean, fmt_ms(p.ms));
         chart
             .draw_series(std::iter::once(
-                EmptyElement::at((x, y))
-                    + Circle::new((0, 0), 7, color(i).filled())
-                    + Text::new(format!("{name} ({:.3}, {} ms)", y, fmt_ms(x)), offset, ("sans-serif", 15)),
+                EmptyElement::at((p.ms, p.mean)) + Circle::new((0, 0), 7, p.color.filled()) + Text::new(text, (dx, dy), style),
             ))
             .map_err(plot_err)?;
+        if let Some(c) = p.cross {
+            let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(h, VPos::Center));
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at((p.ms, c))
+                        + Circle::new((0, 0), 7, p.color.stroke_width(2))
+                        + Text::new(format!("cross-lingual {c:.3}"), (dx, 0), style),
+                ))
+                .map_err(plot_err)?;
+        }
     }
     root.present().map_err(plot_err)?;
     Ok(true)
