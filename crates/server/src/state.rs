@@ -193,7 +193,7 @@ impl AppState {
     fn install(&self, index: usize, loaded: deposium_engine::Result<Model>, load_seconds: f64) {
         let slot = &self.0.slots[index];
         let spec = slot.spec.clone().expect("only resolved specs load");
-        let new_state = match loaded {
+        match loaded {
             Ok(mut model) => {
                 let batch = self.0.config.batch;
                 model.max_batch = batch.max_batch_size.max(1);
@@ -214,19 +214,20 @@ impl AppState {
                     load_seconds,
                     loaded_at: SystemTime::now(),
                 });
+                // Ready in its slot first, then findable by name: a lookup never sees one without the other.
+                *slot.state.write().unwrap_or_else(|p| p.into_inner()) = SlotState::Ready(served);
                 self.0
                     .registry
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(spec, model);
-                SlotState::Ready(served)
             }
             Err(e) => {
                 tracing::error!(model = %spec.name, "failed to load, not served: {e}");
-                SlotState::Failed(e.to_string())
+                *slot.state.write().unwrap_or_else(|p| p.into_inner()) =
+                    SlotState::Failed(e.to_string());
             }
-        };
-        *slot.state.write().unwrap_or_else(|p| p.into_inner()) = new_state;
+        }
     }
 
     pub fn config(&self) -> &Config {
