@@ -25,6 +25,9 @@ pub struct ConvertArgs {
     /// 4-bit: symmetric blocks (no zero points) instead of asymmetric with scale search.
     #[arg(long)]
     pub symmetric: bool,
+    /// Plain ONNX ops only (no fused contrib ops): the reference graph, for comparison.
+    #[arg(long)]
+    pub plain_ops: bool,
     /// Token table bits (4 or 8; 32 = fp32). Default: the scheme's.
     #[arg(long)]
     pub embed_bits: Option<u8>,
@@ -51,6 +54,9 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     let mut q = QuantConfig::from_scheme(&a.scheme)?;
     q.keep_fp32.extend(a.keep_fp32.iter().cloned());
     q.keep_int8.extend(a.keep_int8.iter().cloned());
+    if a.plain_ops {
+        q.fused_ops = false;
+    }
     if a.symmetric {
         q.asymmetric = false;
     }

@@ -101,9 +101,6 @@ fn apply_rope(b: &mut Builder, x: &str, cos: &str, sin: &str) -> String {
 pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConfig) -> Result<Builder> {
     let h = cfg.hidden_size;
     let hd = cfg.head_dim;
-    let nq = cfg.num_attention_heads;
-    let nkv = cfg.num_key_value_heads;
-    let inter = cfg.intermediate_size;
     let eps = cfg.rms_norm_eps;
     let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
     let p = |s: &str| format!("{prefix}{s}");
@@ -145,77 +142,215 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     let (cos_local, sin_local) = rope_tables(&mut b, &pos_f, hd, cfg.rope_local_base_freq);
     let (cos_global, sin_global) = rope_tables(&mut b, &pos_f, hd, cfg.rope_theta);
     let attn_scale = (cfg.query_pre_attn_scalar.powf(-0.5)) as f32;
+    // Fused-path inputs: cos/sin caches for RotaryEmbedding, a [B,1,S,S] bias for full layers, position offset 0.
+    let rope_cache_local = rope_cache(&mut b, hd, cfg.rope_local_base_freq, "rope_local");
+    let rope_cache_global = rope_cache(&mut b, hd, cfg.rope_theta, "rope_global");
+    let zero_win = b.op("Mul", &[&win, &zero_f], vec![]);
+    let full_bias = b.op("Add", &[&key_bias, &zero_win], vec![]);
+    let pos0 = b.const_i64(&[0]);
 
+    let layer_norm_w = |l: usize, name: &str| w.vector(&p(&format!("layers.{l}.{name}.weight")), h);
+    let fused = q.fused_ops;
+    // With fused ops, the residual add and the next norm are one SkipSimplifiedLayerNormalization.
+    let mut hn = rms_norm(&mut b, &x, &layer_norm_w(0, "input_layernorm")?, "layers.0.input_layernorm", eps, 1.0);
     for l in 0..cfg.num_hidden_layers {
         let lp = |s: &str| p(&format!("layers.{l}.{s}"));
-        let (cos, sin, bias) = if cfg.is_sliding(l) {
-            (&cos_local, &sin_local, &slide_bias)
+        let sliding = cfg.is_sliding(l);
+        let attn = if fused {
+            let (cos_c, sin_c) = if sliding { (&rope_cache_local.0, &rope_cache_local.1) } else { (&rope_cache_global.0, &rope_cache_global.1) };
+            let bias = if sliding { &slide_bias } else { &full_bias };
+            attention_fused(&mut b, w, cfg, l, &hn, cos_c, sin_c, &pos0, bias, attn_scale, q)?
         } else {
-            (&cos_global, &sin_global, &key_bias)
+            let (cos, sin, bias) = if sliding { (&cos_local, &sin_local, &slide_bias) } else { (&cos_global, &sin_global, &key_bias) };
+            attention_reference(&mut b, w, cfg, l, &hn, cos, sin, bias, attn_scale, q)?
         };
-        let residual = x.clone();
-        let hn = rms_norm(&mut b, &x, &w.vector(&lp("input_layernorm.weight"), h)?, &lp("input_layernorm"), eps, 1.0);
-
-        let wq = w.matrix(&lp("self_attn.q_proj.weight"), nq * hd, h)?;
-        let qv = linear(&mut b, &hn, &lp("self_attn.q_proj"), &wq.data, nq * hd, h, None, q);
-        let wk = w.matrix(&lp("self_attn.k_proj.weight"), nkv * hd, h)?;
-        let kv = linear(&mut b, &hn, &lp("self_attn.k_proj"), &wk.data, nkv * hd, h, None, q);
-        let wv = w.matrix(&lp("self_attn.v_proj.weight"), nkv * hd, h)?;
-        let vv = linear(&mut b, &hn, &lp("self_attn.v_proj"), &wv.data, nkv * hd, h, None, q);
-
-        let q4 = b.reshape(&qv, &[0, 0, nq as i64, hd as i64]);
-        // The attention scale (a power of two for Gemma) is folded into the q norm weight.
-        let qn = rms_norm(&mut b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
-        let qt = b.transpose(&qn, &[0, 2, 1, 3]); // [B,nq,S,hd]
-        let k4 = b.reshape(&kv, &[0, 0, nkv as i64, hd as i64]);
-        let kn = rms_norm(&mut b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
-        let kt = b.transpose(&kn, &[0, 2, 1, 3]); // [B,nkv,S,hd]
-        let v4 = b.reshape(&vv, &[0, 0, nkv as i64, hd as i64]);
-        let vt = b.transpose(&v4, &[0, 2, 1, 3]);
-
-        let qr = apply_rope(&mut b, &qt, cos, sin);
-        let kr = apply_rope(&mut b, &kt, cos, sin);
-        // GQA with one kv head broadcasts in MatMul; more kv heads group the q heads.
-        let (qg, kg, vg) = if nkv == 1 || nkv == nq {
-            (qr, kr, vt)
+        let attn = rms_norm(&mut b, &attn, &layer_norm_w(l, "post_attention_layernorm")?, &lp("post_attention_layernorm"), eps, 1.0);
+        let (hn2, x2) = add_norm(&mut b, &attn, &x, &layer_norm_w(l, "pre_feedforward_layernorm")?, &lp("pre_feedforward_layernorm"), eps, fused);
+        x = x2;
+        let down = mlp(&mut b, w, cfg, l, &hn2, q)?;
+        let down = rms_norm(&mut b, &down, &layer_norm_w(l, "post_feedforward_layernorm")?, &lp("post_feedforward_layernorm"), eps, 1.0);
+        let (next_w, next_name) = if l + 1 < cfg.num_hidden_layers {
+            (layer_norm_w(l + 1, "input_layernorm")?, format!("layers.{}.input_layernorm", l + 1))
         } else {
-            let g = (nq / nkv) as i64;
-            let qg = b.reshape(&qr, &[0, nkv as i64, g, -1, hd as i64]);
-            let kg = b.unsqueeze(&kr, &[2]);
-            let vg = b.unsqueeze(&vt, &[2]);
-            (qg, kg, vg)
+            (w.vector(&p("norm.weight"), h)?, "final_norm".to_string())
         };
-        let ktt = b.op("Transpose", &[&kg], vec![crate::proto::attr_ints("perm", &if nkv == 1 || nkv == nq { vec![0, 1, 3, 2] } else { vec![0, 1, 2, 4, 3] })]);
-        let scores = b.op("MatMul", &[&qg, &ktt], vec![]);
-        let bias_use = if nkv == 1 || nkv == nq { bias.clone() } else { b.unsqueeze(bias, &[2]) };
-        let scores = b.op("Add", &[&scores, &bias_use], vec![]);
-        let probs = b.op("Softmax", &[&scores], vec![attr_i("axis", -1)]);
-        let ctx = b.op("MatMul", &[&probs, &vg], vec![]);
-        let ctx = if nkv == 1 || nkv == nq { ctx } else { b.reshape(&ctx, &[0, nq as i64, -1, hd as i64]) };
-        let ctx = b.transpose(&ctx, &[0, 2, 1, 3]);
-        let ctx = b.reshape(&ctx, &[0, 0, (nq * hd) as i64]);
-        let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
-        let attn = linear(&mut b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q);
-        let attn = rms_norm(&mut b, &attn, &w.vector(&lp("post_attention_layernorm.weight"), h)?, &lp("post_attention_layernorm"), eps, 1.0);
-        x = b.op("Add", &[&residual, &attn], vec![]);
-
-        let residual = x.clone();
-        let hn = rms_norm(&mut b, &x, &w.vector(&lp("pre_feedforward_layernorm.weight"), h)?, &lp("pre_feedforward_layernorm"), eps, 1.0);
-        let wg = w.matrix(&lp("mlp.gate_proj.weight"), inter, h)?;
-        let gate = linear(&mut b, &hn, &lp("mlp.gate_proj"), &wg.data, inter, h, None, q);
-        let wu = w.matrix(&lp("mlp.up_proj.weight"), inter, h)?;
-        let up = linear(&mut b, &hn, &lp("mlp.up_proj"), &wu.data, inter, h, None, q);
-        let act = b.op("Gelu", &[&gate], vec![attr_s("approximate", "tanh")]);
-        let prod = b.op("Mul", &[&act, &up], vec![]);
-        let wd = w.matrix(&lp("mlp.down_proj.weight"), h, inter)?;
-        let down = linear(&mut b, &prod, &lp("mlp.down_proj"), &wd.data, h, inter, None, q);
-        let down = rms_norm(&mut b, &down, &w.vector(&lp("post_feedforward_layernorm.weight"), h)?, &lp("post_feedforward_layernorm"), eps, 1.0);
-        x = b.op("Add", &[&residual, &down], vec![]);
+        let (hn_next, x_next) = add_norm(&mut b, &down, &x, &next_w, &next_name, eps, fused);
+        hn = hn_next;
+        x = x_next;
     }
-    let x = rms_norm(&mut b, &x, &w.vector(&p("norm.weight"), h)?, "final_norm", eps, 1.0);
+    let x = hn;
     let pooled = crate::mean_pool(&mut b, &x, &mask_f);
     let out = crate::dense_heads(&mut b, &pooled, dense, q)?;
     let out_dim = dense.last().map(|d| d.out_features).unwrap_or(h);
     b.output(&out, "sentence_embedding", DType::F32, vec![sym("batch"), fixed(out_dim as i64)]);
     Ok(b)
+}
+
+const MAX_POSITIONS: usize = 2048;
+
+/// cos/sin caches `[MAX_POSITIONS, head_dim/2]` for com.microsoft RotaryEmbedding (rotate-half layout).
+fn rope_cache(b: &mut Builder, head_dim: usize, theta: f64, name: &str) -> (String, String) {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+    let (mut cos, mut sin) = (Vec::with_capacity(MAX_POSITIONS * half), Vec::with_capacity(MAX_POSITIONS * half));
+    for p in 0..MAX_POSITIONS {
+        for &f in &inv {
+            // The angle rounds to f32 first, as transformers computes it.
+            let a = (p as f32 * f) as f64;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    let dims = [MAX_POSITIONS as i64, half as i64];
+    (b.init_f32(&format!("{name}.cos"), &dims, &cos), b.init_f32(&format!("{name}.sin"), &dims, &sin))
+}
+
+/// `x + branch` and its RMSNorm: one SkipSimplifiedLayerNormalization when fused. Returns (normed, sum).
+fn add_norm(b: &mut Builder, branch: &str, x: &str, w: &[f32], name: &str, eps: f32, fused: bool) -> (String, String) {
+    if !fused {
+        let sum = b.op("Add", &[x, branch], vec![]);
+        let normed = rms_norm(b, &sum, w, name, eps, 1.0);
+        return (normed, sum);
+    }
+    let scale: Vec<f32> = w.iter().map(|v| 1.0 + v).collect();
+    let g = b.init_f32(name, &[w.len() as i64], &scale);
+    let outs = b.node(crate::builder::MS, "SkipSimplifiedLayerNormalization", &[branch, x, &g], 4, vec![attr_f("epsilon", eps)]);
+    let node = b.model.nodes.last_mut().expect("just added");
+    node.outputs[1].clear();
+    node.outputs[2].clear();
+    (outs[0].clone(), outs[3].clone())
+}
+
+/// Rows of several PyTorch-layout weights stacked into one `[sum(n), k]` matrix (one fused MatMul).
+fn stack_rows(w: &Weights, names: &[String], k: usize) -> Result<(Vec<f32>, Vec<usize>)> {
+    let mut data = Vec::new();
+    let mut sizes = Vec::new();
+    for n in names {
+        let m = w.get(n)?;
+        anyhow::ensure!(m.shape.len() == 2 && m.shape[1] == k, "tensor '{n}' has shape {:?}, expected [_, {k}]", m.shape);
+        sizes.push(m.shape[0]);
+        data.extend_from_slice(&m.data);
+    }
+    Ok((data, sizes))
+}
+
+fn split_last(b: &mut Builder, x: &str, sizes: &[usize]) -> Vec<String> {
+    let split = b.const_i64(&sizes.iter().map(|&s| s as i64).collect::<Vec<_>>());
+    b.node("", "Split", &[x, &split], sizes.len(), vec![attr_i("axis", -1)])
+}
+
+fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, l: usize, hn: &str, q: &QuantConfig) -> Result<String> {
+    let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
+    let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
+    let lp = |s: &str| format!("{prefix}layers.{l}.{s}");
+    let (gate, up) = if q.fused_ops {
+        let (stacked, sizes) = stack_rows(w, &[lp("mlp.gate_proj.weight"), lp("mlp.up_proj.weight")], h)?;
+        let gu = linear(b, hn, &lp("mlp.gate_up_proj"), &stacked, 2 * inter, h, None, q);
+        let parts = split_last(b, &gu, &sizes);
+        (parts[0].clone(), parts[1].clone())
+    } else {
+        let wg = w.matrix(&lp("mlp.gate_proj.weight"), inter, h)?;
+        let gate = linear(b, hn, &lp("mlp.gate_proj"), &wg.data, inter, h, None, q);
+        let wu = w.matrix(&lp("mlp.up_proj.weight"), inter, h)?;
+        (gate, linear(b, hn, &lp("mlp.up_proj"), &wu.data, inter, h, None, q))
+    };
+    let act = b.op("Gelu", &[&gate], vec![attr_s("approximate", "tanh")]);
+    let prod = b.op("Mul", &[&act, &up], vec![]);
+    let wd = w.matrix(&lp("mlp.down_proj.weight"), h, inter)?;
+    Ok(linear(b, &prod, &lp("mlp.down_proj"), &wd.data, h, inter, None, q))
+}
+
+/// Attention with fused contrib ops: one QKV MatMul, RotaryEmbedding, MultiHeadAttention (kv heads repeated).
+#[allow(clippy::too_many_arguments)]
+fn attention_fused(
+    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, l: usize, hn: &str, cos_c: &str, sin_c: &str, pos0: &str,
+    bias: &str, attn_scale: f32, q: &QuantConfig,
+) -> Result<String> {
+    let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
+    let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
+    let lp = |s: &str| format!("{prefix}layers.{l}.{s}");
+    let names = [lp("self_attn.q_proj.weight"), lp("self_attn.k_proj.weight"), lp("self_attn.v_proj.weight")];
+    let (stacked, sizes) = stack_rows(w, &names, h)?;
+    let n_total: usize = sizes.iter().sum();
+    let qkv = linear(b, hn, &lp("self_attn.qkv_proj"), &stacked, n_total, h, None, q);
+    let parts = split_last(b, &qkv, &sizes);
+    let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
+    let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
+    let k4 = b.reshape(&parts[1], &[0, 0, nkv as i64, hd as i64]);
+    let kn = rms_norm(b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
+    let q3 = b.reshape(&qn, &[0, 0, (nq * hd) as i64]);
+    let k3 = b.reshape(&kn, &[0, 0, (nkv * hd) as i64]);
+    let rope = |b: &mut Builder, x: &str, heads: usize| {
+        b.ms("RotaryEmbedding", &[x, pos0, cos_c, sin_c], vec![attr_i("num_heads", heads as i64), attr_i("interleaved", 0)])
+    };
+    let qr = rope(b, &q3, nq);
+    let kr = rope(b, &k3, nkv);
+    // Each kv head serves nq/nkv consecutive q heads.
+    let repeat = |b: &mut Builder, x: &str| -> String {
+        if nkv == nq {
+            return x.to_string();
+        }
+        let g = (nq / nkv) as i64;
+        let x5 = b.reshape(x, &[0, 0, nkv as i64, 1, hd as i64]);
+        let ones = b.const_i64(&[1, 1, 1, g, 1]);
+        let t = b.op("Tile", &[&x5, &ones], vec![]);
+        b.reshape(&t, &[0, 0, (nq * hd) as i64])
+    };
+    let kx = repeat(b, &kr);
+    let vx = repeat(b, &parts[2]);
+    let ctx = b.ms(
+        "MultiHeadAttention",
+        &[&qr, &kx, &vx, "", "", bias],
+        vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)],
+    );
+    let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
+    Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q))
+}
+
+/// Attention with plain ONNX ops (the reference path).
+#[allow(clippy::too_many_arguments)]
+fn attention_reference(
+    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, l: usize, hn: &str, cos: &str, sin: &str, bias: &str,
+    attn_scale: f32, q: &QuantConfig,
+) -> Result<String> {
+    let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
+    let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
+    let lp = |s: &str| format!("{prefix}layers.{l}.{s}");
+    let wq = w.matrix(&lp("self_attn.q_proj.weight"), nq * hd, h)?;
+    let qv = linear(b, hn, &lp("self_attn.q_proj"), &wq.data, nq * hd, h, None, q);
+    let wk = w.matrix(&lp("self_attn.k_proj.weight"), nkv * hd, h)?;
+    let kv = linear(b, hn, &lp("self_attn.k_proj"), &wk.data, nkv * hd, h, None, q);
+    let wv = w.matrix(&lp("self_attn.v_proj.weight"), nkv * hd, h)?;
+    let vv = linear(b, hn, &lp("self_attn.v_proj"), &wv.data, nkv * hd, h, None, q);
+    let q4 = b.reshape(&qv, &[0, 0, nq as i64, hd as i64]);
+    // The attention scale (a power of two for Gemma) is folded into the q norm weight.
+    let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
+    let qt = b.transpose(&qn, &[0, 2, 1, 3]);
+    let k4 = b.reshape(&kv, &[0, 0, nkv as i64, hd as i64]);
+    let kn = rms_norm(b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
+    let kt = b.transpose(&kn, &[0, 2, 1, 3]);
+    let v4 = b.reshape(&vv, &[0, 0, nkv as i64, hd as i64]);
+    let vt = b.transpose(&v4, &[0, 2, 1, 3]);
+    let qr = apply_rope(b, &qt, cos, sin);
+    let kr = apply_rope(b, &kt, cos, sin);
+    let grouped = !(nkv == 1 || nkv == nq);
+    let (qg, kg, vg) = if grouped {
+        let g = (nq / nkv) as i64;
+        let qg = b.reshape(&qr, &[0, nkv as i64, g, -1, hd as i64]);
+        (qg, b.unsqueeze(&kr, &[2]), b.unsqueeze(&vt, &[2]))
+    } else {
+        (qr, kr, vt)
+    };
+    let perm = if grouped { vec![0, 1, 2, 4, 3] } else { vec![0, 1, 3, 2] };
+    let ktt = b.op("Transpose", &[&kg], vec![crate::proto::attr_ints("perm", &perm)]);
+    let scores = b.op("MatMul", &[&qg, &ktt], vec![]);
+    let bias_use = if grouped { b.unsqueeze(bias, &[2]) } else { bias.to_string() };
+    let scores = b.op("Add", &[&scores, &bias_use], vec![]);
+    let probs = b.op("Softmax", &[&scores], vec![attr_i("axis", -1)]);
+    let ctx = b.op("MatMul", &[&probs, &vg], vec![]);
+    let ctx = if grouped { b.reshape(&ctx, &[0, nq as i64, -1, hd as i64]) } else { ctx };
+    let ctx = b.transpose(&ctx, &[0, 2, 1, 3]);
+    let ctx = b.reshape(&ctx, &[0, 0, (nq * hd) as i64]);
+    let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
+    Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q))
 }

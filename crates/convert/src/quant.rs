@@ -26,6 +26,14 @@ pub struct QuantConfig {
     /// 4-bit linear weights with per-block zero points and an error-minimising scale search.
     #[serde(default)]
     pub asymmetric: bool,
+    /// Emit fused ONNX Runtime contrib ops (QKV and gate/up MatMuls, RotaryEmbedding, MultiHeadAttention,
+    /// SkipSimplifiedLayerNormalization); false gives the plain-op reference graph.
+    #[serde(default = "yes")]
+    pub fused_ops: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl QuantConfig {
@@ -40,6 +48,7 @@ impl QuantConfig {
             keep_fp32: vec![],
             keep_int8: vec![],
             asymmetric: false,
+            fused_ops: true,
         };
         Ok(match scheme {
             "fp32" => base,

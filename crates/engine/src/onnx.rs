@@ -291,6 +291,19 @@ impl OnnxModel {
     }
 }
 
+impl Drop for OnnxModel {
+    fn drop(&mut self) {
+        if std::env::var_os("DEPOSIUM_ORT_PROFILE").is_some() {
+            if let Ok(mut s) = self.session.lock() {
+                match s.end_profiling() {
+                    Ok(path) => tracing::info!(%path, "ONNX Runtime profile written"),
+                    Err(e) => tracing::warn!("ending the ONNX Runtime profile: {e}"),
+                }
+            }
+        }
+    }
+}
+
 impl Backend for OnnxModel {
     fn info(&self) -> &ModelInfo {
         &self.info
