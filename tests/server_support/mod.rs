@@ -11,11 +11,11 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_deposium-embed");
 
-/// Models every parity test runs on. Add `"embeddinggemma"` here once it is fetched and converted in CI.
-pub const MODELS: &[&str] = &["potion-base-8M"];
+/// Models every parity test runs on (the static tier and EmbeddingGemma int8).
+pub const MODELS: &[&str] = &["potion-base-8M", "embeddinggemma"];
 
-pub fn require_model(dir: &str) {
-    let p = deposium_engine::paths::models_dir().join(dir);
+pub fn require_model(name: &str) {
+    let p = deposium_engine::registry::resolve(name).expect("known model").dir;
     assert!(
         p.is_dir(),
         "model {} missing: run `scripts/fetch.sh` (make fetch) first",
