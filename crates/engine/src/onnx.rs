@@ -83,6 +83,7 @@ pub struct OnnxModel {
     /// Special tokens the tokenizer appends (kept when truncating).
     suffix: Vec<u32>,
     buckets: Vec<usize>,
+    vocab_size: usize,
 }
 
 /// ONNX Runtime's int8 MatMulNBits kernels (MLAS CompInt8) take a different code path once the padded sequence is
@@ -123,6 +124,21 @@ pub fn converted_path(src: &Path, scheme: &str) -> Result<PathBuf> {
     Ok(paths::converted_dir().join(format!("{base}-{scheme}-g{}-{h}", deposium_convert::GRAPH_VERSION)))
 }
 
+/// Drop conversions of the same source and scheme made by an older graph builder (`<base>-<scheme>-g<N>-<hash>`).
+fn remove_stale_conversions(current: &Path) {
+    let Some(name) = current.file_name().and_then(|n| n.to_str()) else { return };
+    let (Some(g), Some(h)) = (name.rfind("-g"), name.rfind('-')) else { return };
+    let (prefix, suffix) = (&name[..g + 2], &name[h..]);
+    let Ok(rd) = std::fs::read_dir(paths::converted_dir()) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if n != name && n.starts_with(prefix) && n.ends_with(suffix) && e.path().join("deposium.json").exists() {
+            tracing::info!(dir = %e.path().display(), "removing a conversion made by an older graph builder");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Convert `src` with `scheme` unless a valid cached conversion exists; returns its directory.
 pub fn ensure_converted(src: &Path, scheme: &str) -> Result<PathBuf> {
     let out = converted_path(src, scheme)?;
@@ -133,6 +149,7 @@ pub fn ensure_converted(src: &Path, scheme: &str) -> Result<PathBuf> {
     tracing::info!(src = %src.display(), scheme, out = %out.display(), "building ONNX graph from safetensors (once; cached)");
     std::fs::create_dir_all(paths::converted_dir()).map_err(load_err)?;
     deposium_convert::convert(src, &out, &q).map_err(|e| EngineError::Load(format!("{e:#}")))?;
+    remove_stale_conversions(&out);
     Ok(out)
 }
 
@@ -281,7 +298,9 @@ impl OnnxModel {
             pad_id,
             suffix,
             buckets: vec![],
+            vocab_size: 0,
         };
+        m.vocab_size = m.tokenizer.get_vocab_size(true);
         if m.info.dim == 0 {
             // Learn the output width from one run.
             let ids = m.tokenize("a")?;
@@ -330,6 +349,12 @@ impl Backend for OnnxModel {
     fn embed_tokens(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(vec![]);
+        }
+        if let Some(bad) = batch.iter().flatten().find(|&&t| t as usize >= self.vocab_size) {
+            return Err(EngineError::InvalidInput(format!(
+                "token id {bad} is out of range for model '{}' (vocabulary size {})",
+                self.info.name, self.vocab_size
+            )));
         }
         let b = batch.len();
         let s = batch.iter().map(|x| x.len()).max().unwrap_or(1).max(1);
