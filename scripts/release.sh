@@ -53,39 +53,10 @@ for f in "libonnxruntime.so.$ORT_VERSION" LICENSE ThirdPartyNotices.txt; do
   [ -f "$ORT_DIR/$f" ] || die "$ORT_DIR/$f missing: delete $ORT_DIR and run scripts/fetch.sh ort"
 done
 
-if [ $package_only = 0 ]; then
-  command -v cargo >/dev/null || die "cargo not found"
-  export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_STRIP=symbols \
-    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_INCREMENTAL=false
-  for level in v3 v4; do
-    say "building x86-64-$level (fat LTO, 1 codegen unit; minutes)"
-    # --target: RUSTFLAGS then apply to the binary only, not to build scripts, which run here.
-    CARGO_TARGET_DIR="$ROOT/target/dist/x86-64-$level" RUSTFLAGS="-C target-cpu=x86-64-$level" \
-      cargo build --release --locked --target "$TRIPLE" --bin deposium-embed
-  done
-  bin_v3="$ROOT/target/dist/x86-64-v3/$TRIPLE/release/deposium-embed"
-  bin_v4="$ROOT/target/dist/x86-64-v4/$TRIPLE/release/deposium-embed"
-fi
-[ -x "$bin_v3" ] || die "$bin_v3: not an executable"
-[ -z "$bin_v4" ] || [ -x "$bin_v4" ] || die "$bin_v4: not an executable"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/deposium-release.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-stage="$work/$NAME"
-mkdir -p "$stage/licenses/onnxruntime"
-say "packaging $NAME"
-install -m 0755 "$bin_v3" "$stage/deposium-embed-v3"
-[ -z "$bin_v4" ] || install -m 0755 "$bin_v4" "$stage/deposium-embed-v4"
-if command -v strip >/dev/null; then
-  for b in "$stage"/deposium-embed-v*; do strip --strip-unneeded "$b"; done
-fi
-install -m 0644 "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" "$stage/libonnxruntime.so.1"
-install -m 0644 "$ORT_DIR/LICENSE" "$stage/licenses/onnxruntime/LICENSE"
-install -m 0644 "$ORT_DIR/ThirdPartyNotices.txt" "$stage/licenses/onnxruntime/ThirdPartyNotices.txt"
-install -m 0644 LICENSE NOTICE "$stage/"
-
-# The crates compiled into the binary (normal dependencies of deposium-embed on x86_64 Linux) and their licenses.
-if ! cargo metadata --format-version 1 --locked --offline --filter-platform "$TRIPLE" 2>/dev/null | python3 -c '
+# The crates compiled into the binary (normal dependencies of deposium-embed on x86_64 Linux) and their licenses,
+# from the lock file the binaries were just built with.
+crate_list() {
+  cargo metadata --format-version 1 --locked --offline --filter-platform "$TRIPLE" 2>/dev/null | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
 pk = {p["id"]: p for p in m["packages"]}
@@ -104,10 +75,43 @@ print("Rust crates compiled into deposium-embed (name version license repository
 for i in sorted(seen, key=lambda i: (pk[i]["name"], pk[i]["version"])):
     p = pk[i]
     print(p["name"], p["version"], p.get("license") or "see " + str(p.get("license_file")), p.get("repository") or "")
-' > "$stage/licenses/rust-crates.txt"; then
-  say "warning: cargo metadata failed; licenses/rust-crates.txt left out"
-  rm -f "$stage/licenses/rust-crates.txt"
+'
+}
+
+if [ $package_only = 0 ]; then
+  command -v cargo >/dev/null || die "cargo not found"
+  export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_STRIP=symbols \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_INCREMENTAL=false
+  for level in v3 v4; do
+    say "building x86-64-$level (fat LTO, 1 codegen unit; minutes)"
+    # --target: RUSTFLAGS then apply to the binary only, not to build scripts, which run here.
+    CARGO_TARGET_DIR="$ROOT/target/dist/x86-64-$level" RUSTFLAGS="-C target-cpu=x86-64-$level" \
+      cargo build --release --locked --target "$TRIPLE" --bin deposium-embed
+  done
+  bin_v3="$ROOT/target/dist/x86-64-v3/$TRIPLE/release/deposium-embed"
+  bin_v4="$ROOT/target/dist/x86-64-v4/$TRIPLE/release/deposium-embed"
+  crates=$(crate_list) || die "cargo metadata failed: cannot list the crates' licenses (Cargo.lock out of date?)"
+else
+  crates=$(crate_list) || { say "warning: cargo metadata failed; licenses/rust-crates.txt left out"; crates=""; }
 fi
+[ -x "$bin_v3" ] || die "$bin_v3: not an executable"
+[ -z "$bin_v4" ] || [ -x "$bin_v4" ] || die "$bin_v4: not an executable"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/deposium-release.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+stage="$work/$NAME"
+mkdir -p "$stage/licenses/onnxruntime"
+say "packaging $NAME"
+install -m 0755 "$bin_v3" "$stage/deposium-embed-v3"
+[ -z "$bin_v4" ] || install -m 0755 "$bin_v4" "$stage/deposium-embed-v4"
+if command -v strip >/dev/null; then
+  for b in "$stage"/deposium-embed-v*; do strip --strip-unneeded "$b"; done
+fi
+install -m 0644 "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" "$stage/libonnxruntime.so.1"
+install -m 0644 "$ORT_DIR/LICENSE" "$stage/licenses/onnxruntime/LICENSE"
+install -m 0644 "$ORT_DIR/ThirdPartyNotices.txt" "$stage/licenses/onnxruntime/ThirdPartyNotices.txt"
+install -m 0644 LICENSE NOTICE "$stage/"
+[ -z "$crates" ] || printf '%s\n' "$crates" > "$stage/licenses/rust-crates.txt"
 
 cat > "$stage/deposium-embed" <<'SH'
 #!/bin/sh
