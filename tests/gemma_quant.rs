@@ -23,3 +23,34 @@ fn int8_default_is_faithful_and_batch_invariant() {
 fn int4_is_faithful_and_batch_invariant() {
     check("embeddinggemma:int4", 0.99, 0.97);
 }
+
+/// Every public STS task of ../shared/data/sts within 0.002 Spearman of sentence-transformers fp32.
+#[test]
+fn int8_sts_within_0002_of_fp32_on_every_task() {
+    common::require_model("embeddinggemma-300m");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::shared().join("sts_reference.json")).unwrap()).unwrap();
+    let data = common::shared().join("data/sts");
+    let tasks: Vec<_> = ["BIOSSES", "STSBenchmark", "STS17"]
+        .iter()
+        .map(|t| deposium_eval::data::load_task(&data, t, "test").unwrap())
+        .collect();
+    let model = registry::load("embeddinggemma").unwrap();
+    let opts = deposium_eval::eval::EvalOptions {
+        cache_dir: Some(deposium_engine::paths::home().join("cache/eval")),
+        ..Default::default()
+    };
+    let ev = deposium_eval::eval::evaluate(&model, &tasks, &opts).unwrap();
+    let mut checked = 0;
+    for t in &ev.tasks {
+        for s in &t.subsets {
+            let key = if s.subset == "default" { format!("{}_test", t.task) } else { format!("{}_{}_test", t.task, s.subset) };
+            let want = reference["scores"][&key].as_f64().unwrap_or_else(|| panic!("no reference for {key}"));
+            let got = s.scores.cosine_spearman;
+            eprintln!("{key}: int8 {got:.4} fp32 {want:.4} Δ {:+.4}", got - want);
+            assert!((got - want).abs() <= 0.002, "{key}: int8 {got:.4} vs fp32 {want:.4}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9, "BIOSSES, STSBenchmark and the 7 STS17 subsets");
+}

@@ -153,6 +153,13 @@ pub fn ensure_converted(src: &Path, scheme: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Identity of a converted graph: source weights, scheme settings and graph builder version (caches key on it).
+fn converted_digest(m: &Manifest) -> String {
+    use sha2::Digest;
+    let key = format!("{}|{}|{}", m.source_sha256, serde_json::to_string(&m.quant).unwrap_or_default(), m.graph_version);
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
 impl OnnxModel {
     /// Load any supported directory: converted, stock ONNX, or safetensors (converted on first use).
     pub fn load_dir(dir: &Path, name: &str, scheme: &str) -> Result<Self> {
@@ -212,7 +219,7 @@ impl OnnxModel {
             quantization: m.scheme.clone(),
             size_bytes: m.sizes.total_on_disk,
             parameter_count: None,
-            digest: m.source_sha256.clone(),
+            digest: converted_digest(&m),
             matryoshka_dims: if m.family == "gemma3" { vec![768, 512, 256, 128] } else { vec![] },
             path: dir.to_path_buf(),
         };
