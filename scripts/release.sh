@@ -55,8 +55,8 @@ done
 
 # The crates compiled into the binary (normal dependencies of deposium-embed on x86_64 Linux) and their licenses,
 # from the lock file the binaries were just built with.
-crate_list() {
-  cargo metadata --format-version 1 --locked --offline --filter-platform "$TRIPLE" 2>/dev/null | python3 -c '
+crate_list() { # [--offline]
+  cargo metadata --format-version 1 --locked "$@" --filter-platform "$TRIPLE" 2>/dev/null | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
 pk = {p["id"]: p for p in m["packages"]}
@@ -92,7 +92,7 @@ if [ $package_only = 0 ]; then
   bin_v4="$ROOT/target/dist/x86-64-v4/$TRIPLE/release/deposium-embed"
   crates=$(crate_list) || die "cargo metadata failed: cannot list the crates' licenses (Cargo.lock out of date?)"
 else
-  crates=$(crate_list) || { say "warning: cargo metadata failed; licenses/rust-crates.txt left out"; crates=""; }
+  crates=$(crate_list --offline) || { say "warning: cargo metadata failed; licenses/rust-crates.txt left out"; crates=""; }
 fi
 [ -x "$bin_v3" ] || die "$bin_v3: not an executable"
 [ -z "$bin_v4" ] || [ -x "$bin_v4" ] || die "$bin_v4: not an executable"
