@@ -92,3 +92,40 @@ fn no_truncate_refuses_long_input() {
     let out = bin().args(["embed", "--model", "potion-base-8M", &long]).output().unwrap();
     assert!(out.status.success());
 }
+
+#[test]
+fn big_job_writes_npy_and_jsonl() {
+    common::require_model("potion-base-8M");
+    let dir = std::env::temp_dir().join(format!("deposium-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    let texts: Vec<String> = (0..1000).map(|i| format!("sentence number {i} about cats and dogs")).collect();
+    std::fs::write(&input, texts.iter().map(|t| serde_json::to_string(t).unwrap() + "\n").collect::<String>()).unwrap();
+    let npy = dir.join("v.npy");
+    let out = bin()
+        .args(["embed", "--model", "potion-base-8M", "--input", input.to_str().unwrap(), "--output", npy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&npy).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + hlen]);
+    assert!(header.contains("'shape': (1000, 256)"), "{header}");
+    assert_eq!(bytes.len(), 10 + hlen + 1000 * 256 * 4);
+    // Row 7 of the matrix equals the vector of text 7 embedded alone.
+    let row: Vec<f32> = bytes[10 + hlen + 7 * 1024..10 + hlen + 8 * 1024]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let alone = vectors(&bin().args(["embed", "--model", "potion-base-8M", &texts[7]]).output().unwrap().stdout);
+    assert!(deposium_engine::cosine(&row, &alone[0]) > 0.99999);
+    let jsonl = dir.join("v.jsonl");
+    let out = bin()
+        .args(["embed", "--model", "potion-base-8M", "--input", input.to_str().unwrap(), "--output", jsonl.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&jsonl).unwrap().lines().count(), 1000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
