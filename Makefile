@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 BIN := target/release/deposium-embed
 MODELS ?= embeddinggemma,potion-base-8M
 
-.PHONY: fetch build serve test report soak release lint-deploy clean-cache
+.PHONY: fetch build serve test report soak fuzz release lint-deploy clean-cache
 
 fetch:
 	scripts/fetch.sh
@@ -23,6 +23,21 @@ test: fetch
 # Eval + bench of fp32, int8, int4 and potion-base-8M, then the decision report in docs/.
 report: fetch build
 	scripts/report.sh
+
+# Soak: the release server with both models under SOAK_CONCURRENCY clients for SOAK_DURATION (loopback only):
+# every request answered, every vector equal to its single-request reference, RSS growth < 5% after warm-up,
+# latency per route. Report: results/soak.json + results/soak.md; exits non-zero when a check fails.
+SOAK_DURATION ?= 600s
+SOAK_CONCURRENCY ?= 64
+soak: fetch build
+	cargo build --release -p deposium-soak
+	target/release/deposium-soak --bin $(BIN) --model embeddinggemma --model potion-base-8M \
+		--duration $(SOAK_DURATION) --concurrency $(SOAK_CONCURRENCY) --out results/soak
+
+# Hostile-input fuzzing (proptest, in-process router, real potion-base-8M): FUZZ_SECONDS per target (default 600).
+FUZZ_SECONDS ?= 600
+fuzz: fetch
+	FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test -p deposium-server --test fuzz -- --test-threads=1 --nocapture
 
 # Release tarball dist/deposium-embed-<version>-linux-x86_64.tar.gz: x86-64-v3 and x86-64-v4 builds (fat LTO),
 # a launcher that picks one, ONNX Runtime beside them, licenses. Runs on a clean machine with no env vars.

@@ -1,4 +1,5 @@
 //! OpenAI-compatible routes: `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/models/{id}`.
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use base64::Engine as _;
@@ -227,8 +228,16 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn model(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, OpenAiError> {
+    // A model id that is not valid UTF-8 once percent-decoded: a JSON 400, not axum's plain-text rejection.
+    let Path(id) = id.map_err(|rej| {
+        ApiError::new(
+            rej.status(),
+            format!("invalid model id in the path: {}", rej.body_text()),
+        )
+        .param("model")
+    })?;
     let m = state.lookup(Some(&id))?;
     Ok(Json(model_entry(&m)))
 }
