@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// Most inputs (texts, token sequences, rerank documents) in one request; more get 413.
     #[arg(long, env = "DEPOSIUM_MAX_INPUTS", default_value_t = 2048)]
     pub max_inputs: usize,
+    /// Seconds a client may take to send its request body; a slower one gets 408 and frees its slot.
+    #[arg(long, env = "DEPOSIUM_BODY_TIMEOUT_SECS", default_value_t = 60)]
+    pub body_timeout_secs: u64,
     /// Require `Authorization: Bearer KEY` on every route but /health and /.
     #[arg(long, env = "DEPOSIUM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -73,6 +76,7 @@ impl ServeArgs {
         Config {
             max_inputs: self.max_inputs,
             max_body_bytes: self.max_body_bytes,
+            body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
             max_concurrent_requests: self.max_concurrent_requests,
             batch: BatchConfig {
                 max_batch_tokens: self.max_batch_tokens,

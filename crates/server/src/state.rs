@@ -1,6 +1,6 @@
 //! Server state: the configured models (loading, ready or failed), their batchers, limits and metrics.
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::StatusCode;
 use deposium_engine::registry::{self, ModelSpec, Registry};
@@ -17,6 +17,8 @@ pub struct Config {
     /// Inputs (texts, token sequences, rerank documents) in one request.
     pub max_inputs: usize,
     pub max_body_bytes: usize,
+    /// Time a client may take to send its request body (a stalled one would hold a concurrency slot forever).
+    pub body_timeout: Duration,
     /// Requests answered at once; more get 429.
     pub max_concurrent_requests: usize,
     pub batch: BatchConfig,
@@ -29,6 +31,7 @@ impl Default for Config {
         Self {
             max_inputs: 2048,
             max_body_bytes: 8 << 20,
+            body_timeout: Duration::from_secs(60),
             max_concurrent_requests: 512,
             batch: BatchConfig {
                 max_batch_tokens: 16384,

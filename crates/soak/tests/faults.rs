@@ -609,3 +609,70 @@ fn corrupt_model_files_fail_that_model_with_a_reason_and_the_others_serve_under_
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn stalled_request_bodies_time_out_with_408_and_free_their_slots() {
+    require("potion-base-8M");
+    let srv = start(&[
+        "--model",
+        POTION,
+        "--max-concurrent-requests",
+        "2",
+        "--body-timeout-secs",
+        "2",
+    ]);
+    let addr = http::loopback(&srv.addr).unwrap();
+    let body = json!({"model": POTION, "input": ["never finished"]}).to_string();
+    // Two clients send half a body and stall (hostile, or a client whose own timeout never fires).
+    let t0 = Instant::now();
+    let stalled: Vec<Conn> = (0..2)
+        .map(|_| {
+            let mut c = Conn::open(addr, Duration::from_secs(30)).unwrap();
+            c.send_head("POST", "/v1/embeddings", &[], body.len(), false)
+                .unwrap();
+            c.write(&body.as_bytes()[..body.len() / 2]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Both slots are held: others get 429 meanwhile...
+    let r = http::once(
+        &srv.addr,
+        "POST",
+        "/api/embed",
+        br#"{"input": "x"}"#,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+    // ...until the body timeout answers the stalled ones 408 (a JSON error in their family's shape).
+    for mut c in stalled {
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 408, "{}", r.text());
+        let v = r.json().unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--body-timeout-secs"),
+            "{v}"
+        );
+    }
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    // Slots are free again.
+    for _ in 0..2 {
+        let r = http::once(
+            &srv.addr,
+            "POST",
+            "/api/embed",
+            br#"{"input": "x"}"#,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
