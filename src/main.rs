@@ -135,8 +135,19 @@ fn check_cpu_features() {
 #[cfg(not(target_arch = "x86_64"))]
 fn check_cpu_features() {}
 
+/// Large buffers (ONNX Runtime activations) are mmapped and go back to the system when freed. glibc otherwise raises
+/// its mmap threshold after the first large free, and later batches grow the heap for good.
+fn keep_large_allocations_returnable() {
+    // SAFETY: mallopt only changes allocator tunables; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+    }
+}
+
 fn main() {
     check_cpu_features();
+    keep_large_allocations_returnable();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DEPOSIUM_LOG")

@@ -117,7 +117,7 @@ pub struct Model {
 
 impl Model {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend, max_batch: 32, max_batch_tokens: 16384 }
+        Self { backend, max_batch: 32, max_batch_tokens: 8192 }
     }
 
     pub fn info(&self) -> &ModelInfo {

@@ -62,6 +62,10 @@ pub fn thread_count() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
+fn arena_enabled() -> bool {
+    std::env::var("DEPOSIUM_ORT_ARENA").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
 /// What the graph returns and what we still do on its output.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum OutputKind {
@@ -189,6 +193,10 @@ impl OnnxModel {
             .with_intra_threads(threads)
             .map_err(load_err)?
             .with_inter_threads(1)
+            .map_err(load_err)?
+            // Without the arena, activation buffers go back to the system after each run: RSS follows the current
+            // batch instead of staying at the largest one ever seen. DEPOSIUM_ORT_ARENA=1 turns it back on.
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena_enabled()).build()])
             .map_err(load_err)?;
         if let Ok(p) = std::env::var("DEPOSIUM_ORT_PROFILE") {
             b = b.with_profiling(p).map_err(load_err)?;

@@ -46,7 +46,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PORT", default_value_t = 11435)]
     pub port: u16,
     /// Padded tokens per backend step (sequences × longest sequence).
-    #[arg(long, env = "DEPOSIUM_MAX_BATCH_TOKENS", default_value_t = 16384)]
+    #[arg(long, env = "DEPOSIUM_MAX_BATCH_TOKENS", default_value_t = 8192)]
     pub max_batch_tokens: usize,
     /// Sequences per backend step.
     #[arg(long, env = "DEPOSIUM_MAX_BATCH_SIZE", default_value_t = 32)]

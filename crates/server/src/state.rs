@@ -34,7 +34,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             max_concurrent_requests: 512,
             batch: BatchConfig {
-                max_batch_tokens: 16384,
+                max_batch_tokens: 8192,
                 max_batch_size: 64,
                 workers: 1,
             },
