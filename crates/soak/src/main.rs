@@ -29,8 +29,9 @@ struct Args {
     /// The deposium-embed binary to start (default: next to this one, then target/release/).
     #[arg(long)]
     bin: Option<PathBuf>,
-    /// Models to serve and drive (repeatable or comma-separated).
-    #[arg(long = "model", value_delimiter = ',', default_values_t = ["embeddinggemma".to_string(), "potion-base-8M".to_string()])]
+    /// Models to serve and drive (repeatable or comma-separated; default embeddinggemma and potion-base-8M, or
+    /// with --url every model the server serves).
+    #[arg(long = "model", value_delimiter = ',')]
     models: Vec<String>,
     /// Extra `serve` flag for a started server (repeatable), e.g. --server-arg=--max-batch-size=64.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
@@ -89,11 +90,16 @@ struct Args {
 
 fn main() {
     let a = Args::parse();
+    let models = if a.models.is_empty() && a.url.is_none() {
+        vec!["embeddinggemma".into(), "potion-base-8M".into()]
+    } else {
+        a.models
+    };
     let cfg = soak::Config {
         url: a.url,
         pid: a.pid,
         bin: a.bin,
-        models: a.models,
+        models,
         server_args: a.server_args,
         duration: a.duration,
         concurrency: a.concurrency,

@@ -378,7 +378,7 @@ fn drive(
     let info = info.json().unwrap_or_default();
     let max_inputs = info["max_client_batch_size"].as_u64().unwrap_or(2048) as usize;
     let served: Vec<Value> = info["models"].as_array().cloned().unwrap_or_default();
-    let wanted: Vec<String> = if cfg.url.is_some() && !cfg.models.is_empty() {
+    let wanted: Vec<String> = if !cfg.models.is_empty() {
         cfg.models.clone()
     } else {
         served
@@ -414,7 +414,11 @@ fn drive(
                     .as_array()
                     .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(name.as_str())))
         }) else {
-            anyhow::bail!("model {name} is not served (served: {served:?})");
+            let names: Vec<&str> = served
+                .iter()
+                .filter_map(|m| m["model_id"].as_str())
+                .collect();
+            anyhow::bail!("model {name} is not served (served: {})", names.join(", "));
         };
         let name = m["model_id"].as_str().unwrap_or(name).to_string();
         let heavy = m["family"].as_str() != Some("model2vec");

@@ -181,11 +181,12 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
                             }
                         }
                         Err(e) => {
-                            // Only after SIGTERM, and only for a request sent (well) after it: the server closes
-                            // idle keep-alive connections and stops accepting; nothing already in flight is cut.
+                            // Only around or after SIGTERM: the server closes idle keep-alive connections (a
+                            // request racing that close is unread, as in any HTTP/1.1 server) and stops accepting.
+                            // A request sent a second before the signal was in flight and must have been answered.
                             let sig = signalled.lock().unwrap().unwrap_or_else(|| panic!("client {i}: {e} before SIGTERM"));
                             assert!(
-                                sent_at + Duration::from_millis(250) > sig,
+                                sent_at + Duration::from_secs(1) > sig,
                                 "client {i}: a request sent {:?} before SIGTERM was not answered: {e}",
                                 sig - sent_at
                             );
@@ -675,4 +676,25 @@ fn stalled_request_bodies_time_out_with_408_and_free_their_slots() {
         .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
+}
+
+/// Found while fuzzing tokenizers with special-token literals: the text `<image_soft_token>` tokenizes to id
+/// 262144, past EmbeddingGemma's embedding table (262144 rows; the tokenizer counts 262145 with that added
+/// token). The fp32 graph's Gather fails on it (a 500 for a plain text); the int8/int4 graphs' GatherBlockQuantized
+/// silently reads a zero row. Engine bug (crates/engine/src/onnx.rs takes the vocabulary size from the tokenizer,
+/// not from the graph); un-ignore once fixed.
+#[test]
+#[ignore = "engine bug: token ids past the graph's embedding table are accepted (see the doc comment)"]
+fn special_token_text_is_not_a_server_error_on_embeddinggemma_fp32() {
+    require("embeddinggemma-300m");
+    let srv = start(&["--model", "embeddinggemma:fp32"]);
+    let r = http::once(
+        &srv.addr,
+        "POST",
+        "/api/embed",
+        br#"{"input": "hello <image_soft_token> world"}"#,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    assert!(r.status < 500, "{} {}", r.status, r.text());
 }
