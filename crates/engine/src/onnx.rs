@@ -87,7 +87,10 @@ pub struct OnnxModel {
     /// Special tokens the tokenizer appends (kept when truncating).
     suffix: Vec<u32>,
     buckets: Vec<usize>,
+    /// Rows of the graph's token table: ids at or past it cannot be embedded.
     vocab_size: usize,
+    /// Where text tokenization maps ids the table lacks (added tokens such as Gemma's `<image_soft_token>`).
+    unk_id: u32,
 }
 
 /// ONNX Runtime's int8 MatMulNBits kernels (MLAS CompInt8) take a different code path once the padded sequence is
@@ -314,8 +317,13 @@ impl OnnxModel {
             suffix,
             buckets: vec![],
             vocab_size: 0,
+            unk_id: 0,
         };
-        m.vocab_size = m.tokenizer.get_vocab_size(true);
+        // The tokenizer may know more ids than the model's table (added multimodal tokens): the config says.
+        let cfg: serde_json::Value = crate::st_config::read_json(&m.info.path.join("config.json")).unwrap_or_default();
+        let tok_vocab = m.tokenizer.get_vocab_size(true);
+        m.vocab_size = cfg.get("vocab_size").and_then(|v| v.as_u64()).map(|v| (v as usize).min(tok_vocab)).unwrap_or(tok_vocab);
+        m.unk_id = ["<unk>", "[UNK]"].iter().find_map(|t| m.tokenizer.token_to_id(t)).unwrap_or(m.pad_id);
         if m.info.dim == 0 {
             // Learn the output width from one run.
             let ids = m.tokenize("a")?;
@@ -345,7 +353,11 @@ impl Backend for OnnxModel {
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.tokenizer.encode_fast(text, true).map_err(|e| EngineError::InvalidInput(format!("tokenizer: {e}")))?;
-        Ok(enc.get_ids().to_vec())
+        let mut ids = enc.get_ids().to_vec();
+        if self.vocab_size > 0 {
+            ids.iter_mut().filter(|t| **t as usize >= self.vocab_size).for_each(|t| *t = self.unk_id);
+        }
+        Ok(ids)
     }
 
     fn batch_buckets(&self) -> &[usize] {

@@ -680,11 +680,8 @@ fn stalled_request_bodies_time_out_with_408_and_free_their_slots() {
 
 /// Found while fuzzing tokenizers with special-token literals: the text `<image_soft_token>` tokenizes to id
 /// 262144, past EmbeddingGemma's embedding table (262144 rows; the tokenizer counts 262145 with that added
-/// token). The fp32 graph's Gather fails on it (a 500 for a plain text); the int8/int4 graphs' GatherBlockQuantized
-/// silently reads a zero row. Engine bug (crates/engine/src/onnx.rs takes the vocabulary size from the tokenizer,
-/// not from the graph); un-ignore once fixed.
+/// token). The engine now maps such ids from text to `<unk>` and refuses them as OpenAI token ids (400).
 #[test]
-#[ignore = "engine bug: token ids past the graph's embedding table are accepted (see the doc comment)"]
 fn special_token_text_is_not_a_server_error_on_embeddinggemma_fp32() {
     require("embeddinggemma-300m");
     let srv = start(&["--model", "embeddinggemma:fp32"]);
