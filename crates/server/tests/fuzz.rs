@@ -28,6 +28,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 const MODEL: &str = "potion-base-8M";
+const GEMMA: &str = "embeddinggemma";
 
 struct Harness {
     app: Router,
@@ -58,9 +59,37 @@ fn harness() -> &'static Harness {
     })
 }
 
-/// Send one request in-process; `Err` for a violated property.
+/// The router over EmbeddingGemma int8, for its tokenizer and limits (the target never runs its inference).
+fn gemma_harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let spec = deposium_engine::registry::resolve(GEMMA).expect("known model");
+        assert!(
+            spec.dir.is_dir(),
+            "model {} missing: run `make fetch` (scripts/fetch.sh) first",
+            spec.dir.display()
+        );
+        let model = deposium_engine::registry::load_spec(&spec).expect("loading embeddinggemma");
+        let state = AppState::with_models(Config::default(), vec![(spec, model)]);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Harness {
+            app: router(state),
+            rt,
+        }
+    })
+}
+
+/// Send one request in-process to the potion-base-8M router; `Err` for a violated property.
 fn check(method: &str, path: &str, body: Vec<u8>) -> Result<(), String> {
-    let h = harness();
+    check_on(harness(), method, path, body)
+}
+
+/// Send one request in-process; `Err` for a violated property.
+fn check_on(h: &Harness, method: &str, path: &str, body: Vec<u8>) -> Result<(), String> {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -279,6 +308,35 @@ fn nasty_char() -> impl Strategy<Value = char> {
     ]
 }
 
+/// Special-token literals of the served tokenizers (WordPiece, SentencePiece/Gemma), injected into texts.
+fn special_token() -> impl Strategy<Value = Piece> {
+    prop::sample::select(vec![
+        "[CLS]",
+        "[SEP]",
+        "[PAD]",
+        "[UNK]",
+        "[MASK]",
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        "<unk>",
+        "<mask>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
+        "<image_soft_token>",
+        "<unused0>",
+        "<s>",
+        "</s>",
+        "<|endoftext|>",
+        "▁",
+        "<0x00>",
+        "<0xFF>",
+    ])
+    .prop_map(|t| Piece::Text(t.to_string()))
+}
+
 fn piece() -> impl Strategy<Value = Piece> {
     let n = run_len();
     prop_oneof![
@@ -289,6 +347,7 @@ fn piece() -> impl Strategy<Value = Piece> {
         1 => proptest::collection::vec(any::<u8>(), 1..8).prop_map(Piece::Raw),
         1 => prop_oneof![Just(vec![0xc3u8]), Just(vec![0xffu8]), Just(vec![0xed, 0xa0, 0x80]), Just(vec![0xf4, 0x90, 0x80, 0x80]), Just(vec![0u8])].prop_map(Piece::Raw),
         1 => (nasty_char(), 1..n).prop_map(|(c, k)| Piece::Run(c, k)),
+        1 => special_token(),
     ]
 }
 
@@ -300,6 +359,7 @@ fn clean_piece() -> impl Strategy<Value = Piece> {
         3 => proptest::collection::vec(nasty_char(), 0..60).prop_map(|c| Piece::Text(c.into_iter().collect())),
         1 => prop_oneof![0u16..0xd800, 0xe000u16..=0xffff].prop_map(Piece::Escape),
         1 => (nasty_char(), 1..n).prop_map(|(c, k)| Piece::Run(c, k)),
+        1 => special_token(),
     ]
 }
 
@@ -835,6 +895,112 @@ fn fuzz_text_hostile_but_valid_texts_embed() {
             Ok(())
         },
     );
+}
+
+/// EmbeddingGemma's tokenizer (SentencePiece with byte fallback, special tokens) on hostile texts, through
+/// `/tokenize` and through embed routes with `truncate: false` and over-long texts (refused before inference).
+fn gemma_request() -> impl Strategy<Value = (&'static str, Shown, usize, bool)> {
+    (
+        any::<bool>(),
+        proptest::collection::vec(
+            prop_oneof![3 => clean_string(), 1 => hostile_string()],
+            1..10,
+        ),
+        proptest::option::of(prop_oneof![
+            Just("query"),
+            Just("document"),
+            Just("STS"),
+            Just("nope"),
+            Just("")
+        ]),
+        0usize..3,
+    )
+        .prop_map(|(tokenize, texts, prompt_name, route)| {
+            let clean = texts.iter().all(|t| {
+                t.0.iter().all(|p| match p {
+                    Piece::Text(_) | Piece::Run(..) => true,
+                    Piece::Escape(u) => !(0xd800..0xe000).contains(u),
+                    Piece::Raw(_) => false,
+                })
+            }) && prompt_name != Some("nope");
+            let k = |s: &str| S(vec![Piece::Text(s.into())]);
+            let n = texts.len();
+            let mut fields = vec![(k("model"), text(GEMMA))];
+            if let Some(p) = prompt_name {
+                fields.push((k("prompt_name"), text(p)));
+            }
+            if tokenize {
+                fields.push((k("inputs"), J::Arr(texts.into_iter().map(J::Str).collect())));
+            } else {
+                // Over 2048 tokens whatever the text: must be refused (400), never embedded.
+                let long: Vec<J> = texts
+                    .into_iter()
+                    .map(|mut t| {
+                        t.0.insert(0, Piece::Text("word ".repeat(2100)));
+                        J::Str(t)
+                    })
+                    .collect();
+                let field = if route == 2 { "inputs" } else { "input" };
+                fields.push((k(field), J::Arr(long)));
+                fields.push((k("truncate"), J::Bool(false)));
+            }
+            let path = if tokenize {
+                "/tokenize"
+            } else {
+                ["/api/embed", "/v1/embeddings", "/embed"][route]
+            };
+            (path, Shown(to_bytes(&J::Obj(fields))), n, clean)
+        })
+}
+
+#[test]
+fn fuzz_gemma_tokenizer_hostile_texts() {
+    let h = gemma_harness();
+    fuzz("gemma", gemma_request(), |(path, Shown(body), n, clean)| {
+        let tokenize = path == "/tokenize";
+        check_on(h, "POST", path, body.clone())?;
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .body(Body::from(body))
+            .unwrap();
+        let (status, bytes) = h.rt.block_on(async {
+            let resp = h.app.clone().oneshot(req).await.unwrap();
+            let s = resp.status();
+            (
+                s,
+                axum::body::to_bytes(resp.into_body(), usize::MAX)
+                    .await
+                    .unwrap(),
+            )
+        });
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !tokenize {
+            // Too long with truncate=false (or invalid JSON/prompt): refused before any inference.
+            return if status == 400 {
+                Ok(())
+            } else {
+                Err(format!("{path}: {status} for an over-long text: {v}"))
+            };
+        }
+        if !clean {
+            return Ok(());
+        }
+        if status != 200 {
+            return Err(format!("/tokenize: {status} for valid texts: {v}"));
+        }
+        let lists = v.as_array().ok_or("not a list")?;
+        if lists.len() != n {
+            return Err(format!("{} token lists for {n} texts", lists.len()));
+        }
+        for l in lists {
+            let len = l.as_array().map_or(0, Vec::len);
+            if !(1..=2048).contains(&len) {
+                return Err(format!("a token list of {len} ids (1..=2048 expected)"));
+            }
+        }
+        Ok(())
+    });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
