@@ -164,6 +164,8 @@ struct Stats {
     inputs_by_model: HashMap<String, u64>,
     batch_sizes: Vec<usize>,
     failures: Vec<String>,
+    /// Vectors within `min_cosine` of their reference but not bit-identical: a few examples.
+    not_identical: Vec<String>,
 }
 
 impl Stats {
@@ -201,6 +203,11 @@ impl Stats {
         self.batch_sizes.extend(o.batch_sizes);
         for f in o.failures {
             self.fail(f);
+        }
+        for e in o.not_identical {
+            if self.not_identical.len() < 20 {
+                self.not_identical.push(e);
+            }
         }
     }
 
@@ -1248,6 +1255,18 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
                 if dims.is_none() && *normalized {
                     entry.comparable += 1;
                     entry.identical += u64::from(g == r);
+                    if g != r && stats.not_identical.len() < 10 {
+                        let max_diff = g
+                            .iter()
+                            .zip(r.iter())
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0f32, f32::max);
+                        let example = format!(
+                            "{} {} text {t} ({} tokens, prompt {:?}) in a request of {}: max |diff| {max_diff:e}, cosine {c:.9}",
+                            md.name, plan.route, md.tokens[t], prompt_name(p), items.len()
+                        );
+                        stats.not_identical.push(example);
+                    }
                 }
                 if c.is_nan() || c < work.cfg.min_cosine {
                     return Verdict::Mismatch(format!(
@@ -1450,6 +1469,7 @@ fn build_report(
         .map(|(k, v)| (k.clone(), lat(v)))
         .collect::<serde_json::Map<_, _>>());
     report["failures"] = json!(stats.failures);
+    report["not_bit_identical_examples"] = json!(stats.not_identical);
 
     // RSS: start/peak/end, and growth from just after the warm-up to the end.
     let warm = load_seconds * cfg.warmup;
@@ -1742,6 +1762,16 @@ pub fn markdown(r: &Value) -> String {
             sd["exit_code"],
             num(&sd["seconds"], 1)
         ));
+    }
+    let odd = r["not_bit_identical_examples"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !odd.is_empty() {
+        s.push_str("\n## Vectors within the cosine bound but not bit-identical (examples)\n\n");
+        for e in odd {
+            s.push_str(&format!("- {}\n", e.as_str().unwrap_or("")));
+        }
     }
     let failures = r["failures"].as_array().cloned().unwrap_or_default();
     if !failures.is_empty() {
