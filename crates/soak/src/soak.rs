@@ -1485,7 +1485,10 @@ fn build_report(
         .filter(|s| s.0 >= warm)
         .map(|s| (s.0, s.1 as f64))
         .collect();
-    let slope_mb_per_min = if after.len() >= 3 {
+    // Least-squares line through the samples after the warm-up: RSS swings by hundreds of MB with the size of the
+    // step running at the time of a sample, so the fitted line's rise (not two single windows) is what a leak
+    // would show. Growth = fitted end vs fitted warm-up end.
+    let fit = if after.len() >= 3 {
         let n = after.len() as f64;
         let (mx, my) = (
             after.iter().map(|s| s.0).sum::<f64>() / n,
@@ -1493,10 +1496,30 @@ fn build_report(
         );
         let cov: f64 = after.iter().map(|s| (s.0 - mx) * (s.1 - my)).sum();
         let var: f64 = after.iter().map(|s| (s.0 - mx).powi(2)).sum();
-        (var > 0.0).then(|| cov / var * 60.0 / 1e6)
+        (var > 0.0).then(|| {
+            let slope = cov / var;
+            (
+                my + slope * (warm - mx),
+                my + slope * (load_seconds - mx),
+                slope,
+            )
+        })
     } else {
         None
     };
+    let slope_mb_per_min = fit.map(|f| f.2 * 60.0 / 1e6);
+    let fitted_growth = fit.and_then(|(a, b, _)| (a > 0.0).then(|| (b - a) / a * 100.0));
+    let floor = |from: f64, to: f64| {
+        samples
+            .iter()
+            .filter(|s| s.0 >= from && s.0 < to)
+            .map(|s| s.1)
+            .min()
+    };
+    let (floor_start, floor_end) = (
+        floor(warm, warm + win),
+        floor(load_seconds - win, f64::INFINITY),
+    );
     let peak = samples.iter().map(|s| s.1).max();
     report["rss"] = json!({
         "source": if cfg.pid.is_some() || cfg.url.is_none() { "/proc/<pid>/status VmRSS" } else { "/api/status process_rss_bytes" },
@@ -1506,7 +1529,12 @@ fn build_report(
         "end_mb": samples.last().map(|s| s.1 as f64 / 1e6),
         "after_warmup_mb": baseline.map(|b| b as f64 / 1e6),
         "final_mb": end.map(|b| b as f64 / 1e6),
-        "growth_after_warmup_pct": growth,
+        "growth_after_warmup_pct": fitted_growth,
+        "fitted_after_warmup_mb": fit.map(|f| f.0 / 1e6),
+        "fitted_end_mb": fit.map(|f| f.1 / 1e6),
+        "window_median_growth_pct": growth,
+        "floor_after_warmup_mb": floor_start.map(|b| b as f64 / 1e6),
+        "floor_end_mb": floor_end.map(|b| b as f64 / 1e6),
         "slope_after_warmup_mb_per_min": slope_mb_per_min,
         "samples": samples.len(),
         "series_mb": samples.iter().map(|s| json!([(s.0 * 10.0).round() / 10.0, (s.1 as f64 / 1e5).round() / 10.0])).collect::<Vec<_>>(),
@@ -1629,14 +1657,24 @@ fn build_report(
             cfg.warmup * 100.0,
             cfg.max_rss_growth_pct
         ),
-        growth.is_some_and(|g| g < cfg.max_rss_growth_pct),
+        fitted_growth.is_some_and(|g| g < cfg.max_rss_growth_pct),
         format!(
-            "after warm-up {} → end {} ({}), peak {}",
+            "fitted line {} → {} ({}; {} MB/min); window medians {} → {} ({}); floor {} → {}; peak {}",
+            fit.map(|f| mb(f.0 as u64)).unwrap_or_else(|| "?".into()),
+            fit.map(|f| mb(f.1 as u64)).unwrap_or_else(|| "?".into()),
+            fitted_growth
+                .map(|g| format!("{g:+.2}%"))
+                .unwrap_or_else(|| "no samples".into()),
+            slope_mb_per_min
+                .map(|s| format!("{s:+.2}"))
+                .unwrap_or_else(|| "?".into()),
             baseline.map(mb).unwrap_or_else(|| "?".into()),
             end.map(mb).unwrap_or_else(|| "?".into()),
             growth
                 .map(|g| format!("{g:+.2}%"))
-                .unwrap_or_else(|| "no samples".into()),
+                .unwrap_or_else(|| "?".into()),
+            floor_start.map(mb).unwrap_or_else(|| "?".into()),
+            floor_end.map(mb).unwrap_or_else(|| "?".into()),
             peak.map(mb).unwrap_or_else(|| "?".into())
         ),
     );
@@ -1710,17 +1748,22 @@ pub fn markdown(r: &Value) -> String {
     ));
     let rss = &r["rss"];
     s.push_str(&format!(
-        "**RSS** ({}): before load {} MB, start {} MB, peak {} MB, end {} MB; after warm-up {} MB → final {} MB \
-         ({}%, slope {} MB/min).\n\n",
+        "**RSS** ({}): before load {} MB, start {} MB, peak {} MB, end {} MB; after warm-up, fitted line {} MB → {} MB \
+         ({}%, slope {} MB/min), window medians {} MB → {} MB ({}%), floor {} MB → {} MB.\n\n",
         rss["source"].as_str().unwrap_or(""),
         num(&rss["before_load_mb"], 1),
         num(&rss["start_mb"], 1),
         num(&rss["peak_mb"], 1),
         num(&rss["end_mb"], 1),
-        num(&rss["after_warmup_mb"], 1),
-        num(&rss["final_mb"], 1),
+        num(&rss["fitted_after_warmup_mb"], 1),
+        num(&rss["fitted_end_mb"], 1),
         num(&rss["growth_after_warmup_pct"], 2),
         num(&rss["slope_after_warmup_mb_per_min"], 2),
+        num(&rss["after_warmup_mb"], 1),
+        num(&rss["final_mb"], 1),
+        num(&rss["window_median_growth_pct"], 2),
+        num(&rss["floor_after_warmup_mb"], 1),
+        num(&rss["floor_end_mb"], 1),
     ));
     s.push_str("| model | texts | tokens min/median/max | inputs embedded | vectors + scores checked | bit-identical (of comparable) | min cosine |\n|---|---|---|---|---|---|---|\n");
     for m in r["models"].as_array().into_iter().flatten() {
