@@ -139,35 +139,37 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     let win = b.op("Where", &[&far, &neg, &zero_f], vec![]); // [S,S]
     let slide_bias = b.op("Add", &[&key_bias, &win], vec![]); // [B,1,S,S]
 
-    let (cos_local, sin_local) = rope_tables(&mut b, &pos_f, hd, cfg.rope_local_base_freq);
-    let (cos_global, sin_global) = rope_tables(&mut b, &pos_f, hd, cfg.rope_theta);
     let attn_scale = (cfg.query_pre_attn_scalar.powf(-0.5)) as f32;
-    // Fused-path inputs: cos/sin caches for RotaryEmbedding, a [B,1,S,S] bias for full layers, position offset 0.
-    let rope_cache_local = rope_cache(&mut b, hd, cfg.rope_local_base_freq, "rope_local");
-    let rope_cache_global = rope_cache(&mut b, hd, cfg.rope_theta, "rope_global");
-    let zero_win = b.op("Mul", &[&win, &zero_f], vec![]);
-    let full_bias = b.op("Add", &[&key_bias, &zero_win], vec![]);
+    let fused = q.fused_ops;
+    // Per-path inputs, (local, global): fused: cos/sin caches for RotaryEmbedding and a [B,1,S,S] bias for full
+    // layers (MultiHeadAttention wants the full shape); plain: cos/sin tables over the positions, [B,1,1,S] bias.
+    let (rope_local, rope_global, full_bias) = if fused {
+        let local = rope_cache(&mut b, hd, cfg.rope_local_base_freq, "rope_local");
+        let global = rope_cache(&mut b, hd, cfg.rope_theta, "rope_global");
+        let zero_win = b.op("Mul", &[&win, &zero_f], vec![]);
+        (local, global, b.op("Add", &[&key_bias, &zero_win], vec![]))
+    } else {
+        let local = rope_tables(&mut b, &pos_f, hd, cfg.rope_local_base_freq);
+        let global = rope_tables(&mut b, &pos_f, hd, cfg.rope_theta);
+        (local, global, key_bias.clone())
+    };
     let pos0 = b.const_i64(&[0]);
 
-    let layer_norm_w = |l: usize, name: &str| w.vector(&p(&format!("layers.{l}.{name}.weight")), h);
-    let fused = q.fused_ops;
+    let layer_norm_w = |l: usize, name: &str| w.vector(&layer_key(prefix, l, &format!("{name}.weight")), h);
     // With fused ops, the residual add and the next norm are one SkipSimplifiedLayerNormalization.
     let mut hn = rms_norm(&mut b, &x, &layer_norm_w(0, "input_layernorm")?, "layers.0.input_layernorm", eps, 1.0);
     for l in 0..cfg.num_hidden_layers {
-        let lp = |s: &str| p(&format!("layers.{l}.{s}"));
-        let sliding = cfg.is_sliding(l);
+        let lp = |s: &str| layer_key(prefix, l, s);
+        let ((cos, sin), bias) = if cfg.is_sliding(l) { (&rope_local, &slide_bias) } else { (&rope_global, &full_bias) };
         let attn = if fused {
-            let (cos_c, sin_c) = if sliding { (&rope_cache_local.0, &rope_cache_local.1) } else { (&rope_cache_global.0, &rope_cache_global.1) };
-            let bias = if sliding { &slide_bias } else { &full_bias };
-            attention_fused(&mut b, w, cfg, l, &hn, cos_c, sin_c, &pos0, bias, attn_scale, q)?
+            attention_fused(&mut b, w, cfg, prefix, l, &hn, cos, sin, &pos0, bias, attn_scale, q)?
         } else {
-            let (cos, sin, bias) = if sliding { (&cos_local, &sin_local, &slide_bias) } else { (&cos_global, &sin_global, &key_bias) };
-            attention_reference(&mut b, w, cfg, l, &hn, cos, sin, bias, attn_scale, q)?
+            attention_reference(&mut b, w, cfg, prefix, l, &hn, cos, sin, bias, attn_scale, q)?
         };
         let attn = rms_norm(&mut b, &attn, &layer_norm_w(l, "post_attention_layernorm")?, &lp("post_attention_layernorm"), eps, 1.0);
         let (hn2, x2) = add_norm(&mut b, &attn, &x, &layer_norm_w(l, "pre_feedforward_layernorm")?, &lp("pre_feedforward_layernorm"), eps, fused);
         x = x2;
-        let down = mlp(&mut b, w, cfg, l, &hn2, q)?;
+        let down = mlp(&mut b, w, cfg, prefix, l, &hn2, q)?;
         let down = rms_norm(&mut b, &down, &layer_norm_w(l, "post_feedforward_layernorm")?, &lp("post_feedforward_layernorm"), eps, 1.0);
         let (next_w, next_name) = if l + 1 < cfg.num_hidden_layers {
             (layer_norm_w(l + 1, "input_layernorm")?, format!("layers.{}.input_layernorm", l + 1))
@@ -187,6 +189,11 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
 }
 
 const MAX_POSITIONS: usize = 2048;
+
+/// Name of a layer's tensor in the safetensors file (`prefix` is "" or "model.").
+fn layer_key(prefix: &str, l: usize, s: &str) -> String {
+    format!("{prefix}layers.{l}.{s}")
+}
 
 /// cos/sin caches `[MAX_POSITIONS, head_dim/2]` for com.microsoft RotaryEmbedding (rotate-half layout).
 fn rope_cache(b: &mut Builder, head_dim: usize, theta: f64, name: &str) -> (String, String) {
@@ -239,10 +246,9 @@ fn split_last(b: &mut Builder, x: &str, sizes: &[usize]) -> Vec<String> {
     b.node("", "Split", &[x, &split], sizes.len(), vec![attr_i("axis", -1)])
 }
 
-fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, l: usize, hn: &str, q: &QuantConfig) -> Result<String> {
+fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, q: &QuantConfig) -> Result<String> {
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
-    let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
-    let lp = |s: &str| format!("{prefix}layers.{l}.{s}");
+    let lp = |s: &str| layer_key(prefix, l, s);
     let (gate, up) = if q.fused_ops {
         let (stacked, sizes) = stack_rows(w, &[lp("mlp.gate_proj.weight"), lp("mlp.up_proj.weight")], h)?;
         let gu = linear(b, hn, &lp("mlp.gate_up_proj"), &stacked, 2 * inter, h, None, q);
@@ -263,12 +269,11 @@ fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, l: usize, hn: &str, q: 
 /// Attention with fused contrib ops: one QKV MatMul, RotaryEmbedding, MultiHeadAttention (kv heads repeated).
 #[allow(clippy::too_many_arguments)]
 fn attention_fused(
-    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, l: usize, hn: &str, cos_c: &str, sin_c: &str, pos0: &str,
+    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, cos_c: &str, sin_c: &str, pos0: &str,
     bias: &str, attn_scale: f32, q: &QuantConfig,
 ) -> Result<String> {
     let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
-    let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
-    let lp = |s: &str| format!("{prefix}layers.{l}.{s}");
+    let lp = |s: &str| layer_key(prefix, l, s);
     let names = [lp("self_attn.q_proj.weight"), lp("self_attn.k_proj.weight"), lp("self_attn.v_proj.weight")];
     let (stacked, sizes) = stack_rows(w, &names, h)?;
     let n_total: usize = sizes.iter().sum();
@@ -310,12 +315,11 @@ fn attention_fused(
 /// Attention with plain ONNX ops (the reference path).
 #[allow(clippy::too_many_arguments)]
 fn attention_reference(
-    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, l: usize, hn: &str, cos: &str, sin: &str, bias: &str,
+    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, cos: &str, sin: &str, bias: &str,
     attn_scale: f32, q: &QuantConfig,
 ) -> Result<String> {
     let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
-    let prefix = if w.has("embed_tokens.weight") { "" } else { "model." };
-    let lp = |s: &str| format!("{prefix}layers.{l}.{s}");
+    let lp = |s: &str| layer_key(prefix, l, s);
     let wq = w.matrix(&lp("self_attn.q_proj.weight"), nq * hd, h)?;
     let qv = linear(b, hn, &lp("self_attn.q_proj"), &wq.data, nq * hd, h, None, q);
     let wk = w.matrix(&lp("self_attn.k_proj.weight"), nkv * hd, h)?;
