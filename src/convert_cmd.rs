@@ -28,6 +28,10 @@ pub struct ConvertArgs {
     /// Plain ONNX ops only (no fused contrib ops): the reference graph, for comparison.
     #[arg(long)]
     pub plain_ops: bool,
+    /// Stock ONNX Runtime operators only (MatMulNBits instead of our faster `ai.deposium:QMatMul8`), so that any
+    /// ONNX Runtime ≥ 1.31 can run the graph without deposium-embed.
+    #[arg(long)]
+    pub portable: bool,
     /// Token table bits (4 or 8; 32 = fp32). Default: the scheme's.
     #[arg(long)]
     pub embed_bits: Option<u8>,
@@ -56,6 +60,10 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     q.keep_int8.extend(a.keep_int8.iter().cloned());
     if a.plain_ops {
         q.fused_ops = false;
+        q.custom_kernel = false;
+    }
+    if a.portable || a.accuracy_level.is_some() {
+        q.custom_kernel = false;
     }
     if a.symmetric {
         q.asymmetric = false;

@@ -24,6 +24,34 @@ fn int4_is_faithful_and_batch_invariant() {
     check("embeddinggemma:int4", 0.99, 0.97);
 }
 
+/// `convert --portable`: the int8 graph with stock ONNX Runtime ops only (MatMulNBits) instead of our QMatMul8
+/// kernel. Both must be faithful, and agree with each other.
+#[test]
+fn portable_int8_graph_uses_stock_ops_and_agrees_with_ours() {
+    common::require_model("embeddinggemma-300m");
+    let src = deposium_engine::paths::models_dir().join("embeddinggemma-300m");
+    let out = std::env::temp_dir().join(format!("deposium-portable-int8-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut q = deposium_convert::QuantConfig::from_scheme("int8").unwrap();
+    q.custom_kernel = false;
+    deposium_convert::convert(&src, &out, &q).expect("convert");
+    let graph = std::fs::read(out.join("model.onnx")).unwrap();
+    let has = |needle: &[u8]| graph.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"MatMulNBits") && !has(deposium_convert::CUSTOM_DOMAIN.as_bytes()), "portable graph must use stock ops only");
+
+    let r = common::gemma_reference();
+    let portable = registry::load(&format!("embeddinggemma:int8={}", out.display())).unwrap();
+    let ours = registry::load("embeddinggemma").unwrap();
+    let f = fidelity::measure(&portable, &r).unwrap();
+    assert!(f.all.mean >= 0.9995 && f.all.min >= 0.998, "portable int8: {:?}", f.all);
+    let texts: Vec<String> = r.sentences.iter().take(8).cloned().collect();
+    let a = portable.embed(&deposium_engine::EmbedRequest::new(texts.clone())).unwrap().embeddings;
+    let b = ours.embed(&deposium_engine::EmbedRequest::new(texts)).unwrap().embeddings;
+    let s = fidelity::stats(&a, &b);
+    assert!(s.min >= 0.9995, "QMatMul8 vs MatMulNBits: {s:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// Every public STS task of ../shared/data/sts within 0.002 Spearman of sentence-transformers fp32.
 #[test]
 fn int8_sts_within_0002_of_fp32_on_every_task() {

@@ -2,6 +2,9 @@
 use crate::proto::*;
 
 pub const MS: &str = "com.microsoft";
+/// Our own operators (deposium-engine registers them; stock ONNX Runtime does not know them).
+pub const CUSTOM_DOMAIN: &str = "ai.deposium";
+pub const QMATMUL8: &str = "QMatMul8";
 
 #[derive(Default)]
 pub struct Builder {
@@ -26,6 +29,9 @@ impl Builder {
     pub fn node(&mut self, domain: &str, op: &str, inputs: &[&str], n_out: usize, attrs: Vec<Attr>) -> Vec<String> {
         let name = self.fresh(op);
         let outputs: Vec<String> = (0..n_out).map(|i| format!("{name}_o{i}")).collect();
+        if !domain.is_empty() && !self.model.opsets.iter().any(|(d, _)| d == domain) {
+            self.model.opsets.push((domain.into(), 1));
+        }
         self.model.nodes.push(Node {
             op_type: op.into(),
             domain: domain.into(),

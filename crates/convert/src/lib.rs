@@ -18,12 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use builder::Builder;
 use proto::attr_i;
+pub use builder::{CUSTOM_DOMAIN, QMATMUL8};
 pub use quant::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;
 
 /// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
-pub const GRAPH_VERSION: u32 = 5;
+pub const GRAPH_VERSION: u32 = 6;
 
 /// A sentence-transformers Dense layer after pooling.
 pub struct DenseHead {

@@ -30,6 +30,10 @@ pub struct QuantConfig {
     /// SkipSimplifiedLayerNormalization); false gives the plain-op reference graph.
     #[serde(default = "yes")]
     pub fused_ops: bool,
+    /// 8-bit linear layers run by our own per-block int8 kernel (`ai.deposium:QMatMul8`, same numerics as
+    /// MatMulNBits accuracy_level 4, faster); false keeps stock ONNX Runtime ops only (a portable graph).
+    #[serde(default)]
+    pub custom_kernel: bool,
 }
 
 fn yes() -> bool {
@@ -49,6 +53,7 @@ impl QuantConfig {
             keep_int8: vec![],
             asymmetric: false,
             fused_ops: true,
+            custom_kernel: true,
         };
         Ok(match scheme {
             "fp32" => base,
@@ -185,6 +190,14 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
                 }
                 None => y,
             }
+        }
+        Some(8) if q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && bias.is_none() => {
+            let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
+            let (packed, packed_scales) = deposium_kernels::pack(&codes, &scales, n, k);
+            let tiles = (n / deposium_kernels::TILE) as i64;
+            let wn = b.init(&format!("{name}.q8"), DType::U8, &[tiles, (k / 4) as i64, 64], packed);
+            let sn = b.init_f32(&format!("{name}.q8scales"), &[tiles, (k / deposium_kernels::BLOCK) as i64, 16], &packed_scales);
+            b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::QMATMUL8, &[x, &wn, &sn], 1, vec![]).remove(0)
         }
         Some(bits) => {
             let block = q.block;

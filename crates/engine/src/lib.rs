@@ -7,6 +7,7 @@ pub mod fidelity;
 pub mod model2vec;
 pub mod onnx;
 pub mod paths;
+mod qop;
 pub mod registry;
 pub use deposium_convert::st_config;
 

@@ -62,8 +62,19 @@ pub fn thread_count() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
+/// ONNX Runtime's CPU arena: on unless `DEPOSIUM_ORT_ARENA=0`. Each run ends by shrinking it (see `run_options`),
+/// so buffers are reused within a run (no page fault per op: those cost more than the matmuls on large batches in a
+/// VM) and RSS still goes back down after a large batch.
 fn arena_enabled() -> bool {
-    std::env::var("DEPOSIUM_ORT_ARENA").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    !std::env::var("DEPOSIUM_ORT_ARENA").is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"))
+}
+
+fn run_options() -> ort::Result<ort::session::RunOptions> {
+    let mut o = ort::session::RunOptions::new()?;
+    if arena_enabled() {
+        o.set("memory.enable_memory_arena_shrinkage", "cpu:0")?;
+    }
+    Ok(o)
 }
 
 /// What the graph returns and what we still do on its output.
@@ -93,9 +104,11 @@ pub struct OnnxModel {
     unk_id: u32,
 }
 
-/// ONNX Runtime's int8 MatMulNBits kernels (MLAS CompInt8) take a different code path once the padded sequence is
-/// longer than 64 tokens, and the two paths round differently (cosine 0.9997 between them). Batching only sequences
-/// on the same side of 64 keeps every vector equal to the one computed alone.
+/// Some fp32 kernels of ONNX Runtime (attention among them) take another code path once the padded sequence is
+/// longer than 64 tokens. The results differ by ~1e-7 (cosine 0.9999999999997 in the fp32 graph), but per-block
+/// int8 rounding of the next layer's inputs amplifies any difference (cosine 0.9999 between the two paths, measured
+/// with both MatMulNBits and our QMatMul8). Batching only sequences on the same side of 64 keeps every vector
+/// equal to the one computed alone.
 const INT8_KERNEL_BUCKETS: &[usize] = &[64];
 
 fn load_err(e: impl std::fmt::Display) -> EngineError {
@@ -200,6 +213,8 @@ impl OnnxModel {
             // Without the arena, activation buffers go back to the system after each run: RSS follows the current
             // batch instead of staying at the largest one ever seen. DEPOSIUM_ORT_ARENA=1 turns it back on.
             .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena_enabled()).build()])
+            .map_err(load_err)?
+            .with_operators(crate::qop::domain().map_err(load_err)?)
             .map_err(load_err)?;
         if let Ok(p) = std::env::var("DEPOSIUM_ORT_PROFILE") {
             b = b.with_profiling(p).map_err(load_err)?;
@@ -234,7 +249,7 @@ impl OnnxModel {
             matryoshka_dims: if m.family == "gemma3" { vec![768, 512, 256, 128] } else { vec![] },
             path: dir.to_path_buf(),
         };
-        let quantized_matmuls = m.quant.linear_bits.is_some() && m.quant.accuracy_level == 4;
+        let quantized_matmuls = m.quant.linear_bits.is_some();
         let mut model = Self::finish_load(info, session, tokenizer, "sentence_embedding".into(), OutputKind::Pooled, m.normalize)?;
         if quantized_matmuls {
             model.buckets = INT8_KERNEL_BUCKETS.to_vec();
@@ -402,7 +417,8 @@ impl Backend for OnnxModel {
             inputs.push(("token_type_ids".into(), Tensor::from_array((shape, vec![0i64; b * s]))?.into()));
         }
         let mut session = self.session.lock().map_err(|_| EngineError::Internal("session lock poisoned".into()))?;
-        let outputs = session.run(inputs)?;
+        let options = run_options()?;
+        let outputs = session.run_with_options(inputs, &options)?;
         let (oshape, data) = outputs[self.output_name.as_str()].try_extract_tensor::<f32>()?;
         let mut out: Vec<Vec<f32>> = match self.output_kind {
             OutputKind::Pooled => {

@@ -1,0 +1,46 @@
+//! `cargo bench -p deposium-kernels`: GMAC/s of the per-block int8 matmul on EmbeddingGemma's layer shapes.
+use std::time::Instant;
+
+use deposium_kernels::{matmul, pack, sequential, Packed, QuantizedRows, BLOCK};
+
+fn two_threads(total: usize, f: &(dyn Fn(usize) + Sync)) {
+    let half = total.div_ceil(2);
+    std::thread::scope(|s| {
+        s.spawn(|| (half..total).for_each(f));
+        (0..half).for_each(f);
+    });
+}
+
+fn main() {
+    let shapes = [("qkv", 1280, 768), ("o", 768, 768), ("gate_up", 2304, 768), ("down", 768, 1152)];
+    println!("accelerated: {}", deposium_kernels::accelerated());
+    for m in [16usize, 80, 251, 1004] {
+        let mut total_macs = 0f64;
+        let mut total_s = 0f64;
+        for (name, n, k) in shapes {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let codes: Vec<u8> = (0..n * k).map(|i| ((i * 31) % 251) as u8).collect();
+            let scales = vec![0.01f32; n * k / BLOCK];
+            let (pc, ps) = pack(&codes, &scales, n, k);
+            let w = Packed::new(n, k, &pc, &ps).unwrap();
+            let mut y = vec![0f32; m * n];
+            let mut scratch = QuantizedRows::default();
+            for (label, par) in [("1 thread", &sequential as &dyn Fn(usize, &(dyn Fn(usize) + Sync))), ("2 threads", &two_threads)] {
+                let iters = (2e9 / (m * n * k) as f64).clamp(3.0, 2000.0) as usize;
+                matmul(&x, m, w, &mut y, &mut scratch, par);
+                let t = Instant::now();
+                for _ in 0..iters {
+                    matmul(&x, m, w, &mut y, &mut scratch, par);
+                }
+                let s = t.elapsed().as_secs_f64() / iters as f64;
+                let macs = (m * n * k) as f64;
+                println!("m={m:5} {name:8} {label:9}: {:8.1} us  {:6.0} GMAC/s", s * 1e6, macs / s / 1e9);
+                if label == "1 thread" {
+                    total_macs += macs;
+                    total_s += s;
+                }
+            }
+        }
+        println!("m={m:5} all shapes, 1 thread: {:.0} GMAC/s", total_macs / total_s / 1e9);
+    }
+}

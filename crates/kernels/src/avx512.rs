@@ -1,0 +1,116 @@
+//! AVX-512 VNNI kernels: `vpdpbusd` (u8 weights × s8 activations) per block of 32, then one float multiply-add
+//! per block with the product of both scales.
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use crate::{Packed, QuantizedRows, BLOCK, TILE};
+
+pub fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
+/// Rows per micro-tile.
+const MR: usize = 4;
+
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
+    let nb = k / BLOCK;
+    let xp = x.as_ptr();
+    let qp = q.as_mut_ptr();
+    for r in 0..m {
+        for b in 0..nb {
+            let off = r * k + b * BLOCK;
+            let v0 = _mm512_loadu_ps(xp.add(off));
+            let v1 = _mm512_loadu_ps(xp.add(off + 16));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            let (s, inv) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
+            let vinv = _mm512_set1_ps(inv);
+            // Round to nearest even (the default MXCSR mode), as the portable path does.
+            let i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vinv));
+            let i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vinv));
+            _mm_storeu_si128(qp.add(off) as *mut __m128i, _mm512_cvtsepi32_epi8(i0));
+            _mm_storeu_si128(qp.add(off + 16) as *mut __m128i, _mm512_cvtsepi32_epi8(i1));
+            scale[r * nb + b] = s;
+            corr[r * nb + b] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        }
+    }
+}
+
+/// Output tiles `t0..t1` (16 columns each) for all rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn gemm_tiles(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, t0: usize, t1: usize) {
+    let mut t = t0;
+    while t < t1 {
+        if t + 2 <= t1 {
+            rows::<2>(qa, w, out, t);
+            t += 2;
+        } else {
+            rows::<1>(qa, w, out, t);
+            t += 1;
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn rows<const NT: usize>(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, t: usize) {
+    let mut r = 0;
+    while r < qa.m {
+        match qa.m - r {
+            1 => micro::<1, NT>(qa, w, out, r, t),
+            2 => micro::<2, NT>(qa, w, out, r, t),
+            3 => micro::<3, NT>(qa, w, out, r, t),
+            _ => micro::<MR, NT>(qa, w, out, r, t),
+        }
+        r += MR;
+    }
+}
+
+/// Rows `r0..r0+R`, tiles `t..t+NT`.
+#[inline(always)]
+unsafe fn micro<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, r0: usize, t: usize) {
+    let (k, n) = (w.k, w.n);
+    let nb = k / BLOCK;
+    let tile_bytes = k * TILE; // one tile: K/4 quads × 64 bytes
+    let wp = w.codes.as_ptr().add(t * tile_bytes);
+    let sp = w.scales.as_ptr().add(t * nb * TILE);
+    let ap = qa.q.as_ptr().add(r0 * k);
+    let sa = qa.scale.as_ptr().add(r0 * nb);
+    let ca = qa.corr.as_ptr().add(r0 * nb);
+    let mut f = [[_mm512_setzero_ps(); NT]; R];
+    for b in 0..nb {
+        let mut acc = [[_mm512_setzero_si512(); NT]; R];
+        for (i, row) in acc.iter_mut().enumerate() {
+            let c = _mm512_set1_epi32(*ca.add(i * nb + b));
+            for a in row.iter_mut() {
+                *a = c;
+            }
+        }
+        for quad in b * 8..b * 8 + 8 {
+            let mut wv = [_mm512_setzero_si512(); NT];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(wp.add(j * tile_bytes + quad * 64) as *const _);
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32((ap.add(i * k + quad * 4) as *const i32).read_unaligned());
+                for (a, v) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_dpbusd_epi32(*a, *v, av);
+                }
+            }
+        }
+        for j in 0..NT {
+            let sw = _mm512_loadu_ps(sp.add(j * nb * TILE + b * TILE));
+            for i in 0..R {
+                let sc = _mm512_mul_ps(sw, _mm512_set1_ps(*sa.add(i * nb + b)));
+                f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sc, f[i][j]);
+            }
+        }
+    }
+    for (i, row) in f.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.add((r0 + i) * n + (t + j) * TILE), *v);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Per-block int8 matrix multiply `y = x · Wᵀ`: weights and activations are both quantized in blocks of 32 along
+//! K with one scale per block on each side (llama.cpp Q8_0 numerics, the same as ONNX Runtime's MatMulNBits with
+//! accuracy_level 4), run with AVX-512 VNNI where the CPU has it and by a portable loop elsewhere.
+//!
+//! Weights are packed once (at conversion) so that one 64-byte load feeds `vpdpbusd` with 4 consecutive k for 16
+//! output columns: codes `[N/16][K/4][16][4]` (u8, value + 128) and scales `[N/16][K/32][16]`.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+pub const BLOCK: usize = 32;
+pub const TILE: usize = 16;
+/// Output tiles per unit of parallel work.
+const TILES_PER_TASK: usize = 2;
+
+/// A packed weight matrix, borrowed (from an ONNX Runtime initializer or a Vec).
+#[derive(Clone, Copy)]
+pub struct Packed<'a> {
+    pub n: usize,
+    pub k: usize,
+    pub codes: &'a [u8],
+    pub scales: &'a [f32],
+}
+
+impl<'a> Packed<'a> {
+    /// Checks the lengths against `n` and `k`.
+    pub fn new(n: usize, k: usize, codes: &'a [u8], scales: &'a [f32]) -> Result<Self, String> {
+        if n == 0 || n % TILE != 0 || k == 0 || k % BLOCK != 0 {
+            return Err(format!("packed int8 weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"));
+        }
+        if codes.len() != n * k || scales.len() != n * (k / BLOCK) {
+            return Err(format!(
+                "packed int8 weights: {} codes and {} scales do not fit N={n}, K={k}",
+                codes.len(),
+                scales.len()
+            ));
+        }
+        Ok(Packed { n, k, codes, scales })
+    }
+
+    fn blocks(&self) -> usize {
+        self.k / BLOCK
+    }
+}
+
+/// Whether `shape` fits the packed layout.
+pub fn supports(n: usize, k: usize) -> bool {
+    n > 0 && n % TILE == 0 && k > 0 && k % BLOCK == 0
+}
+
+/// Re-lays block-quantized codes `[n][k]` (u8 = q + 128, blocks of 32 along k) and scales `[n][k/32]` into the
+/// packed layout.
+pub fn pack(codes: &[u8], scales: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    assert!(supports(n, k) && codes.len() == n * k && scales.len() == n * (k / BLOCK));
+    let nb = k / BLOCK;
+    let mut pc = vec![0u8; n * k];
+    let mut ps = vec![0f32; n * nb];
+    for col in 0..n {
+        let (t, c) = (col / TILE, col % TILE);
+        for kk in 0..k {
+            pc[((t * (k / 4) + kk / 4) * TILE + c) * 4 + kk % 4] = codes[col * k + kk];
+        }
+        for b in 0..nb {
+            ps[(t * nb + b) * TILE + c] = scales[col * nb + b];
+        }
+    }
+    (pc, ps)
+}
+
+/// Activations quantized per row and block: codes, scales and the `-128 · Σq` term that cancels the weights'
+/// +128 offset.
+#[derive(Default)]
+pub struct QuantizedRows {
+    pub m: usize,
+    pub k: usize,
+    pub q: Vec<i8>,
+    pub scale: Vec<f32>,
+    pub corr: Vec<i32>,
+}
+
+impl QuantizedRows {
+    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+        assert!(k % BLOCK == 0 && x.len() == m * k);
+        let nb = k / BLOCK;
+        self.m = m;
+        self.k = k;
+        self.q.resize(m * k, 0);
+        self.scale.resize(m * nb, 0.0);
+        self.corr.resize(m * nb, 0);
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            // SAFETY: the CPU has the features (checked above) and the buffers have the sizes asserted here.
+            unsafe { avx512::quantize_rows(x, m, k, &mut self.q, &mut self.scale, &mut self.corr) };
+            return;
+        }
+        quantize_rows_portable(x, m, k, &mut self.q, &mut self.scale, &mut self.corr);
+    }
+}
+
+fn quantize_rows_portable(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
+    let nb = k / BLOCK;
+    for r in 0..m {
+        for b in 0..nb {
+            let vals = &x[r * k + b * BLOCK..r * k + (b + 1) * BLOCK];
+            let amax = vals.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let (s, inv) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
+            let mut sum = 0i32;
+            for (j, v) in vals.iter().enumerate() {
+                let c = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
+                q[r * k + b * BLOCK + j] = c as i8;
+                sum += c;
+            }
+            scale[r * nb + b] = s;
+            corr[r * nb + b] = -128 * sum;
+        }
+    }
+}
+
+/// Raw output pointer shared by the parallel tasks; each writes its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Runs `f(i)` for `i in 0..total`, possibly in parallel.
+pub type ParFor<'p> = &'p dyn Fn(usize, &(dyn Fn(usize) + Sync));
+
+/// Sequential `ParFor`.
+pub fn sequential(total: usize, f: &(dyn Fn(usize) + Sync)) {
+    (0..total).for_each(f)
+}
+
+/// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
+pub fn matmul(x: &[f32], m: usize, w: Packed<'_>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
+    assert!(x.len() == m * w.k && out.len() == m * w.n);
+    if m == 0 {
+        return;
+    }
+    scratch.quantize(x, m, w.k);
+    let qa: &QuantizedRows = scratch;
+    let tiles = w.n / TILE;
+    let tasks = tiles.div_ceil(TILES_PER_TASK);
+    let outp = OutPtr(out.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    let fast = avx512::available();
+    par(tasks, &|task| {
+        let t0 = task * TILES_PER_TASK;
+        let t1 = (t0 + TILES_PER_TASK).min(tiles);
+        let outp = outp;
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: features checked; tasks write disjoint column ranges of `out`, which outlives `par`.
+            unsafe { avx512::gemm_tiles(qa, w, outp.0, t0, t1) };
+            return;
+        }
+        // SAFETY: as above, disjoint columns.
+        unsafe { gemm_tiles_portable(qa, w, outp.0, t0, t1) };
+    });
+}
+
+unsafe fn gemm_tiles_portable(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, t0: usize, t1: usize) {
+    let (k, n, nb) = (w.k, w.n, w.blocks());
+    for t in t0..t1 {
+        for c in 0..TILE {
+            let col = t * TILE + c;
+            for r in 0..qa.m {
+                let mut f = 0f32;
+                for b in 0..nb {
+                    let mut acc = qa.corr[r * nb + b];
+                    for kk in b * BLOCK..(b + 1) * BLOCK {
+                        let code = w.codes[((t * (k / 4) + kk / 4) * TILE + c) * 4 + kk % 4] as i32;
+                        acc += code * qa.q[r * k + kk] as i32;
+                    }
+                    let sc = w.scales[(t * nb + b) * TILE + c] * qa.scale[r * nb + b];
+                    f = (acc as f32).mul_add(sc, f);
+                }
+                *out.add(r * n + col) = f;
+            }
+        }
+    }
+}
+
+/// Whether the fast path runs on this CPU.
+pub fn accelerated() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+
+    fn quantize_weights(w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+        let nb = k / BLOCK;
+        let mut codes = vec![0u8; n * k];
+        let mut scales = vec![0f32; n * nb];
+        for col in 0..n {
+            for b in 0..nb {
+                let v = &w[col * k + b * BLOCK..col * k + (b + 1) * BLOCK];
+                let amax = v.iter().fold(0f32, |a, x| a.max(x.abs()));
+                let s = amax / 127.0;
+                scales[col * nb + b] = s;
+                for (j, x) in v.iter().enumerate() {
+                    codes[col * k + b * BLOCK + j] = ((x / s).round() as i32 + 128) as u8;
+                }
+            }
+        }
+        (codes, scales)
+    }
+
+    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                y[r * n + c] = (0..k).map(|i| x[r * k + i] as f64 * w[c * k + i] as f64).sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn fast_and_portable_agree_and_track_fp32() {
+        let mut seed = 7;
+        for (m, n, k) in [(1, 16, 32), (3, 48, 64), (7, 96, 768), (16, 256, 1152), (9, 32, 96)] {
+            let mut x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            x[0] = 0.0;
+            if m > 1 {
+                x[k..2 * k].iter_mut().for_each(|v| *v = 0.0); // an all-zero row
+            }
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 0.1).collect();
+            let (codes, scales) = quantize_weights(&w, n, k);
+            let (pc, ps) = pack(&codes, &scales, n, k);
+            let packed = Packed::new(n, k, &pc, &ps).unwrap();
+            let mut y = vec![0f32; m * n];
+            let mut scratch = QuantizedRows::default();
+            matmul(&x, m, packed, &mut y, &mut scratch, &sequential);
+
+            let mut yp = vec![0f32; m * n];
+            let mut qp = QuantizedRows { m, k, q: vec![0; m * k], scale: vec![0.0; m * k / BLOCK], corr: vec![0; m * k / BLOCK] };
+            quantize_rows_portable(&x, m, k, &mut qp.q, &mut qp.scale, &mut qp.corr);
+            assert_eq!(qp.q, scratch.q, "activation codes");
+            unsafe { gemm_tiles_portable(&qp, packed, yp.as_mut_ptr(), 0, n / TILE) };
+            assert_eq!(y, yp, "fast path == portable path (m={m} n={n} k={k})");
+
+            let yr = reference(&x, &w, m, n, k);
+            let (dot, nr, ny) = yr.iter().zip(&y).fold((0f64, 0f64, 0f64), |(d, a, b), (&r, &v)| {
+                (d + r as f64 * v as f64, a + (r as f64).powi(2), b + (v as f64).powi(2))
+            });
+            let cos = dot / (nr.sqrt() * ny.sqrt());
+            assert!(cos > 0.9998, "cosine to fp32 {cos} (m={m} n={n} k={k})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod invariance {
+    use super::*;
+
+    /// A row's result must not depend on the other rows (batch invariance).
+    #[test]
+    fn rows_are_independent() {
+        let (n, k) = (64, 768);
+        let w: Vec<u8> = (0..n * k).map(|i| ((i * 37) % 255) as u8).collect();
+        let s: Vec<f32> = (0..n * k / BLOCK).map(|i| 0.001 + (i % 7) as f32 * 1e-4).collect();
+        let (pc, ps) = pack(&w, &s, n, k);
+        let p = Packed::new(n, k, &pc, &ps).unwrap();
+        let x: Vec<f32> = (0..130 * k).map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0).collect();
+        let mut scratch = QuantizedRows::default();
+        let mut small = vec![0f32; 4 * n];
+        matmul(&x[..4 * k], 4, p, &mut small, &mut scratch, &sequential);
+        let mut big = vec![0f32; 130 * n];
+        matmul(&x, 130, p, &mut big, &mut scratch, &sequential);
+        assert_eq!(small[..], big[..4 * n]);
+        let mut one = vec![0f32; n];
+        matmul(&x[129 * k..], 1, p, &mut one, &mut scratch, &sequential);
+        assert_eq!(one[..], big[129 * n..]);
+    }
+}
