@@ -135,13 +135,15 @@ fn check_cpu_features() {
 #[cfg(not(target_arch = "x86_64"))]
 fn check_cpu_features() {}
 
-/// Large buffers (ONNX Runtime activations) are mmapped and go back to the system when freed. glibc otherwise raises
-/// its mmap threshold after the first large free, and later batches grow the heap for good.
+/// ONNX Runtime activations (up to 32 MB each) come from the heap, so that the buffer an op frees is reused by the
+/// next op instead of being unmapped and faulted in again (page faults cost more than the matmuls on large batches
+/// in a VM). The engine hands the heap back to the system after large batches (`malloc_trim`), so RSS follows the
+/// current load instead of the largest batch ever seen.
 fn keep_large_allocations_returnable() {
     // SAFETY: mallopt only changes allocator tunables; called before any other thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
 

@@ -5,6 +5,7 @@ pub const MS: &str = "com.microsoft";
 /// Our own operators (deposium-engine registers them; stock ONNX Runtime does not know them).
 pub const CUSTOM_DOMAIN: &str = "ai.deposium";
 pub const QMATMUL8: &str = "QMatMul8";
+pub const QMATMUL4: &str = "QMatMul4";
 
 #[derive(Default)]
 pub struct Builder {

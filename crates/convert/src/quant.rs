@@ -30,8 +30,9 @@ pub struct QuantConfig {
     /// SkipSimplifiedLayerNormalization); false gives the plain-op reference graph.
     #[serde(default = "yes")]
     pub fused_ops: bool,
-    /// 8-bit linear layers run by our own per-block int8 kernel (`ai.deposium:QMatMul8`, same numerics as
-    /// MatMulNBits accuracy_level 4, faster); false keeps stock ONNX Runtime ops only (a portable graph).
+    /// Quantized linear layers run by our own per-block kernels (`ai.deposium:QMatMul8` / `QMatMul4`: int8
+    /// activations per block of 32, the numerics of MatMulNBits accuracy_level 4, faster); false keeps stock ONNX
+    /// Runtime ops only (a portable graph).
     #[serde(default)]
     pub custom_kernel: bool,
 }
@@ -198,6 +199,21 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
             let wn = b.init(&format!("{name}.q8"), DType::U8, &[tiles, (k / 4) as i64, 64], packed);
             let sn = b.init_f32(&format!("{name}.q8scales"), &[tiles, (k / deposium_kernels::BLOCK) as i64, 16], &packed_scales);
             b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::QMATMUL8, &[x, &wn, &sn], 1, vec![]).remove(0)
+        }
+        Some(4) if q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && bias.is_none() => {
+            let (codes, scales, zps) = if q.asymmetric {
+                quantize_blocks_asym4(w, n, k, q.block)
+            } else {
+                let (c, s) = quantize_blocks(w, n, k, q.block, 4);
+                let kb = k / q.block;
+                (c, s, vec![8u8; n * kb])
+            };
+            let (packed, packed_scales) = deposium_kernels::pack4(&codes, &scales, &zps, n, k);
+            let tiles = (n / deposium_kernels::TILE) as i64;
+            let kb = (k / deposium_kernels::BLOCK) as i64;
+            let wn = b.init(&format!("{name}.q4"), DType::U8, &[tiles, kb, 4, 64], packed);
+            let sn = b.init_f32(&format!("{name}.q4scales"), &[tiles, kb, 32], &packed_scales);
+            b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::QMATMUL4, &[x, &wn, &sn], 1, vec![]).remove(0)
         }
         Some(bits) => {
             let block = q.block;

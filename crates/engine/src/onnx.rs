@@ -62,19 +62,21 @@ pub fn thread_count() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
-/// ONNX Runtime's CPU arena: on unless `DEPOSIUM_ORT_ARENA=0`. Each run ends by shrinking it (see `run_options`),
-/// so buffers are reused within a run (no page fault per op: those cost more than the matmuls on large batches in a
-/// VM) and RSS still goes back down after a large batch.
+/// ONNX Runtime's CPU arena keeps the largest batch's buffers for good (2.6 GB measured); off unless
+/// `DEPOSIUM_ORT_ARENA=1`. Buffers then come from malloc, which the binary tunes to reuse them within a run.
 fn arena_enabled() -> bool {
-    !std::env::var("DEPOSIUM_ORT_ARENA").is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"))
+    std::env::var("DEPOSIUM_ORT_ARENA").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-fn run_options() -> ort::Result<ort::session::RunOptions> {
-    let mut o = ort::session::RunOptions::new()?;
-    if arena_enabled() {
-        o.set("memory.enable_memory_arena_shrinkage", "cpu:0")?;
+/// Padded tokens per run above which the heap is handed back to the system afterwards.
+const TRIM_AFTER_TOKENS: usize = 2048;
+
+fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
-    Ok(o)
 }
 
 /// What the graph returns and what we still do on its output.
@@ -183,6 +185,13 @@ fn converted_digest(m: &Manifest) -> String {
 impl OnnxModel {
     /// Load any supported directory: converted, stock ONNX, or safetensors (converted on first use).
     pub fn load_dir(dir: &Path, name: &str, scheme: &str) -> Result<Self> {
+        let model = Self::load_dir_inner(dir, name, scheme);
+        // Parsing the graph leaves hundreds of MB of freed heap behind.
+        release_heap();
+        model
+    }
+
+    fn load_dir_inner(dir: &Path, name: &str, scheme: &str) -> Result<Self> {
         if dir.join("deposium.json").exists() {
             return Self::load_converted(dir, name);
         }
@@ -417,8 +426,7 @@ impl Backend for OnnxModel {
             inputs.push(("token_type_ids".into(), Tensor::from_array((shape, vec![0i64; b * s]))?.into()));
         }
         let mut session = self.session.lock().map_err(|_| EngineError::Internal("session lock poisoned".into()))?;
-        let options = run_options()?;
-        let outputs = session.run_with_options(inputs, &options)?;
+        let outputs = session.run(inputs)?;
         let (oshape, data) = outputs[self.output_name.as_str()].try_extract_tensor::<f32>()?;
         let mut out: Vec<Vec<f32>> = match self.output_kind {
             OutputKind::Pooled => {
@@ -451,6 +459,9 @@ impl Backend for OnnxModel {
         };
         drop(outputs);
         drop(session);
+        if b * s >= TRIM_AFTER_TOKENS {
+            release_heap();
+        }
         if self.normalize {
             out.iter_mut().for_each(|v| crate::l2_normalize(v));
         }

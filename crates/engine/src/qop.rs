@@ -1,54 +1,69 @@
-//! ONNX Runtime custom operator `ai.deposium:QMatMul8`: `Y = X · Wᵀ` with per-block int8 weights and activations
-//! (deposium-kernels), run on ONNX Runtime's intra-op thread pool.
+//! ONNX Runtime custom operators `ai.deposium:QMatMul8` and `ai.deposium:QMatMul4`: `Y = X · Wᵀ` with per-block
+//! (32) int8 activations and 8- or 4-bit weights (deposium-kernels), run on ONNX Runtime's intra-op thread pool.
 //!
-//! Inputs: X f32 `[..., K]`, W u8 packed `[N/16, K/4, 64]`, S f32 `[N/16, K/32, 16]`. Output: f32 `[..., N]`.
-use deposium_kernels::{matmul, Packed, QuantizedRows, TILE};
+//! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S f32 packed scales. Output: f32 `[..., N]`.
+use deposium_kernels::{matmul, matmul4, Packed, Packed4, QuantizedRows, TILE};
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
 pub const DOMAIN: &str = deposium_convert::CUSTOM_DOMAIN;
 
-struct QMatMul8;
+struct QMatMul {
+    bits: u8,
+}
 
-struct QMatMul8Kernel {
-    scratch: QuantizedRows,
+struct QMatMulKernel {
+    bits: u8,
+}
+
+thread_local! {
+    /// Quantized activations, shared by every QMatMul node run on this thread (one buffer, not one per layer).
+    static SCRATCH: std::cell::RefCell<QuantizedRows> = std::cell::RefCell::new(QuantizedRows::default());
 }
 
 fn err(msg: impl Into<String>) -> ort::Error {
     ort::Error::new(msg.into())
 }
 
-impl Kernel for QMatMul8Kernel {
+impl Kernel for QMatMulKernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("QMatMul8: input {i} missing")));
+        let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("QMatMul: input {i} missing")));
         let (x, w, s) = (input(0)?, input(1)?, input(2)?);
         let (x_shape, x) = x.try_extract_tensor::<f32>()?;
         let (w_shape, codes) = w.try_extract_tensor::<u8>()?;
         let (_, scales) = s.try_extract_tensor::<f32>()?;
-        let k = *x_shape.last().ok_or_else(|| err("QMatMul8: X has no dimensions"))? as usize;
-        let tiles = *w_shape.first().ok_or_else(|| err("QMatMul8: W has no dimensions"))? as usize;
-        let n = tiles * TILE;
-        let packed = Packed::new(n, k, codes, scales).map_err(err)?;
+        let k = *x_shape.last().ok_or_else(|| err("QMatMul: X has no dimensions"))? as usize;
+        let n = *w_shape.first().ok_or_else(|| err("QMatMul: W has no dimensions"))? as usize * TILE;
         let m = if k == 0 { 0 } else { x.len() / k };
         let mut out_shape = x_shape.to_vec();
         *out_shape.last_mut().unwrap() = n as i64;
-        let mut y = ctx.output(0, out_shape)?.ok_or_else(|| err("QMatMul8: output missing"))?;
+        let mut y = ctx.output(0, out_shape)?.ok_or_else(|| err("QMatMul: output missing"))?;
         let (_, out) = y.try_extract_tensor_mut::<f32>()?;
         let par = |total: usize, f: &(dyn Fn(usize) + Sync)| {
             if total <= 1 || ctx.par_for(total, 0, f).is_err() {
                 (0..total).for_each(f);
             }
         };
-        matmul(x, m, packed, out, &mut self.scratch, &par);
+        if self.bits == 4 {
+            let w = Packed4::new(n, k, codes, scales).map_err(err)?;
+            SCRATCH.with_borrow_mut(|scratch| matmul4(x, m, w, out, scratch, &par));
+        } else {
+            let w = Packed::new(n, k, codes, scales).map_err(err)?;
+            SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
+        }
         Ok(())
     }
 }
 
-impl Operator for QMatMul8 {
-    type Kernel<'attr> = QMatMul8Kernel;
+impl Operator for QMatMul {
+    type Kernel<'attr> = QMatMulKernel;
 
     fn name(&self) -> &str {
-        deposium_convert::QMATMUL8
+        if self.bits == 4 {
+            deposium_convert::QMATMUL4
+        } else {
+            deposium_convert::QMATMUL8
+        }
     }
 
     fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
@@ -64,11 +79,11 @@ impl Operator for QMatMul8 {
     }
 
     fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        Ok(QMatMul8Kernel { scratch: QuantizedRows::default() })
+        Ok(QMatMulKernel { bits: self.bits })
     }
 }
 
 /// The operator domain every session registers.
 pub fn domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(QMatMul8)
+    OperatorDomain::new(DOMAIN)?.add(QMatMul { bits: 8 })?.add(QMatMul { bits: 4 })
 }

@@ -1,7 +1,7 @@
 //! `cargo bench -p deposium-kernels`: GMAC/s of the per-block int8 matmul on EmbeddingGemma's layer shapes.
 use std::time::Instant;
 
-use deposium_kernels::{matmul, pack, sequential, Packed, QuantizedRows, BLOCK};
+use deposium_kernels::{matmul, matmul4, pack, pack4, sequential, Packed, Packed4, QuantizedRows, BLOCK};
 
 fn two_threads(total: usize, f: &(dyn Fn(usize) + Sync)) {
     let half = total.div_ceil(2);
@@ -23,6 +23,9 @@ fn main() {
             let scales = vec![0.01f32; n * k / BLOCK];
             let (pc, ps) = pack(&codes, &scales, n, k);
             let w = Packed::new(n, k, &pc, &ps).unwrap();
+            let c4: Vec<u8> = codes.iter().map(|c| c & 15).collect();
+            let (pc4, ps4) = pack4(&c4, &scales, &vec![8u8; n * k / BLOCK], n, k);
+            let w4 = Packed4::new(n, k, &pc4, &ps4).unwrap();
             let mut y = vec![0f32; m * n];
             let mut scratch = QuantizedRows::default();
             for (label, par) in [("1 thread", &sequential as &dyn Fn(usize, &(dyn Fn(usize) + Sync))), ("2 threads", &two_threads)] {
@@ -34,7 +37,12 @@ fn main() {
                 }
                 let s = t.elapsed().as_secs_f64() / iters as f64;
                 let macs = (m * n * k) as f64;
-                println!("m={m:5} {name:8} {label:9}: {:8.1} us  {:6.0} GMAC/s", s * 1e6, macs / s / 1e9);
+                let t4 = Instant::now();
+                for _ in 0..iters {
+                    matmul4(&x, m, w4, &mut y, &mut scratch, par);
+                }
+                let s4 = t4.elapsed().as_secs_f64() / iters as f64;
+                println!("m={m:5} {name:8} {label:9}: int8 {:8.1} us {:6.0} GMAC/s | int4 {:8.1} us {:6.0} GMAC/s", s * 1e6, macs / s / 1e9, s4 * 1e6, macs / s4 / 1e9);
                 if label == "1 thread" {
                     total_macs += macs;
                     total_s += s;

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use crate::{Packed, QuantizedRows, BLOCK, TILE};
+use crate::{Packed, Packed4, QuantizedRows, BLOCK, TILE};
 
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -105,6 +105,85 @@ unsafe fn micro<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'
             for i in 0..R {
                 let sc = _mm512_mul_ps(sw, _mm512_set1_ps(*sa.add(i * nb + b)));
                 f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sc, f[i][j]);
+            }
+        }
+    }
+    for (i, row) in f.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.add((r0 + i) * n + (t + j) * TILE), *v);
+        }
+    }
+}
+
+/// 4-bit: output tiles `t0..t1` for all rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn gemm4_tiles(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, t0: usize, t1: usize) {
+    let mut t = t0;
+    while t < t1 {
+        if t + 2 <= t1 {
+            rows4::<2>(qa, w, out, t);
+            t += 2;
+        } else {
+            rows4::<1>(qa, w, out, t);
+            t += 1;
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn rows4<const NT: usize>(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, t: usize) {
+    let mut r = 0;
+    while r < qa.m {
+        match qa.m - r {
+            1 => micro4::<1, NT>(qa, w, out, r, t),
+            2 => micro4::<2, NT>(qa, w, out, r, t),
+            3 => micro4::<3, NT>(qa, w, out, r, t),
+            _ => micro4::<MR, NT>(qa, w, out, r, t),
+        }
+        r += MR;
+    }
+}
+
+#[inline(always)]
+unsafe fn micro4<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, r0: usize, t: usize) {
+    let (k, n) = (w.k, w.n);
+    let nb = k / BLOCK;
+    let tile_bytes = k * TILE / 2;
+    let wp = w.codes.as_ptr().add(t * tile_bytes);
+    let sp = w.scales.as_ptr().add(t * nb * 2 * TILE);
+    let ap = qa.q.as_ptr().add(r0 * k);
+    let sa = qa.scale.as_ptr().add(r0 * nb);
+    let ss = qa.ssum.as_ptr().add(r0 * nb);
+    let low = _mm512_set1_epi8(0x0F);
+    let mut f = [[_mm512_setzero_ps(); NT]; R];
+    for b in 0..nb {
+        let mut acc = [[_mm512_setzero_si512(); NT]; R];
+        for j in 0..4 {
+            let mut lo = [_mm512_setzero_si512(); NT];
+            let mut hi = [_mm512_setzero_si512(); NT];
+            for jt in 0..NT {
+                let v = _mm512_loadu_si512(wp.add(jt * tile_bytes + (b * 4 + j) * 64) as *const _);
+                lo[jt] = _mm512_and_si512(v, low);
+                hi[jt] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let a = ap.add(i * k + b * BLOCK + j * 4);
+                let alo = _mm512_set1_epi32((a as *const i32).read_unaligned());
+                let ahi = _mm512_set1_epi32((a.add(16) as *const i32).read_unaligned());
+                for jt in 0..NT {
+                    row[jt] = _mm512_dpbusd_epi32(row[jt], lo[jt], alo);
+                    row[jt] = _mm512_dpbusd_epi32(row[jt], hi[jt], ahi);
+                }
+            }
+        }
+        for jt in 0..NT {
+            let base = sp.add(jt * nb * 2 * TILE + b * 2 * TILE);
+            let sw = _mm512_loadu_ps(base);
+            let zs = _mm512_loadu_ps(base.add(TILE));
+            for i in 0..R {
+                let sc = _mm512_mul_ps(sw, _mm512_set1_ps(*sa.add(i * nb + b)));
+                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][jt]), sc, f[i][jt]);
+                f[i][jt] = _mm512_fnmadd_ps(zs, _mm512_set1_ps(*ss.add(i * nb + b)), v);
             }
         }
     }

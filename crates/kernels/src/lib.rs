@@ -76,6 +76,8 @@ pub struct QuantizedRows {
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
     pub corr: Vec<i32>,
+    /// `scale · Σq` per row and block (the zero-point term of 4-bit weights).
+    pub ssum: Vec<f32>,
 }
 
 impl QuantizedRows {
@@ -87,13 +89,19 @@ impl QuantizedRows {
         self.q.resize(m * k, 0);
         self.scale.resize(m * nb, 0.0);
         self.corr.resize(m * nb, 0);
+        self.ssum.resize(m * nb, 0.0);
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
             // SAFETY: the CPU has the features (checked above) and the buffers have the sizes asserted here.
             unsafe { avx512::quantize_rows(x, m, k, &mut self.q, &mut self.scale, &mut self.corr) };
-            return;
+        } else {
+            quantize_rows_portable(x, m, k, &mut self.q, &mut self.scale, &mut self.corr);
         }
+        #[cfg(not(target_arch = "x86_64"))]
         quantize_rows_portable(x, m, k, &mut self.q, &mut self.scale, &mut self.corr);
+        for ((ss, &s), &c) in self.ssum.iter_mut().zip(&self.scale).zip(&self.corr) {
+            *ss = s * (c / -128) as f32;
+        }
     }
 }
 
@@ -132,29 +140,49 @@ pub fn sequential(total: usize, f: &(dyn Fn(usize) + Sync)) {
 
 /// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
 pub fn matmul(x: &[f32], m: usize, w: Packed<'_>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
-    assert!(x.len() == m * w.k && out.len() == m * w.n);
+    run_tiles(x, m, w.n, w.k, out, scratch, par, &|qa, out, t0, t1| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            // SAFETY: features checked; each task writes its own columns of `out`.
+            return unsafe { avx512::gemm_tiles(qa, w, out, t0, t1) };
+        }
+        // SAFETY: as above.
+        unsafe { gemm_tiles_portable(qa, w, out, t0, t1) }
+    });
+}
+
+/// The 4-bit variant of [`matmul`].
+pub fn matmul4(x: &[f32], m: usize, w: Packed4<'_>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
+    run_tiles(x, m, w.n, w.k, out, scratch, par, &|qa, out, t0, t1| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            // SAFETY: features checked; each task writes its own columns of `out`.
+            return unsafe { avx512::gemm4_tiles(qa, w, out, t0, t1) };
+        }
+        // SAFETY: as above.
+        unsafe { gemm4_tiles_portable(qa, w, out, t0, t1) }
+    });
+}
+
+type TileFn<'a> = &'a (dyn Fn(&QuantizedRows, *mut f32, usize, usize) + Sync);
+
+/// Quantizes `x`, then runs `tiles(t0, t1)` over groups of output tiles, in parallel.
+#[allow(clippy::too_many_arguments)]
+fn run_tiles(x: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>, tiles_fn: TileFn<'_>) {
+    assert!(x.len() == m * k && out.len() == m * n);
     if m == 0 {
         return;
     }
-    scratch.quantize(x, m, w.k);
+    scratch.quantize(x, m, k);
     let qa: &QuantizedRows = scratch;
-    let tiles = w.n / TILE;
+    let tiles = n / TILE;
     let tasks = tiles.div_ceil(TILES_PER_TASK);
     let outp = OutPtr(out.as_mut_ptr());
-    #[cfg(target_arch = "x86_64")]
-    let fast = avx512::available();
     par(tasks, &|task| {
         let t0 = task * TILES_PER_TASK;
         let t1 = (t0 + TILES_PER_TASK).min(tiles);
         let outp = outp;
-        #[cfg(target_arch = "x86_64")]
-        if fast {
-            // SAFETY: features checked; tasks write disjoint column ranges of `out`, which outlives `par`.
-            unsafe { avx512::gemm_tiles(qa, w, outp.0, t0, t1) };
-            return;
-        }
-        // SAFETY: as above, disjoint columns.
-        unsafe { gemm_tiles_portable(qa, w, outp.0, t0, t1) };
+        tiles_fn(qa, outp.0, t0, t1);
     });
 }
 
@@ -173,6 +201,84 @@ unsafe fn gemm_tiles_portable(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, 
                     }
                     let sc = w.scales[(t * nb + b) * TILE + c] * qa.scale[r * nb + b];
                     f = (acc as f32).mul_add(sc, f);
+                }
+                *out.add(r * n + col) = f;
+            }
+        }
+    }
+}
+
+/// A packed 4-bit weight matrix: codes 0..15 two per byte, `[N/16][K/32][4][16][4]` (low nibble: k quad j, high
+/// nibble: quad j + 4 of the block), and per tile and block 16 scales then 16 `scale · zero_point`.
+#[derive(Clone, Copy)]
+pub struct Packed4<'a> {
+    pub n: usize,
+    pub k: usize,
+    pub codes: &'a [u8],
+    pub scales: &'a [f32],
+}
+
+impl<'a> Packed4<'a> {
+    pub fn new(n: usize, k: usize, codes: &'a [u8], scales: &'a [f32]) -> Result<Self, String> {
+        if !supports(n, k) {
+            return Err(format!("packed 4-bit weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"));
+        }
+        if codes.len() != n * k / 2 || scales.len() != 2 * n * (k / BLOCK) {
+            return Err(format!(
+                "packed 4-bit weights: {} codes and {} scales do not fit N={n}, K={k}",
+                codes.len(),
+                scales.len()
+            ));
+        }
+        Ok(Packed4 { n, k, codes, scales })
+    }
+}
+
+/// Re-lays 4-bit codes `[n][k]` (one per byte, 0..15), scales and zero points `[n][k/32]` (w = (code − zp) · scale)
+/// into the packed 4-bit layout.
+pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    let nb = k / BLOCK;
+    assert!(supports(n, k) && codes.len() == n * k && scales.len() == n * nb && zero_points.len() == n * nb);
+    let mut pc = vec![0u8; n * k / 2];
+    let mut ps = vec![0f32; 2 * n * nb];
+    for col in 0..n {
+        let (t, c) = (col / TILE, col % TILE);
+        for b in 0..nb {
+            for j in 0..4 {
+                for i in 0..4 {
+                    let lo = codes[col * k + b * BLOCK + j * 4 + i] & 0xF;
+                    let hi = codes[col * k + b * BLOCK + 16 + j * 4 + i] & 0xF;
+                    pc[(((t * nb + b) * 4 + j) * TILE + c) * 4 + i] = lo | (hi << 4);
+                }
+            }
+            let s = scales[col * nb + b];
+            ps[(t * nb + b) * 2 * TILE + c] = s;
+            ps[(t * nb + b) * 2 * TILE + TILE + c] = s * zero_points[col * nb + b] as f32;
+        }
+    }
+    (pc, ps)
+}
+
+unsafe fn gemm4_tiles_portable(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, t0: usize, t1: usize) {
+    let (k, n, nb) = (w.k, w.n, w.k / BLOCK);
+    for t in t0..t1 {
+        for c in 0..TILE {
+            let col = t * TILE + c;
+            for r in 0..qa.m {
+                let mut f = 0f32;
+                for b in 0..nb {
+                    let mut acc = 0i32;
+                    for j in 0..4 {
+                        for i in 0..4 {
+                            let byte = w.codes[(((t * nb + b) * 4 + j) * TILE + c) * 4 + i] as i32;
+                            acc += (byte & 0xF) * qa.q[r * k + b * BLOCK + j * 4 + i] as i32;
+                            acc += (byte >> 4) * qa.q[r * k + b * BLOCK + 16 + j * 4 + i] as i32;
+                        }
+                    }
+                    let base = (t * nb + b) * 2 * TILE;
+                    let sc = w.scales[base + c] * qa.scale[r * nb + b];
+                    f = (acc as f32).mul_add(sc, f);
+                    f = (-w.scales[base + TILE + c]).mul_add(qa.ssum[r * nb + b], f);
                 }
                 *out.add(r * n + col) = f;
             }
@@ -247,7 +353,7 @@ mod tests {
             matmul(&x, m, packed, &mut y, &mut scratch, &sequential);
 
             let mut yp = vec![0f32; m * n];
-            let mut qp = QuantizedRows { m, k, q: vec![0; m * k], scale: vec![0.0; m * k / BLOCK], corr: vec![0; m * k / BLOCK] };
+            let mut qp = QuantizedRows { m, k, q: vec![0; m * k], scale: vec![0.0; m * k / BLOCK], corr: vec![0; m * k / BLOCK], ssum: vec![] };
             quantize_rows_portable(&x, m, k, &mut qp.q, &mut qp.scale, &mut qp.corr);
             assert_eq!(qp.q, scratch.q, "activation codes");
             unsafe { gemm_tiles_portable(&qp, packed, yp.as_mut_ptr(), 0, n / TILE) };
@@ -259,6 +365,54 @@ mod tests {
             });
             let cos = dot / (nr.sqrt() * ny.sqrt());
             assert!(cos > 0.9998, "cosine to fp32 {cos} (m={m} n={n} k={k})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod four_bit {
+    use super::*;
+
+    #[test]
+    fn fast_and_portable_agree_and_track_the_dequantized_weights() {
+        let mut seed = 11u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        for (m, n, k) in [(1, 16, 32), (5, 48, 96), (13, 64, 768), (4, 32, 1152)] {
+            let nb = k / BLOCK;
+            let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 16) as u8).collect();
+            let scales: Vec<f32> = (0..n * nb).map(|_| 0.001 + (rnd() % 100) as f32 * 1e-4).collect();
+            let zps: Vec<u8> = (0..n * nb).map(|_| (rnd() % 16) as u8).collect();
+            let x: Vec<f32> = (0..m * k).map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let (pc, ps) = pack4(&codes, &scales, &zps, n, k);
+            let w = Packed4::new(n, k, &pc, &ps).unwrap();
+            let mut scratch = QuantizedRows::default();
+            let mut y = vec![0f32; m * n];
+            matmul4(&x, m, w, &mut y, &mut scratch, &sequential);
+            let mut yp = vec![0f32; m * n];
+            unsafe { gemm4_tiles_portable(&scratch, w, yp.as_mut_ptr(), 0, n / TILE) };
+            assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
+            // Against fp64 x · dequantized W: only activation rounding remains.
+            let (mut dot, mut na, mut nr) = (0f64, 0f64, 0f64);
+            for r in 0..m {
+                for col in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|i| {
+                            let b = i / BLOCK;
+                            let wv = (codes[col * k + i] as f64 - zps[col * nb + b] as f64) * scales[col * nb + b] as f64;
+                            wv * x[r * k + i] as f64
+                        })
+                        .sum();
+                    let got = y[r * n + col] as f64;
+                    dot += want * got;
+                    na += got * got;
+                    nr += want * want;
+                }
+            }
+            let cos = dot / (na.sqrt() * nr.sqrt());
+            assert!(cos > 0.9999, "cosine {cos} (m={m} n={n} k={k})");
         }
     }
 }
