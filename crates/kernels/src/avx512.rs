@@ -39,30 +39,49 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
     }
 }
 
+/// A packed weight format with its micro-kernel: rows `r0..r0+R`, tiles `t..t+NT`.
+pub trait Micro: Copy {
+    unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize);
+}
+
+impl Micro for Packed<'_> {
+    #[inline(always)]
+    unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize) {
+        micro8::<R, NT>(qa, self, out, r0, t)
+    }
+}
+
+impl Micro for Packed4<'_> {
+    #[inline(always)]
+    unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize) {
+        micro4::<R, NT>(qa, self, out, r0, t)
+    }
+}
+
 /// Output tiles `t0..t1` (16 columns each) for all rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn gemm_tiles(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, t0: usize, t1: usize) {
+pub unsafe fn gemm_tiles<W: Micro>(qa: &QuantizedRows, w: W, out: *mut f32, t0: usize, t1: usize) {
     let mut t = t0;
     while t < t1 {
         if t + 2 <= t1 {
-            rows::<2>(qa, w, out, t);
+            rows::<W, 2>(qa, w, out, t);
             t += 2;
         } else {
-            rows::<1>(qa, w, out, t);
+            rows::<W, 1>(qa, w, out, t);
             t += 1;
         }
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn rows<const NT: usize>(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, t: usize) {
+unsafe fn rows<W: Micro, const NT: usize>(qa: &QuantizedRows, w: W, out: *mut f32, t: usize) {
     let mut r = 0;
     while r < qa.m {
         match qa.m - r {
-            1 => micro::<1, NT>(qa, w, out, r, t),
-            2 => micro::<2, NT>(qa, w, out, r, t),
-            3 => micro::<3, NT>(qa, w, out, r, t),
-            _ => micro::<MR, NT>(qa, w, out, r, t),
+            1 => w.micro::<1, NT>(qa, out, r, t),
+            2 => w.micro::<2, NT>(qa, out, r, t),
+            3 => w.micro::<3, NT>(qa, out, r, t),
+            _ => w.micro::<MR, NT>(qa, out, r, t),
         }
         r += MR;
     }
@@ -70,7 +89,7 @@ unsafe fn rows<const NT: usize>(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32
 
 /// Rows `r0..r0+R`, tiles `t..t+NT`.
 #[inline(always)]
-unsafe fn micro<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, r0: usize, t: usize) {
+unsafe fn micro8<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, r0: usize, t: usize) {
     let (k, n) = (w.k, w.n);
     let nb = k / BLOCK;
     let tile_bytes = k * TILE; // one tile: K/4 quads × 64 bytes
@@ -112,35 +131,6 @@ unsafe fn micro<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'
         for (j, v) in row.iter().enumerate() {
             _mm512_storeu_ps(out.add((r0 + i) * n + (t + j) * TILE), *v);
         }
-    }
-}
-
-/// 4-bit: output tiles `t0..t1` for all rows.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn gemm4_tiles(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, t0: usize, t1: usize) {
-    let mut t = t0;
-    while t < t1 {
-        if t + 2 <= t1 {
-            rows4::<2>(qa, w, out, t);
-            t += 2;
-        } else {
-            rows4::<1>(qa, w, out, t);
-            t += 1;
-        }
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn rows4<const NT: usize>(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, t: usize) {
-    let mut r = 0;
-    while r < qa.m {
-        match qa.m - r {
-            1 => micro4::<1, NT>(qa, w, out, r, t),
-            2 => micro4::<2, NT>(qa, w, out, r, t),
-            3 => micro4::<3, NT>(qa, w, out, r, t),
-            _ => micro4::<MR, NT>(qa, w, out, r, t),
-        }
-        r += MR;
     }
 }
 

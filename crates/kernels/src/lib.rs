@@ -157,7 +157,7 @@ pub fn matmul4(x: &[f32], m: usize, w: Packed4<'_>, out: &mut [f32], scratch: &m
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
             // SAFETY: features checked; each task writes its own columns of `out`.
-            return unsafe { avx512::gemm4_tiles(qa, w, out, t0, t1) };
+            return unsafe { avx512::gemm_tiles(qa, w, out, t0, t1) };
         }
         // SAFETY: as above.
         unsafe { gemm4_tiles_portable(qa, w, out, t0, t1) }
