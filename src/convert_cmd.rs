@@ -41,6 +41,21 @@ pub struct ConvertArgs {
     /// Quantization block for the token table.
     #[arg(long)]
     pub embed_block: Option<usize>,
+    /// 4-bit token table: per-block zero points with a scale search (asymmetric) instead of symmetric blocks.
+    #[arg(long)]
+    pub embed_asym: Option<bool>,
+    /// Token table scales in fp16.
+    #[arg(long)]
+    pub embed_f16_scales: Option<bool>,
+    /// In a 4-bit token table, ids kept at 8 bits: `START-END,...` (END excluded); `none` for no such rows.
+    #[arg(long)]
+    pub embed_int8_ids: Option<String>,
+    /// Quantize weights the scheme keeps in fp32 whose name contains this (repeatable), e.g. `dense`.
+    #[arg(long = "quantize")]
+    pub quantize: Vec<String>,
+    /// MatMulNBits accuracy_level of quantized Dense heads (default: the scheme's).
+    #[arg(long)]
+    pub heads_accuracy_level: Option<i64>,
     /// MatMulNBits accuracy_level (4 = int8 activations per block; 0 = fp32 compute).
     #[arg(long)]
     pub accuracy_level: Option<i64>,
@@ -77,6 +92,19 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     if let Some(b) = a.embed_block {
         q.embed_block = b;
     }
+    if let Some(v) = a.embed_asym {
+        q.embed_asymmetric = v;
+    }
+    if let Some(v) = a.embed_f16_scales {
+        q.embed_scales_f16 = v;
+    }
+    if let Some(spec) = &a.embed_int8_ids {
+        q.embed_int8_ids = parse_id_ranges(spec)?;
+    }
+    q.keep_fp32.retain(|p| !a.quantize.contains(p));
+    if let Some(l) = a.heads_accuracy_level {
+        q.heads_accuracy_level = Some(l);
+    }
     if let Some(l) = a.accuracy_level {
         q.accuracy_level = l;
     }
@@ -109,4 +137,19 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&manifest)?);
     Ok(())
+}
+
+/// `START-END,...` → `[[START, END], ...]`; `none` or empty → no ranges.
+fn parse_id_ranges(spec: &str) -> anyhow::Result<Vec<[u32; 2]>> {
+    if spec.trim().is_empty() || spec.trim() == "none" {
+        return Ok(vec![]);
+    }
+    spec.split(',')
+        .map(|r| {
+            let (a, b) = r.trim().split_once('-').with_context(|| format!("id range '{r}' is not START-END"))?;
+            let (a, b): (u32, u32) = (a.trim().parse()?, b.trim().parse()?);
+            anyhow::ensure!(a < b, "id range '{r}' is empty");
+            Ok([a, b])
+        })
+        .collect()
 }

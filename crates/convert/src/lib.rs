@@ -71,6 +71,7 @@ pub fn cls_pool(b: &mut Builder, x: &str) -> String {
 
 pub fn dense_heads(b: &mut Builder, x: &str, heads: &[DenseHead], q: &QuantConfig) -> Result<String> {
     let mut y = x.to_string();
+    let q = &QuantConfig { accuracy_level: q.heads_accuracy_level.unwrap_or(q.accuracy_level), ..q.clone() };
     for d in heads {
         y = quant::linear(b, &y, &d.name, &d.w, d.out_features, d.in_features, d.bias.as_deref(), q);
     }
