@@ -290,7 +290,7 @@ pub fn embedding(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: u
     };
     let hot = if bits == 4 { hot_ranges(&q.embed_int8_ids, vocab) } else { vec![] };
     let n_hot: usize = hot.iter().map(|r| r.len()).sum();
-    let all = [0..vocab];
+    let all: Vec<std::ops::Range<usize>> = std::iter::once(0..vocab).collect();
     let spec = |bits: u8, block: usize| TableSpec { bits, block, asym: bits == 4 && q.embed_asymmetric, f16: q.embed_scales_f16, scale };
     if n_hot == 0 || n_hot == vocab {
         let s = if n_hot == vocab { spec(8, HOT_BLOCK) } else { spec(bits, q.embed_block) };
@@ -385,12 +385,15 @@ fn block_table(b: &mut Builder, idx: &str, name: &str, table: &[f32], rows: &[st
             for &r in chunk {
                 w.extend_from_slice(&table[r * dim..(r + 1) * dim]);
             }
-            if s.asym {
+            let (c, sc, z) = if s.asym {
                 quantize_blocks_asym4(&w, chunk.len(), dim, block)
             } else {
                 let (c, sc) = quantize_blocks(&w, chunk.len(), dim, block, bits);
                 (c, sc, vec![])
-            }
+            };
+            // The quantizers pad each row to whole blocks; the table holds `dim` codes per row.
+            let c = if kb * block == dim { c } else { c.chunks(kb * block).flat_map(|r| r[..dim].to_vec()).collect() };
+            (c, sc, z)
         })
         .collect();
     let (mut codes, mut scales, mut zps) = (Vec::with_capacity(n * dim), Vec::with_capacity(n * kb), Vec::new());

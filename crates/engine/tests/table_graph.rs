@@ -1,0 +1,103 @@
+//! The token-table lookups the graph builder emits (GatherBlockQuantized: 8-bit, 4-bit asymmetric with fp16 scales,
+//! and mixed tables with id ranges at 8 bits), run by ONNX Runtime on a small random table and compared with the
+//! rows dequantized in Rust.
+use deposium_convert::builder::{sym, Builder};
+use deposium_convert::proto::DType;
+use deposium_convert::quant::{embedding, quantize_blocks, quantize_blocks_asym4, QuantConfig};
+use ort::session::Session;
+use ort::value::Tensor;
+
+const VOCAB: usize = 700;
+const DIM: usize = 64;
+
+fn table() -> Vec<f32> {
+    // Deterministic pseudo-random values with a few outliers.
+    let mut s = 0x9E3779B97F4A7C15u64;
+    (0..VOCAB * DIM)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5;
+            if i % 97 == 0 {
+                u * 8.0
+            } else {
+                u
+            }
+        })
+        .collect()
+}
+
+/// Rows of `t` as a `[rows, DIM]` lookup through the graph for `q`.
+fn lookup(t: &[f32], q: &QuantConfig, ids: &[i64], scale: f32) -> Vec<Vec<f32>> {
+    let env = deposium_engine::onnx::init_ort().expect("ONNX Runtime (scripts/fetch.sh ort)");
+    let mut b = Builder::new("table");
+    let x = b.input("input_ids", DType::I64, vec![sym("batch"), sym("sequence")]);
+    let e = embedding(&mut b, &x, "embed_tokens", t, VOCAB, DIM, scale, q);
+    b.output(&e, "out", DType::F32, vec![sym("batch"), sym("sequence"), deposium_convert::builder::fixed(DIM as i64)]);
+    let dir = std::env::temp_dir().join(format!("deposium-table-{}-{}", std::process::id(), ids.len()));
+    b.model.write_dir(&dir).unwrap();
+    let mut s = Session::builder(env).unwrap().commit_from_file(dir.join("model.onnx")).unwrap();
+    let input = Tensor::from_array(([1i64, ids.len() as i64], ids.to_vec())).unwrap();
+    let out = s.run(ort::inputs!["input_ids" => input]).unwrap();
+    let (_, data) = out["out"].try_extract_tensor::<f32>().unwrap();
+    let rows = data.chunks(DIM).map(|c| c.to_vec()).collect();
+    std::fs::remove_dir_all(&dir).ok();
+    rows
+}
+
+fn dequant8(t: &[f32], id: usize, block: usize) -> Vec<f32> {
+    let (c, s) = quantize_blocks(&t[id * DIM..(id + 1) * DIM], 1, DIM, block, 8);
+    c.iter().enumerate().map(|(j, &q)| (q as f32 - 128.0) * s[j / block]).collect()
+}
+
+fn dequant4_asym(t: &[f32], id: usize, block: usize) -> Vec<f32> {
+    let (c, s, z) = quantize_blocks_asym4(&t[id * DIM..(id + 1) * DIM], 1, DIM, block);
+    c.iter().enumerate().map(|(j, &q)| (q as f32 - z[j / block] as f32) * s[j / block]).collect()
+}
+
+fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}: component {j}: got {g}, want {w}");
+    }
+}
+
+#[test]
+fn mixed_table_serves_hot_ids_at_8_bits_and_the_rest_at_4_bits() {
+    let t = table();
+    let mut q = QuantConfig::from_scheme("int8").unwrap();
+    q.embed_bits = Some(4);
+    q.embed_block = 32;
+    q.embed_asymmetric = true;
+    q.embed_scales_f16 = false;
+    // Overlapping, unsorted and out-of-vocabulary ranges are merged and clipped.
+    q.embed_int8_ids = vec![[600, 650], [0, 100], [90, 120], [690, 5000]];
+    let hot = |i: usize| i < 120 || (600..650).contains(&i) || i >= 690;
+    let ids: Vec<i64> = vec![0, 1, 99, 100, 119, 120, 121, 300, 599, 600, 649, 650, 689, 690, 699, 5, 650];
+    let scale = 3.0;
+    let got = lookup(&t, &q, &ids, scale);
+    for (r, &id) in got.iter().zip(&ids) {
+        let id = id as usize;
+        let want: Vec<f32> =
+            if hot(id) { dequant8(&t, id, 128) } else { dequant4_asym(&t, id, 32) }.iter().map(|x| x * scale).collect();
+        assert_close(r, &want, 1e-5, &format!("id {id} (hot: {})", hot(id)));
+    }
+}
+
+#[test]
+fn fp16_scales_round_only_the_scales() {
+    let t = table();
+    let mut q = QuantConfig::from_scheme("int8").unwrap();
+    q.embed_scales_f16 = true;
+    let ids: Vec<i64> = vec![3, 0, 699, 3];
+    let got = lookup(&t, &q, &ids, 2.0);
+    for (r, &id) in got.iter().zip(&ids) {
+        let (c, s) = quantize_blocks(&t[id as usize * DIM..(id as usize + 1) * DIM], 1, DIM, 128, 8);
+        let want: Vec<f32> = c.iter().map(|&q| f16_round((q as f32 - 128.0) * f16_round(s[0] * 2.0))).collect();
+        assert_close(r, &want, 1e-6, &format!("id {id}"));
+    }
+}
