@@ -92,7 +92,8 @@ fn main() -> anyhow::Result<()> {
         let c: Vec<f32> = got.iter().zip(&want).map(|(x, y)| cosine(x, y)).collect();
         let m = c.iter().map(|&x| x as f64).sum::<f64>() / c.len() as f64;
         let mn = c.iter().cloned().fold(1.0f32, f32::min);
-        println!("{stem:<22} n={:<4} mean {m:.5} min {mn:.5}", c.len());
+        let worst = c.iter().position(|&x| x == mn).unwrap_or(0);
+        println!("{stem:<22} n={:<4} mean {m:.5} min {mn:.5} ({:?})", c.len(), texts[worst].chars().take(60).collect::<String>());
         all.extend(c);
     }
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
