@@ -50,7 +50,11 @@ fn main() -> anyhow::Result<()> {
     if a.get(3).is_some_and(|m| m == "tokenizer-only") {
         let t0 = Instant::now();
         let bytes = deposium_convert::read_tokenizer_json(&dir)?.expect("tokenizer");
-        let tok = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tok = if std::env::var_os("STOCK_LOADER").is_some() {
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?
+        } else {
+            deposium_engine::tokenizer_load::from_json(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?
+        };
         drop(bytes);
         #[cfg(target_env = "gnu")]
         unsafe {

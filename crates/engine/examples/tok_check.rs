@@ -21,10 +21,17 @@ fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let bytes = deposium_convert::read_tokenizer_json(zst)?.expect("tokenizer");
         tdec.push(t0.elapsed().as_secs_f64());
-        z = Some(tokenizers::Tokenizer::from_bytes(&bytes).map_err(err)?);
+        z = Some(if std::env::var_os("STOCK_LOADER").is_some() {
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(err)?
+        } else {
+            deposium_engine::tokenizer_load::from_json(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?
+        });
         tz.push(t0.elapsed().as_secs_f64());
     }
     let (p, z) = (p.unwrap(), z.unwrap());
+    // Same tokenizer: the same serialization (vocab, merges, added tokens, every component and option).
+    let same = p.to_string(false).map_err(err)? == z.to_string(false).map_err(err)?;
+    println!("serialized forms identical: {same}");
     println!(
         "load: tokenizer.json {:.0} ms; tokenizer.json.zst {:.0} ms (of which zstd decode {:.0} ms)",
         median(tp) * 1e3,
@@ -47,6 +54,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("STS texts {texts}, tokens {tokens}, texts whose ids or offsets differ: {diff}");
-    anyhow::ensure!(diff == 0);
+    anyhow::ensure!(diff == 0 && same);
     Ok(())
 }

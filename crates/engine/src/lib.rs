@@ -9,6 +9,7 @@ pub mod onnx;
 pub mod paths;
 mod qop;
 pub mod registry;
+pub mod tokenizer_load;
 pub use deposium_convert::st_config;
 
 use std::collections::BTreeMap;

@@ -237,7 +237,7 @@ impl OnnxModel {
         let bytes = deposium_convert::read_tokenizer_json(dir)
             .map_err(|e| EngineError::Load(format!("{e:#}")))?
             .ok_or_else(|| EngineError::Load(format!("{}: no such file (nor {})", p.display(), deposium_convert::TOKENIZER_ZST)))?;
-        let mut t = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| EngineError::Load(format!("{}: {e}", p.display())))?;
+        let mut t = crate::tokenizer_load::from_json(&bytes).map_err(|e| EngineError::Load(format!("{}: {e}", p.display())))?;
         t.with_truncation(None).map_err(load_err)?;
         t.with_padding(None);
         Ok(t)
