@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (name, prompt) in &r.prompts {
         for (i, s) in r.sentences.iter().enumerate() {
-            let got = embed(&model, &[s.clone()], prompt)?.remove(0);
+            let got = embed(&model, std::slice::from_ref(s), prompt)?.remove(0);
             rows.push((cosine(&got, &r.vectors[name][i]), name.clone(), s.chars().take(40).collect::<String>()));
         }
     }
