@@ -210,6 +210,7 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
     let tmp = out.with_extension(format!("tmp-{}-{nanos}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     builder.model.write_dir(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    drop_from_page_cache(&tmp.join("model.onnx_data"));
     drop(builder);
     let tok = src.join("tokenizer.json");
     if tok.exists() {
@@ -249,6 +250,24 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
         }
     }
     Ok(manifest)
+}
+
+/// Write `path` to disk and drop it from the page cache. ONNX Runtime memory-maps the weights; pages left in the
+/// cache by this process's writes get mapped in large runs around every row a lookup touches (measured: ~90 MB more
+/// resident token-table pages after 256 texts than when the file is read back from disk). Best effort.
+fn drop_from_page_cache(path: &Path) {
+    let Ok(f) = std::fs::File::open(path) else { return };
+    if f.sync_all().is_err() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: advisory call on an open descriptor; it only drops clean cached pages.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
 }
 
 pub fn dir_size(dir: &Path) -> u64 {
