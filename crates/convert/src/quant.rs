@@ -88,12 +88,15 @@ impl QuantConfig {
             },
             // Gate/up projections and the table at 4 bits; attention and down projections, the most sensitive,
             // stay at 8 bits (all-4-bit layers measured 0.979 / 0.867 cosine to fp32).
+            // The table 4-bit asymmetric (scale search) with fp16 scales; the Dense heads as in int8.
             "int4" => QuantConfig {
                 linear_bits: Some(4),
                 embed_bits: Some(4),
                 asymmetric: true,
-                keep_fp32: vec!["dense".into()],
-                keep_int8: vec!["self_attn".into(), "down_proj".into()],
+                embed_asymmetric: true,
+                embed_scales_f16: true,
+                heads_accuracy_level: Some(0),
+                keep_int8: vec!["self_attn".into(), "down_proj".into(), "dense".into()],
                 ..base
             },
             s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, int4)"),
