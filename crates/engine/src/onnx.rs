@@ -139,23 +139,26 @@ pub fn converted_path(src: &Path, scheme: &str) -> Result<PathBuf> {
     let w = src.join("model.safetensors");
     let meta = std::fs::metadata(&w).map_err(|e| load_err(format!("{}: {e}", w.display())))?;
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-    let key = format!("{}|{}|{}", std::fs::canonicalize(src).unwrap_or(src.to_path_buf()).display(), meta.len(), mtime);
+    // The scheme's settings are part of the key: changing a scheme's defaults must not reuse an old conversion.
+    let settings = QuantConfig::from_scheme(scheme).ok().and_then(|q| serde_json::to_string(&q).ok()).unwrap_or_default();
+    let key = format!("{}|{}|{}|{settings}", std::fs::canonicalize(src).unwrap_or(src.to_path_buf()).display(), meta.len(), mtime);
     use sha2::Digest;
     let h = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..4]);
     let base = src.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
     Ok(paths::converted_dir().join(format!("{base}-{scheme}-g{}-{h}", deposium_convert::GRAPH_VERSION)))
 }
 
-/// Drop conversions of the same source and scheme made by an older graph builder (`<base>-<scheme>-g<N>-<hash>`).
+/// Drop other conversions of the same model directory name and scheme (`<base>-<scheme>-g<N>-<hash>`): made by an
+/// older graph builder or older scheme settings (a cache; a source elsewhere with the same name converts again).
 fn remove_stale_conversions(current: &Path) {
     let Some(name) = current.file_name().and_then(|n| n.to_str()) else { return };
-    let (Some(g), Some(h)) = (name.rfind("-g"), name.rfind('-')) else { return };
-    let (prefix, suffix) = (&name[..g + 2], &name[h..]);
+    let Some(g) = name.rfind("-g") else { return };
+    let prefix = &name[..g + 2];
     let Ok(rd) = std::fs::read_dir(paths::converted_dir()) else { return };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().to_string();
-        if n != name && n.starts_with(prefix) && n.ends_with(suffix) && e.path().join("deposium.json").exists() {
-            tracing::info!(dir = %e.path().display(), "removing a conversion made by an older graph builder");
+        if n != name && n.starts_with(prefix) && e.path().join("deposium.json").exists() {
+            tracing::info!(dir = %e.path().display(), "removing an outdated conversion");
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
