@@ -325,7 +325,14 @@ mod tests {
         (codes, scales)
     }
 
-    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+        let (dot, na, nb) = a.iter().zip(b).fold((0f64, 0f64, 0f64), |(d, p, q), (&x, &y)| {
+            (d + x as f64 * y as f64, p + (x as f64).powi(2), q + (y as f64).powi(2))
+        });
+        dot / (na.sqrt() * nb.sqrt())
+    }
+
+    pub fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * n];
         for r in 0..m {
             for c in 0..n {
@@ -359,11 +366,7 @@ mod tests {
             unsafe { gemm_tiles_portable(&qp, packed, yp.as_mut_ptr(), 0, n / TILE) };
             assert_eq!(y, yp, "fast path == portable path (m={m} n={n} k={k})");
 
-            let yr = reference(&x, &w, m, n, k);
-            let (dot, nr, ny) = yr.iter().zip(&y).fold((0f64, 0f64, 0f64), |(d, a, b), (&r, &v)| {
-                (d + r as f64 * v as f64, a + (r as f64).powi(2), b + (v as f64).powi(2))
-            });
-            let cos = dot / (nr.sqrt() * ny.sqrt());
+            let cos = cosine(&reference(&x, &w, m, n, k), &y);
             assert!(cos > 0.9998, "cosine to fp32 {cos} (m={m} n={n} k={k})");
         }
     }
@@ -394,24 +397,10 @@ mod four_bit {
             let mut yp = vec![0f32; m * n];
             unsafe { gemm4_tiles_portable(&scratch, w, yp.as_mut_ptr(), 0, n / TILE) };
             assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
-            // Against fp64 x · dequantized W: only activation rounding remains.
-            let (mut dot, mut na, mut nr) = (0f64, 0f64, 0f64);
-            for r in 0..m {
-                for col in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|i| {
-                            let b = i / BLOCK;
-                            let wv = (codes[col * k + i] as f64 - zps[col * nb + b] as f64) * scales[col * nb + b] as f64;
-                            wv * x[r * k + i] as f64
-                        })
-                        .sum();
-                    let got = y[r * n + col] as f64;
-                    dot += want * got;
-                    na += got * got;
-                    nr += want * want;
-                }
-            }
-            let cos = dot / (na.sqrt() * nr.sqrt());
+            // Against x · dequantized W: only activation rounding remains.
+            let w_deq: Vec<f32> =
+                (0..n * k).map(|i| (codes[i] as f32 - zps[i / BLOCK] as f32) * scales[i / BLOCK]).collect();
+            let cos = super::tests::cosine(&super::tests::reference(&x, &w_deq, m, n, k), &y);
             assert!(cos > 0.9999, "cosine {cos} (m={m} n={n} k={k})");
         }
     }
