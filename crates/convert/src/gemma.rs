@@ -281,10 +281,15 @@ fn attention_fused(
     let parts = split_last(b, &qkv, &sizes);
     let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
     let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
-    let k4 = b.reshape(&parts[1], &[0, 0, nkv as i64, hd as i64]);
-    let kn = rms_norm(b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
     let q3 = b.reshape(&qn, &[0, 0, (nq * hd) as i64]);
-    let k3 = b.reshape(&kn, &[0, 0, (nkv * hd) as i64]);
+    // One kv head (EmbeddingGemma): [B, S, hd] is already per head, no reshapes around its norm.
+    let k3 = if nkv == 1 {
+        rms_norm(b, &parts[1], &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0)
+    } else {
+        let k4 = b.reshape(&parts[1], &[0, 0, nkv as i64, hd as i64]);
+        let kn = rms_norm(b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
+        b.reshape(&kn, &[0, 0, (nkv * hd) as i64])
+    };
     let rope = |b: &mut Builder, x: &str, heads: usize| {
         b.ms("RotaryEmbedding", &[x, pos0, cos_c, sin_c], vec![attr_i("num_heads", heads as i64), attr_i("interleaved", 0)])
     };
@@ -296,6 +301,10 @@ fn attention_fused(
             return x.to_string();
         }
         let g = (nq / nkv) as i64;
+        if nkv == 1 {
+            let reps = b.const_i64(&[1, 1, g]);
+            return b.op("Tile", &[x, &reps], vec![]);
+        }
         let x5 = b.reshape(x, &[0, 0, nkv as i64, 1, hd as i64]);
         let ones = b.const_i64(&[1, 1, 1, g, 1]);
         let t = b.op("Tile", &[&x5, &ones], vec![]);
