@@ -6,6 +6,7 @@ pub const MS: &str = "com.microsoft";
 pub const CUSTOM_DOMAIN: &str = "ai.deposium";
 pub const QMATMUL8: &str = "QMatMul8";
 pub const QMATMUL4: &str = "QMatMul4";
+pub const GEMMA_ATTN_PREP: &str = "GemmaAttnPrep";
 
 #[derive(Default)]
 pub struct Builder {

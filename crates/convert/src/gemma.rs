@@ -278,6 +278,28 @@ fn attention_fused(
     let (stacked, sizes) = stack_rows(w, &names, h)?;
     let n_total: usize = sizes.iter().sum();
     let qkv = linear(b, hn, &lp("self_attn.qkv_proj"), &stacked, n_total, h, None, q);
+    if q.custom_kernel && q.linear_bits.is_some() {
+        // Our GemmaAttnPrep op: split, q/k norms, RoPE and kv-head repetition in one node.
+        let scaled = |name: &str, extra: f32| -> Result<Vec<f32>> {
+            Ok(w.vector(&lp(name), hd)?.iter().map(|v| (1.0 + v) * extra).collect())
+        };
+        let qs = b.init_f32(&lp("q_norm"), &[hd as i64], &scaled("self_attn.q_norm.weight", attn_scale)?);
+        let ks = b.init_f32(&lp("k_norm"), &[hd as i64], &scaled("self_attn.k_norm.weight", 1.0)?);
+        let qkv_heads = b.node(
+            crate::builder::CUSTOM_DOMAIN,
+            crate::builder::GEMMA_ATTN_PREP,
+            &[&qkv, &qs, &ks, cos_c, sin_c],
+            3,
+            vec![attr_i("num_heads", nq as i64), attr_i("kv_heads", nkv as i64), attr_f("epsilon", eps)],
+        );
+        let ctx = b.ms(
+            "MultiHeadAttention",
+            &[&qkv_heads[0], &qkv_heads[1], &qkv_heads[2], "", "", bias],
+            vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)],
+        );
+        let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
+        return Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q));
+    }
     let parts = split_last(b, &qkv, &sizes);
     let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
     let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use builder::Builder;
 use proto::attr_i;
-pub use builder::{CUSTOM_DOMAIN, QMATMUL4, QMATMUL8};
+pub use builder::{CUSTOM_DOMAIN, GEMMA_ATTN_PREP, QMATMUL4, QMATMUL8};
 pub use quant::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;

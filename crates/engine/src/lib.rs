@@ -7,6 +7,7 @@ pub mod fidelity;
 pub mod model2vec;
 pub mod onnx;
 pub mod paths;
+mod attn_prep;
 mod qop;
 pub mod registry;
 pub mod tokenizer_load;
