@@ -2,7 +2,7 @@
 //! (32) int8 activations and 8- or 4-bit weights (deposium-kernels), run on ONNX Runtime's intra-op thread pool.
 //!
 //! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S f32 packed scales. Output: f32 `[..., N]`.
-use deposium_kernels::{matmul, matmul4, Packed, Packed4, QuantizedRows, TILE};
+use deposium_kernels::{matmul, matmul4, Packed4, Packed8, QuantizedRows, TILE};
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
@@ -48,7 +48,7 @@ impl Kernel for QMatMulKernel {
             let w = Packed4::new(n, k, codes, scales).map_err(err)?;
             SCRATCH.with_borrow_mut(|scratch| matmul4(x, m, w, out, scratch, &par));
         } else {
-            let w = Packed::new(n, k, codes, scales).map_err(err)?;
+            let w = Packed8::new(n, k, codes, scales).map_err(err)?;
             SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
         }
         Ok(())

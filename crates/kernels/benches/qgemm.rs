@@ -1,7 +1,7 @@
 //! `cargo bench -p deposium-kernels`: GMAC/s of the per-block int8 matmul on EmbeddingGemma's layer shapes.
 use std::time::Instant;
 
-use deposium_kernels::{matmul, matmul4, pack, pack4, sequential, Packed, Packed4, QuantizedRows, BLOCK};
+use deposium_kernels::{matmul, matmul4, pack, pack4, sequential, Packed4, Packed8, QuantizedRows, BLOCK};
 
 fn two_threads(total: usize, f: &(dyn Fn(usize) + Sync)) {
     let half = total.div_ceil(2);
@@ -27,7 +27,7 @@ fn main() {
             let codes: Vec<u8> = (0..n * k).map(|i| ((i * 31) % 251) as u8).collect();
             let scales = vec![0.01f32; n * k / BLOCK];
             let (pc, ps) = pack(&codes, &scales, n, k);
-            let w = Packed::new(n, k, &pc, &ps).unwrap();
+            let w = Packed8::new(n, k, &pc, &ps).unwrap();
             let c4: Vec<u8> = codes.iter().map(|c| c & 15).collect();
             let (pc4, ps4) = pack4(&c4, &scales, &vec![8u8; n * k / BLOCK], n, k);
             let w4 = Packed4::new(n, k, &pc4, &ps4).unwrap();

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use crate::{Packed, Packed4, QuantizedRows, BLOCK, TILE};
+use crate::{Packed4, Packed8, QuantizedRows, BLOCK, TILE};
 
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -44,7 +44,7 @@ pub trait Micro: Copy {
     unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize);
 }
 
-impl Micro for Packed<'_> {
+impl Micro for Packed8<'_> {
     #[inline(always)]
     unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize) {
         micro8::<R, NT>(qa, self, out, r0, t)
@@ -89,7 +89,7 @@ unsafe fn rows<W: Micro, const NT: usize>(qa: &QuantizedRows, w: W, out: *mut f3
 
 /// Rows `r0..r0+R`, tiles `t..t+NT`.
 #[inline(always)]
-unsafe fn micro8<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, r0: usize, t: usize) {
+unsafe fn micro8<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed8<'_>, out: *mut f32, r0: usize, t: usize) {
     let (k, n) = (w.k, w.n);
     let nb = k / BLOCK;
     let tile_bytes = k * TILE; // one tile: K/4 quads × 64 bytes

@@ -13,24 +13,31 @@ pub const TILE: usize = 16;
 /// Output tiles per unit of parallel work.
 const TILES_PER_TASK: usize = 2;
 
-/// A packed weight matrix, borrowed (from an ONNX Runtime initializer or a Vec).
+/// A packed weight matrix of `BITS` (8 or 4) bits, borrowed (from an ONNX Runtime initializer or a Vec).
+/// 8-bit: codes `[N/16][K/4][16][4]`, scales `[N/16][K/32][16]`. 4-bit: codes 0..15 two per byte,
+/// `[N/16][K/32][4][16][4]` (low nibble: k quad j, high nibble: quad j + 4 of the block), and per tile and block 16
+/// scales then 16 `scale · zero_point`.
 #[derive(Clone, Copy)]
-pub struct Packed<'a> {
+pub struct Packed<'a, const BITS: u8> {
     pub n: usize,
     pub k: usize,
     pub codes: &'a [u8],
     pub scales: &'a [f32],
 }
 
-impl<'a> Packed<'a> {
+pub type Packed8<'a> = Packed<'a, 8>;
+pub type Packed4<'a> = Packed<'a, 4>;
+
+impl<'a, const BITS: u8> Packed<'a, BITS> {
     /// Checks the lengths against `n` and `k`.
     pub fn new(n: usize, k: usize, codes: &'a [u8], scales: &'a [f32]) -> Result<Self, String> {
-        if n == 0 || n % TILE != 0 || k == 0 || k % BLOCK != 0 {
-            return Err(format!("packed int8 weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"));
+        let (want_codes, want_scales) = if BITS == 4 { (n * k / 2, 2 * n * (k / BLOCK)) } else { (n * k, n * (k / BLOCK)) };
+        if !supports(n, k) {
+            return Err(format!("packed {BITS}-bit weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"));
         }
-        if codes.len() != n * k || scales.len() != n * (k / BLOCK) {
+        if codes.len() != want_codes || scales.len() != want_scales {
             return Err(format!(
-                "packed int8 weights: {} codes and {} scales do not fit N={n}, K={k}",
+                "packed {BITS}-bit weights: {} codes and {} scales do not fit N={n}, K={k}",
                 codes.len(),
                 scales.len()
             ));
@@ -139,7 +146,7 @@ pub fn sequential(total: usize, f: &(dyn Fn(usize) + Sync)) {
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
-pub fn matmul(x: &[f32], m: usize, w: Packed<'_>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
+pub fn matmul(x: &[f32], m: usize, w: Packed8<'_>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
     run_tiles(x, m, w.n, w.k, out, scratch, par, &|qa, out, t0, t1| {
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
@@ -186,7 +193,7 @@ fn run_tiles(x: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], scratch: 
     });
 }
 
-unsafe fn gemm_tiles_portable(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, t0: usize, t1: usize) {
+unsafe fn gemm_tiles_portable(qa: &QuantizedRows, w: Packed8<'_>, out: *mut f32, t0: usize, t1: usize) {
     let (k, n, nb) = (w.k, w.n, w.blocks());
     for t in t0..t1 {
         for c in 0..TILE {
@@ -205,32 +212,6 @@ unsafe fn gemm_tiles_portable(qa: &QuantizedRows, w: Packed<'_>, out: *mut f32, 
                 *out.add(r * n + col) = f;
             }
         }
-    }
-}
-
-/// A packed 4-bit weight matrix: codes 0..15 two per byte, `[N/16][K/32][4][16][4]` (low nibble: k quad j, high
-/// nibble: quad j + 4 of the block), and per tile and block 16 scales then 16 `scale · zero_point`.
-#[derive(Clone, Copy)]
-pub struct Packed4<'a> {
-    pub n: usize,
-    pub k: usize,
-    pub codes: &'a [u8],
-    pub scales: &'a [f32],
-}
-
-impl<'a> Packed4<'a> {
-    pub fn new(n: usize, k: usize, codes: &'a [u8], scales: &'a [f32]) -> Result<Self, String> {
-        if !supports(n, k) {
-            return Err(format!("packed 4-bit weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"));
-        }
-        if codes.len() != n * k / 2 || scales.len() != 2 * n * (k / BLOCK) {
-            return Err(format!(
-                "packed 4-bit weights: {} codes and {} scales do not fit N={n}, K={k}",
-                codes.len(),
-                scales.len()
-            ));
-        }
-        Ok(Packed4 { n, k, codes, scales })
     }
 }
 
@@ -354,7 +335,7 @@ mod tests {
             let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 0.1).collect();
             let (codes, scales) = quantize_weights(&w, n, k);
             let (pc, ps) = pack(&codes, &scales, n, k);
-            let packed = Packed::new(n, k, &pc, &ps).unwrap();
+            let packed = Packed8::new(n, k, &pc, &ps).unwrap();
             let mut y = vec![0f32; m * n];
             let mut scratch = QuantizedRows::default();
             matmul(&x, m, packed, &mut y, &mut scratch, &sequential);
@@ -417,7 +398,7 @@ mod invariance {
         let w: Vec<u8> = (0..n * k).map(|i| ((i * 37) % 255) as u8).collect();
         let s: Vec<f32> = (0..n * k / BLOCK).map(|i| 0.001 + (i % 7) as f32 * 1e-4).collect();
         let (pc, ps) = pack(&w, &s, n, k);
-        let p = Packed::new(n, k, &pc, &ps).unwrap();
+        let p = Packed8::new(n, k, &pc, &ps).unwrap();
         let x: Vec<f32> = (0..130 * k).map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0).collect();
         let mut scratch = QuantizedRows::default();
         let mut small = vec![0f32; 4 * n];
