@@ -2,7 +2,7 @@
 //! (32) int8 activations and 8- or 4-bit weights (deposium-kernels), run on ONNX Runtime's intra-op thread pool.
 //!
 //! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S f32 packed scales. Output: f32 `[..., N]`.
-use deposium_kernels::{matmul, matmul4, Packed4, Packed8, QuantizedRows, TILE};
+use deposium_kernels::{matmul, Packed4, Packed8, QuantizedRows, TILE};
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
@@ -46,7 +46,7 @@ impl Kernel for QMatMulKernel {
         };
         if self.bits == 4 {
             let w = Packed4::new(n, k, codes, scales).map_err(err)?;
-            SCRATCH.with_borrow_mut(|scratch| matmul4(x, m, w, out, scratch, &par));
+            SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
         } else {
             let w = Packed8::new(n, k, codes, scales).map_err(err)?;
             SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));

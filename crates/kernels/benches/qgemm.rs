@@ -1,7 +1,7 @@
 //! `cargo bench -p deposium-kernels`: GMAC/s of the per-block int8 matmul on EmbeddingGemma's layer shapes.
 use std::time::Instant;
 
-use deposium_kernels::{matmul, matmul4, pack, pack4, sequential, Packed4, Packed8, QuantizedRows, BLOCK};
+use deposium_kernels::{matmul, pack, pack4, sequential, Packed4, Packed8, QuantizedRows, BLOCK};
 
 fn two_threads(total: usize, f: &(dyn Fn(usize) + Sync)) {
     let half = total.div_ceil(2);
@@ -44,7 +44,7 @@ fn main() {
                 let macs = (m * n * k) as f64;
                 let t4 = Instant::now();
                 for _ in 0..iters {
-                    matmul4(&x, m, w4, &mut y, &mut scratch, par);
+                    matmul(&x, m, w4, &mut y, &mut scratch, par);
                 }
                 let s4 = t4.elapsed().as_secs_f64() / iters as f64;
                 println!("m={m:5} {name:8} {label:9}: int8 {:8.1} us {:6.0} GMAC/s | int4 {:8.1} us {:6.0} GMAC/s", s * 1e6, macs / s / 1e9, s4 * 1e6, macs / s4 / 1e9);

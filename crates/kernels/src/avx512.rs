@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use crate::{Packed4, Packed8, QuantizedRows, BLOCK, TILE};
+use crate::{Packed, QuantizedRows, BLOCK, TILE};
 
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -39,49 +39,30 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
     }
 }
 
-/// A packed weight format with its micro-kernel: rows `r0..r0+R`, tiles `t..t+NT`.
-pub trait Micro: Copy {
-    unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize);
-}
-
-impl Micro for Packed8<'_> {
-    #[inline(always)]
-    unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize) {
-        micro8::<R, NT>(qa, self, out, r0, t)
-    }
-}
-
-impl Micro for Packed4<'_> {
-    #[inline(always)]
-    unsafe fn micro<const R: usize, const NT: usize>(self, qa: &QuantizedRows, out: *mut f32, r0: usize, t: usize) {
-        micro4::<R, NT>(qa, self, out, r0, t)
-    }
-}
-
 /// Output tiles `t0..t1` (16 columns each) for all rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn gemm_tiles<W: Micro>(qa: &QuantizedRows, w: W, out: *mut f32, t0: usize, t1: usize) {
+pub unsafe fn gemm_tiles<const BITS: u8>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t0: usize, t1: usize) {
     let mut t = t0;
     while t < t1 {
         if t + 2 <= t1 {
-            rows::<W, 2>(qa, w, out, t);
+            rows::<BITS, 2>(qa, w, out, t);
             t += 2;
         } else {
-            rows::<W, 1>(qa, w, out, t);
+            rows::<BITS, 1>(qa, w, out, t);
             t += 1;
         }
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn rows<W: Micro, const NT: usize>(qa: &QuantizedRows, w: W, out: *mut f32, t: usize) {
+unsafe fn rows<const BITS: u8, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t: usize) {
     let mut r = 0;
     while r < qa.m {
         match qa.m - r {
-            1 => w.micro::<1, NT>(qa, out, r, t),
-            2 => w.micro::<2, NT>(qa, out, r, t),
-            3 => w.micro::<3, NT>(qa, out, r, t),
-            _ => w.micro::<MR, NT>(qa, out, r, t),
+            1 => micro::<BITS, 1, NT>(qa, w, out, r, t),
+            2 => micro::<BITS, 2, NT>(qa, w, out, r, t),
+            3 => micro::<BITS, 3, NT>(qa, w, out, r, t),
+            _ => micro::<BITS, MR, NT>(qa, w, out, r, t),
         }
         r += MR;
     }
@@ -89,7 +70,16 @@ unsafe fn rows<W: Micro, const NT: usize>(qa: &QuantizedRows, w: W, out: *mut f3
 
 /// Rows `r0..r0+R`, tiles `t..t+NT`.
 #[inline(always)]
-unsafe fn micro8<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed8<'_>, out: *mut f32, r0: usize, t: usize) {
+unsafe fn micro<const BITS: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, r0: usize, t: usize) {
+    if BITS == 4 {
+        micro4::<BITS, R, NT>(qa, w, out, r0, t)
+    } else {
+        micro8::<BITS, R, NT>(qa, w, out, r0, t)
+    }
+}
+
+#[inline(always)]
+unsafe fn micro8<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, r0: usize, t: usize) {
     let (k, n) = (w.k, w.n);
     let nb = k / BLOCK;
     let tile_bytes = k * TILE; // one tile: K/4 quads × 64 bytes
@@ -135,7 +125,7 @@ unsafe fn micro8<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed8
 }
 
 #[inline(always)]
-unsafe fn micro4<const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, r0: usize, t: usize) {
+unsafe fn micro4<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, r0: usize, t: usize) {
     let (k, n) = (w.k, w.n);
     let nb = k / BLOCK;
     let tile_bytes = k * TILE / 2;

@@ -146,7 +146,7 @@ pub fn sequential(total: usize, f: &(dyn Fn(usize) + Sync)) {
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
-pub fn matmul(x: &[f32], m: usize, w: Packed8<'_>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
+pub fn matmul<const BITS: u8>(x: &[f32], m: usize, w: Packed<'_, BITS>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
     run_tiles(x, m, w.n, w.k, out, scratch, par, &|qa, out, t0, t1| {
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
@@ -154,20 +154,13 @@ pub fn matmul(x: &[f32], m: usize, w: Packed8<'_>, out: &mut [f32], scratch: &mu
             return unsafe { avx512::gemm_tiles(qa, w, out, t0, t1) };
         }
         // SAFETY: as above.
-        unsafe { gemm_tiles_portable(qa, w, out, t0, t1) }
-    });
-}
-
-/// The 4-bit variant of [`matmul`].
-pub fn matmul4(x: &[f32], m: usize, w: Packed4<'_>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
-    run_tiles(x, m, w.n, w.k, out, scratch, par, &|qa, out, t0, t1| {
-        #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
-            // SAFETY: features checked; each task writes its own columns of `out`.
-            return unsafe { avx512::gemm_tiles(qa, w, out, t0, t1) };
+        unsafe {
+            if BITS == 4 {
+                gemm4_tiles_portable(qa, w, out, t0, t1)
+            } else {
+                gemm_tiles_portable(qa, w, out, t0, t1)
+            }
         }
-        // SAFETY: as above.
-        unsafe { gemm4_tiles_portable(qa, w, out, t0, t1) }
     });
 }
 
@@ -193,7 +186,7 @@ fn run_tiles(x: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], scratch: 
     });
 }
 
-unsafe fn gemm_tiles_portable(qa: &QuantizedRows, w: Packed8<'_>, out: *mut f32, t0: usize, t1: usize) {
+unsafe fn gemm_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, t0: usize, t1: usize) {
     let (k, n, nb) = (w.k, w.n, w.blocks());
     for t in t0..t1 {
         for c in 0..TILE {
@@ -240,7 +233,7 @@ pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usiz
     (pc, ps)
 }
 
-unsafe fn gemm4_tiles_portable(qa: &QuantizedRows, w: Packed4<'_>, out: *mut f32, t0: usize, t1: usize) {
+unsafe fn gemm4_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, t0: usize, t1: usize) {
     let (k, n, nb) = (w.k, w.n, w.k / BLOCK);
     for t in t0..t1 {
         for c in 0..TILE {
@@ -374,7 +367,7 @@ mod four_bit {
             let w = Packed4::new(n, k, &pc, &ps).unwrap();
             let mut scratch = QuantizedRows::default();
             let mut y = vec![0f32; m * n];
-            matmul4(&x, m, w, &mut y, &mut scratch, &sequential);
+            matmul(&x, m, w, &mut y, &mut scratch, &sequential);
             let mut yp = vec![0f32; m * n];
             unsafe { gemm4_tiles_portable(&scratch, w, yp.as_mut_ptr(), 0, n / TILE) };
             assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
