@@ -212,6 +212,10 @@ impl OnnxModel {
     }
 
     fn session(path: &Path) -> Result<Session> {
+        // ONNX Runtime registers a custom op domain's version in a process-wide map without a lock: two sessions
+        // built at once can both try to add `ai.deposium` and one fails ("domain is already exist").
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
         let env = init_ort()?;
         let threads = thread_count();
         let mut b = Session::builder(env)
