@@ -153,7 +153,8 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         let global = rope_tables(&mut b, &pos_f, hd, cfg.rope_theta);
         (local, global, key_bias.clone())
     };
-    let pos0 = b.const_i64(&[0]);
+    // RotaryEmbedding's position offset: only the fused path without our GemmaAttnPrep op needs it.
+    let pos0 = if fused && !uses_attn_prep(q) { b.const_i64(&[0]) } else { String::new() };
 
     let layer_norm_w = |l: usize, name: &str| w.vector(&layer_key(prefix, l, &format!("{name}.weight")), h);
     // With fused ops, the residual add and the next norm are one SkipSimplifiedLayerNormalization.
@@ -266,6 +267,11 @@ fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize,
     Ok(linear(b, &prod, &lp("mlp.down_proj"), &wd.data, h, inter, None, q))
 }
 
+/// Quantized graphs with our kernels also use our GemmaAttnPrep op (fp32 graphs keep stock ops only).
+fn uses_attn_prep(q: &QuantConfig) -> bool {
+    q.custom_kernel && q.linear_bits.is_some()
+}
+
 /// Attention with fused contrib ops: one QKV MatMul, RotaryEmbedding, MultiHeadAttention (kv heads repeated).
 #[allow(clippy::too_many_arguments)]
 fn attention_fused(
@@ -278,7 +284,7 @@ fn attention_fused(
     let (stacked, sizes) = stack_rows(w, &names, h)?;
     let n_total: usize = sizes.iter().sum();
     let qkv = linear(b, hn, &lp("self_attn.qkv_proj"), &stacked, n_total, h, None, q);
-    if q.custom_kernel && q.linear_bits.is_some() {
+    if uses_attn_prep(q) {
         // Our GemmaAttnPrep op: split, q/k norms, RoPE and kv-head repetition in one node.
         let scaled = |name: &str, extra: f32| -> Result<Vec<f32>> {
             Ok(w.vector(&lp(name), hd)?.iter().map(|v| (1.0 + v) * extra).collect())

@@ -24,7 +24,7 @@ use st_config::{Pooling, StConfig};
 use weights::Weights;
 
 /// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
-pub const GRAPH_VERSION: u32 = 9;
+pub const GRAPH_VERSION: u32 = 10;
 
 /// A sentence-transformers Dense layer after pooling.
 pub struct DenseHead {
