@@ -69,9 +69,13 @@ const NEG: f32 = -1.0e9;
 
 /// RMSNorm with Gemma's `(1 + w)` scale, optionally times a constant (folded into the weight).
 fn rms_norm(b: &mut Builder, x: &str, w: &[f32], name: &str, eps: f32, extra_scale: f32) -> String {
-    let scale: Vec<f32> = w.iter().map(|v| (1.0 + v) * extra_scale).collect();
-    let s = b.init_f32(name, &[w.len() as i64], &scale);
+    let s = b.init_f32(name, &[w.len() as i64], &norm_scale(w, extra_scale));
     b.op("SimplifiedLayerNormalization", &[x, &s], vec![attr_i("axis", -1), attr_f("epsilon", eps), attr_i("stash_type", 1)])
+}
+
+/// Gemma's RMSNorm multiplies by (1 + weight); `extra` folds a constant factor in.
+fn norm_scale(w: &[f32], extra: f32) -> Vec<f32> {
+    w.iter().map(|v| (1.0 + v) * extra).collect()
 }
 
 /// cos/sin tables `[S, head_dim]` for positions 0..S (rotate-half layout: the half-table repeated twice; the sin
@@ -284,65 +288,61 @@ fn attention_fused(
     let (stacked, sizes) = stack_rows(w, &names, h)?;
     let n_total: usize = sizes.iter().sum();
     let qkv = linear(b, hn, &lp("self_attn.qkv_proj"), &stacked, n_total, h, None, q);
-    if uses_attn_prep(q) {
+    let (qx, kx, vx) = if uses_attn_prep(q) {
         // Our GemmaAttnPrep op: split, q/k norms, RoPE and kv-head repetition in one node.
-        let scaled = |name: &str, extra: f32| -> Result<Vec<f32>> {
-            Ok(w.vector(&lp(name), hd)?.iter().map(|v| (1.0 + v) * extra).collect())
-        };
-        let qs = b.init_f32(&lp("q_norm"), &[hd as i64], &scaled("self_attn.q_norm.weight", attn_scale)?);
-        let ks = b.init_f32(&lp("k_norm"), &[hd as i64], &scaled("self_attn.k_norm.weight", 1.0)?);
-        let qkv_heads = b.node(
+        let qs = norm_scale(&w.vector(&lp("self_attn.q_norm.weight"), hd)?, attn_scale);
+        let ks = norm_scale(&w.vector(&lp("self_attn.k_norm.weight"), hd)?, 1.0);
+        let qs = b.init_f32(&lp("q_norm"), &[hd as i64], &qs);
+        let ks = b.init_f32(&lp("k_norm"), &[hd as i64], &ks);
+        let mut heads = b.node(
             crate::builder::CUSTOM_DOMAIN,
             crate::builder::GEMMA_ATTN_PREP,
             &[&qkv, &qs, &ks, cos_c, sin_c],
             3,
             vec![attr_i("num_heads", nq as i64), attr_i("kv_heads", nkv as i64), attr_f("epsilon", eps)],
         );
-        let ctx = b.ms(
-            "MultiHeadAttention",
-            &[&qkv_heads[0], &qkv_heads[1], &qkv_heads[2], "", "", bias],
-            vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)],
-        );
-        let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
-        return Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q));
-    }
-    let parts = split_last(b, &qkv, &sizes);
-    let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
-    let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
-    let q3 = b.reshape(&qn, &[0, 0, (nq * hd) as i64]);
-    // One kv head (EmbeddingGemma): [B, S, hd] is already per head, no reshapes around its norm.
-    let k3 = if nkv == 1 {
-        rms_norm(b, &parts[1], &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0)
+        let (vh, kh, qh) = (heads.pop().unwrap(), heads.pop().unwrap(), heads.pop().unwrap());
+        (qh, kh, vh)
     } else {
-        let k4 = b.reshape(&parts[1], &[0, 0, nkv as i64, hd as i64]);
-        let kn = rms_norm(b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
-        b.reshape(&kn, &[0, 0, (nkv * hd) as i64])
+        let parts = split_last(b, &qkv, &sizes);
+        let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
+        let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
+        let q3 = b.reshape(&qn, &[0, 0, (nq * hd) as i64]);
+        // One kv head (EmbeddingGemma): [B, S, hd] is already per head, no reshapes around its norm.
+        let k3 = if nkv == 1 {
+            rms_norm(b, &parts[1], &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0)
+        } else {
+            let k4 = b.reshape(&parts[1], &[0, 0, nkv as i64, hd as i64]);
+            let kn = rms_norm(b, &k4, &w.vector(&lp("self_attn.k_norm.weight"), hd)?, &lp("k_norm"), eps, 1.0);
+            b.reshape(&kn, &[0, 0, (nkv * hd) as i64])
+        };
+        let rope = |b: &mut Builder, x: &str, heads: usize| {
+            b.ms("RotaryEmbedding", &[x, pos0, cos_c, sin_c], vec![attr_i("num_heads", heads as i64), attr_i("interleaved", 0)])
+        };
+        let qr = rope(b, &q3, nq);
+        let kr = rope(b, &k3, nkv);
+        // Each kv head serves nq/nkv consecutive q heads.
+        let repeat = |b: &mut Builder, x: &str| -> String {
+            if nkv == nq {
+                return x.to_string();
+            }
+            let g = (nq / nkv) as i64;
+            if nkv == 1 {
+                let reps = b.const_i64(&[1, 1, g]);
+                return b.op("Tile", &[x, &reps], vec![]);
+            }
+            let x5 = b.reshape(x, &[0, 0, nkv as i64, 1, hd as i64]);
+            let ones = b.const_i64(&[1, 1, 1, g, 1]);
+            let t = b.op("Tile", &[&x5, &ones], vec![]);
+            b.reshape(&t, &[0, 0, (nq * hd) as i64])
+        };
+        let kx = repeat(b, &kr);
+        let vx = repeat(b, &parts[2]);
+        (qr, kx, vx)
     };
-    let rope = |b: &mut Builder, x: &str, heads: usize| {
-        b.ms("RotaryEmbedding", &[x, pos0, cos_c, sin_c], vec![attr_i("num_heads", heads as i64), attr_i("interleaved", 0)])
-    };
-    let qr = rope(b, &q3, nq);
-    let kr = rope(b, &k3, nkv);
-    // Each kv head serves nq/nkv consecutive q heads.
-    let repeat = |b: &mut Builder, x: &str| -> String {
-        if nkv == nq {
-            return x.to_string();
-        }
-        let g = (nq / nkv) as i64;
-        if nkv == 1 {
-            let reps = b.const_i64(&[1, 1, g]);
-            return b.op("Tile", &[x, &reps], vec![]);
-        }
-        let x5 = b.reshape(x, &[0, 0, nkv as i64, 1, hd as i64]);
-        let ones = b.const_i64(&[1, 1, 1, g, 1]);
-        let t = b.op("Tile", &[&x5, &ones], vec![]);
-        b.reshape(&t, &[0, 0, (nq * hd) as i64])
-    };
-    let kx = repeat(b, &kr);
-    let vx = repeat(b, &parts[2]);
     let ctx = b.ms(
         "MultiHeadAttention",
-        &[&qr, &kx, &vx, "", "", bias],
+        &[&qx, &kx, &vx, "", "", bias],
         vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)],
     );
     let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;

@@ -1,7 +1,7 @@
 //! Linear layers and embedding tables, in fp32 or block-quantized (MatMulNBits / GatherBlockQuantized).
 use serde::{Deserialize, Serialize};
 
-use crate::builder::Builder;
+use crate::builder::{Builder, CUSTOM_DOMAIN, QMATMUL4, QMATMUL8};
 use crate::proto::{attr_i, DType};
 
 /// How to store weights.
@@ -216,28 +216,23 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
                 None => y,
             }
         }
-        Some(8) if q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && bias.is_none() => {
-            let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
-            let (packed, packed_scales) = deposium_kernels::pack(&codes, &scales, n, k);
-            let tiles = (n / deposium_kernels::TILE) as i64;
-            let wn = b.init(&format!("{name}.q8"), DType::U8, &[tiles, (k / 4) as i64, 64], packed);
-            let sn = b.init_f32(&format!("{name}.q8scales"), &[tiles, (k / deposium_kernels::BLOCK) as i64, 16], &packed_scales);
-            b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::QMATMUL8, &[x, &wn, &sn], 1, vec![]).remove(0)
-        }
-        Some(4) if q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && bias.is_none() => {
-            let (codes, scales, zps) = if q.asymmetric {
-                quantize_blocks_asym4(w, n, k, q.block)
+        Some(bits @ (4 | 8)) if q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && bias.is_none() => {
+            let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
+            let ((packed, packed_scales), op, dims, scale_dims) = if bits == 8 {
+                let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
+                (deposium_kernels::pack(&codes, &scales, n, k), QMATMUL8, vec![tiles, (k / 4) as i64, 64], vec![tiles, kb, 16])
             } else {
-                let (c, s) = quantize_blocks(w, n, k, q.block, 4);
-                let kb = k / q.block;
-                (c, s, vec![8u8; n * kb])
+                let (codes, scales, zps) = if q.asymmetric {
+                    quantize_blocks_asym4(w, n, k, q.block)
+                } else {
+                    let (c, s) = quantize_blocks(w, n, k, q.block, 4);
+                    (c, s, vec![8u8; n * kb as usize]) // symmetric: code = q + 8
+                };
+                (deposium_kernels::pack4(&codes, &scales, &zps, n, k), QMATMUL4, vec![tiles, kb, 4, 64], vec![tiles, kb, 32])
             };
-            let (packed, packed_scales) = deposium_kernels::pack4(&codes, &scales, &zps, n, k);
-            let tiles = (n / deposium_kernels::TILE) as i64;
-            let kb = (k / deposium_kernels::BLOCK) as i64;
-            let wn = b.init(&format!("{name}.q4"), DType::U8, &[tiles, kb, 4, 64], packed);
-            let sn = b.init_f32(&format!("{name}.q4scales"), &[tiles, kb, 32], &packed_scales);
-            b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::QMATMUL4, &[x, &wn, &sn], 1, vec![]).remove(0)
+            let wn = b.init(&format!("{name}.q{bits}"), DType::U8, &dims, packed);
+            let sn = b.init_f32(&format!("{name}.q{bits}scales"), &scale_dims, &packed_scales);
+            b.node(CUSTOM_DOMAIN, op, &[x, &wn, &sn], 1, vec![]).remove(0)
         }
         Some(bits) => {
             let block = q.block;
