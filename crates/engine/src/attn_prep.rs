@@ -8,6 +8,9 @@
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
+use crate::qop::{err, par_for};
+use deposium_kernels::OutPtr as Out;
+
 pub struct GemmaAttnPrep;
 
 pub struct GemmaAttnPrepKernel {
@@ -15,15 +18,6 @@ pub struct GemmaAttnPrepKernel {
     kv_heads: usize,
     eps: f32,
 }
-
-fn err(msg: impl Into<String>) -> ort::Error {
-    ort::Error::new(msg.into())
-}
-
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
 
 /// `out = rope(x / rms(x) · scale)` for one head at position `p`.
 #[inline]
@@ -70,7 +64,6 @@ impl Kernel for GemmaAttnPrepKernel {
         let rows = bsz * s;
         let chunk = 16;
         let work = |c: usize| {
-            let (qo, ko, vo) = (qo, ko, vo);
             let mut kbuf = vec![0f32; d];
             for row in c * chunk..((c + 1) * chunk).min(rows) {
                 let p = row % s;
@@ -79,9 +72,9 @@ impl Kernel for GemmaAttnPrepKernel {
                 // SAFETY: each row writes only its own `h·d` values of each output, allocated above.
                 let (q, k, v) = unsafe {
                     (
-                        std::slice::from_raw_parts_mut(qo.0.add(row * h * d), h * d),
-                        std::slice::from_raw_parts_mut(ko.0.add(row * h * d), h * d),
-                        std::slice::from_raw_parts_mut(vo.0.add(row * h * d), h * d),
+                        std::slice::from_raw_parts_mut(qo.get().add(row * h * d), h * d),
+                        std::slice::from_raw_parts_mut(ko.get().add(row * h * d), h * d),
+                        std::slice::from_raw_parts_mut(vo.get().add(row * h * d), h * d),
                     )
                 };
                 for head in 0..h {
@@ -99,10 +92,7 @@ impl Kernel for GemmaAttnPrepKernel {
                 }
             }
         };
-        let tasks = rows.div_ceil(chunk);
-        if tasks <= 1 || ctx.par_for(tasks, 0, work).is_err() {
-            (0..tasks).for_each(work);
-        }
+        par_for(ctx, rows.div_ceil(chunk), &work);
         Ok(())
     }
 }

@@ -226,8 +226,7 @@ impl OnnxModel {
             .map_err(load_err)?
             .with_inter_threads(1)
             .map_err(load_err)?
-            // Without the arena, activation buffers go back to the system after each run: RSS follows the current
-            // batch instead of staying at the largest one ever seen. DEPOSIUM_ORT_ARENA=1 turns it back on.
+            // Arena off by default (see `arena_enabled`): RSS follows the current batch.
             .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena_enabled()).build()])
             .map_err(load_err)?
             .with_operators(crate::qop::domain().map_err(load_err)?)
@@ -269,9 +268,8 @@ impl OnnxModel {
             matryoshka_dims: if m.family == "gemma3" { vec![768, 512, 256, 128] } else { vec![] },
             path: dir.to_path_buf(),
         };
-        let quantized_matmuls = m.quant.linear_bits.is_some();
         let mut model = Self::finish_load(info, session, tokenizer, "sentence_embedding".into(), OutputKind::Pooled, m.normalize)?;
-        if quantized_matmuls {
+        if m.quant.linear_bits.is_some() {
             model.buckets = INT8_KERNEL_BUCKETS.to_vec();
         }
         Ok(model)

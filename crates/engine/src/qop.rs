@@ -21,7 +21,15 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<QuantizedRows> = std::cell::RefCell::new(QuantizedRows::default());
 }
 
-fn err(msg: impl Into<String>) -> ort::Error {
+/// `f(i)` for `i in 0..total` on ONNX Runtime's intra-op thread pool (in the calling thread when there is one task
+/// or the pool refuses).
+pub(crate) fn par_for(ctx: &ComputeContext, total: usize, f: &(dyn Fn(usize) + Sync)) {
+    if total <= 1 || ctx.par_for(total, 0, f).is_err() {
+        (0..total).for_each(f);
+    }
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> ort::Error {
     ort::Error::new(msg.into())
 }
 
@@ -34,16 +42,12 @@ impl Kernel for QMatMulKernel {
         let (_, scales) = s.try_extract_tensor::<f32>()?;
         let k = *x_shape.last().ok_or_else(|| err("QMatMul: X has no dimensions"))? as usize;
         let n = *w_shape.first().ok_or_else(|| err("QMatMul: W has no dimensions"))? as usize * TILE;
-        let m = if k == 0 { 0 } else { x.len() / k };
+        let m = x.len().checked_div(k).unwrap_or(0);
         let mut out_shape = x_shape.to_vec();
         *out_shape.last_mut().unwrap() = n as i64;
         let mut y = ctx.output(0, out_shape)?.ok_or_else(|| err("QMatMul: output missing"))?;
         let (_, out) = y.try_extract_tensor_mut::<f32>()?;
-        let par = |total: usize, f: &(dyn Fn(usize) + Sync)| {
-            if total <= 1 || ctx.par_for(total, 0, f).is_err() {
-                (0..total).for_each(f);
-            }
-        };
+        let par = |total: usize, f: &(dyn Fn(usize) + Sync)| par_for(ctx, total, f);
         if self.bits == 4 {
             let w = Packed4::new(n, k, codes, scales).map_err(err)?;
             SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));

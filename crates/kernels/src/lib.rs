@@ -52,7 +52,7 @@ impl<'a, const BITS: u8> Packed<'a, BITS> {
 
 /// Whether `shape` fits the packed layout.
 pub fn supports(n: usize, k: usize) -> bool {
-    n > 0 && n % TILE == 0 && k > 0 && k % BLOCK == 0
+    n > 0 && n.is_multiple_of(TILE) && k > 0 && k.is_multiple_of(BLOCK)
 }
 
 /// Re-lays block-quantized codes `[n][k]` (u8 = q + 128, blocks of 32 along k) and scales `[n][k/32]` into the
@@ -89,7 +89,7 @@ pub struct QuantizedRows {
 
 impl QuantizedRows {
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
-        assert!(k % BLOCK == 0 && x.len() == m * k);
+        assert!(k.is_multiple_of(BLOCK) && x.len() == m * k);
         let nb = k / BLOCK;
         self.m = m;
         self.k = k;
@@ -131,11 +131,18 @@ fn quantize_rows_portable(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &m
     }
 }
 
-/// Raw output pointer shared by the parallel tasks; each writes its own columns.
+/// Raw output pointer shared by parallel tasks that each write their own part of the output.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub struct OutPtr(pub *mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the Sync wrapper rather than its raw field).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Runs `f(i)` for `i in 0..total`, possibly in parallel.
 pub type ParFor<'p> = &'p dyn Fn(usize, &(dyn Fn(usize) + Sync));
@@ -181,8 +188,7 @@ fn run_tiles(x: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], scratch: 
     par(tasks, &|task| {
         let t0 = task * TILES_PER_TASK;
         let t1 = (t0 + TILES_PER_TASK).min(tiles);
-        let outp = outp;
-        tiles_fn(qa, outp.0, t0, t1);
+        tiles_fn(qa, outp.get(), t0, t1);
     });
 }
 
