@@ -1,11 +1,11 @@
 //! Helpers for the server integration tests: start the real binary on a loopback port, a minimal HTTP/1.1 client
 //! (std only, so a partial body can be held open), and the CLI's own vectors for comparison.
 #![allow(dead_code)]
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use deposium_soak::http;
 
 use serde_json::Value;
 
@@ -23,11 +23,10 @@ pub fn require_model(name: &str) {
     );
 }
 
-/// A running `deposium-embed serve`, killed on drop.
+/// A running `deposium-embed serve` (the soak harness's server, with panicking test helpers), killed on drop.
 pub struct Server {
-    child: Option<Child>,
+    inner: deposium_soak::server::Server,
     pub addr: String,
-    log: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -40,98 +39,29 @@ impl Server {
 
     /// Start without waiting for the models.
     pub fn spawn(args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("DEPOSIUM_LOG", "info")
-            .env_remove("DEPOSIUM_API_KEY")
-            .env_remove("DEPOSIUM_MODELS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting deposium-embed serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let addr: String = line[i + 20..]
-                        .chars()
-                        .take_while(|c| !c.is_whitespace())
-                        .collect();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start listening:\n{}", log.lock().unwrap());
-            }
-        };
-        Server {
-            child: Some(child),
-            addr,
-            log,
-        }
+        let inner = deposium_soak::server::Server::spawn(Path::new(BIN), args).unwrap_or_else(|e| panic!("{e:#}"));
+        Server { addr: inner.addr.clone(), inner }
     }
 
     pub fn wait_healthy(&self, timeout: Duration) {
-        let t0 = Instant::now();
-        loop {
-            if let Ok(r) = self.try_request("GET", "/health", &[], b"") {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            assert!(
-                t0.elapsed() < timeout,
-                "server not healthy after {timeout:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.inner.wait_healthy(timeout).unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.inner.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.inner.pid
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        self.inner.signal(sig).unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Wait for the process to exit (after a signal).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let t0 = Instant::now();
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.child = None;
-                return st;
-            }
-            assert!(t0.elapsed() < timeout, "server did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.inner.wait_exit(timeout).expect("server did not exit")
     }
 
     pub fn try_request(
@@ -175,25 +105,12 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// One HTTP/1.1 connection (`Connection: close`), so a test can send a body in parts.
-pub struct Conn {
-    stream: TcpStream,
-}
+pub struct Conn(http::Conn);
 
 impl Conn {
     pub fn open(addr: &str) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-        Ok(Conn { stream })
+        Ok(Conn(http::Conn::open(http::loopback(addr)?, Duration::from_secs(120))?))
     }
 
     pub fn send_head(
@@ -203,101 +120,34 @@ impl Conn {
         headers: &[(&str, &str)],
         len: usize,
     ) -> std::io::Result<()> {
-        let mut head =
-            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-        if method != "GET" && method != "HEAD" || len > 0 {
-            head.push_str(&format!("Content-Length: {len}\r\n"));
-        }
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        self.stream.write_all(head.as_bytes())
+        self.0.send_head(method, path, headers, len, true)
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
+        self.0.write(bytes)
     }
 
     pub fn read_response(mut self) -> std::io::Result<Resp> {
-        let mut raw = Vec::new();
-        self.stream.read_to_end(&mut raw)?;
-        Resp::parse(&raw).ok_or_else(|| {
-            std::io::Error::other(format!(
-                "bad HTTP response: {:?}",
-                String::from_utf8_lossy(&raw)
-            ))
-        })
+        self.0.read_response().map(Resp)
     }
 }
 
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// A response; `json()` panics on a body that is not JSON.
+pub struct Resp(http::Resp);
+
+impl std::ops::Deref for Resp {
+    type Target = http::Resp;
+
+    fn deref(&self) -> &http::Resp {
+        &self.0
+    }
 }
 
 impl Resp {
-    fn parse(raw: &[u8]) -> Option<Resp> {
-        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&raw[..end]).ok()?;
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut body = raw[end + 4..].to_vec();
-        if headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-        {
-            body = dechunk(&body)?;
-        }
-        Some(Resp {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&b[..line_end])
-                .ok()?
-                .split(';')
-                .next()?
-                .trim(),
-            16,
-        )
-        .ok()?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
+        self.0
+            .json()
+            .unwrap_or_else(|| panic!("not JSON: {}", self.text()))
     }
 }
 

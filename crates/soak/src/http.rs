@@ -66,6 +66,8 @@ impl Resp {
 /// One connection, reused for several requests while the server keeps it open.
 pub struct Conn {
     reader: BufReader<TcpStream>,
+    /// The last request was HEAD: its response has headers only.
+    head_request: bool,
 }
 
 impl Conn {
@@ -76,6 +78,7 @@ impl Conn {
         stream.set_write_timeout(Some(timeout))?;
         Ok(Conn {
             reader: BufReader::with_capacity(64 << 10, stream),
+            head_request: false,
         })
     }
 
@@ -92,6 +95,7 @@ impl Conn {
         len: usize,
         close: bool,
     ) -> io::Result<()> {
+        self.head_request = method == "HEAD";
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
         if close {
             head.push_str("Connection: close\r\n");
@@ -163,7 +167,10 @@ impl Conn {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let body = if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // No body after HEAD, 204 or 304, whatever Content-Length says (RFC 9112 §6.3).
+        let body = if self.head_request || status == 204 || status == 304 {
+            Vec::new()
+        } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             let mut body = Vec::new();
             loop {
                 line.clear();
