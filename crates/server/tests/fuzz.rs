@@ -35,52 +35,37 @@ struct Harness {
     rt: tokio::runtime::Runtime,
 }
 
+/// The router over one real model, in-process.
+fn build_harness(name: &str) -> Harness {
+    let spec = deposium_engine::registry::resolve(name).expect("known model");
+    assert!(
+        spec.dir.is_dir(),
+        "model {} missing: run `make fetch` (scripts/fetch.sh) first",
+        spec.dir.display()
+    );
+    let model = deposium_engine::registry::load_spec(&spec).unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    let state = AppState::with_models(Config::default(), vec![(spec, model)]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    Harness {
+        app: router(state),
+        rt,
+    }
+}
+
 /// The router over the real potion-base-8M, built once per test binary.
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
-    H.get_or_init(|| {
-        let spec = deposium_engine::registry::resolve(MODEL).expect("known model");
-        assert!(
-            spec.dir.is_dir(),
-            "model {} missing: run `make fetch` (scripts/fetch.sh) first",
-            spec.dir.display()
-        );
-        let model = deposium_engine::registry::load_spec(&spec).expect("loading potion-base-8M");
-        let state = AppState::with_models(Config::default(), vec![(spec, model)]);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        Harness {
-            app: router(state),
-            rt,
-        }
-    })
+    H.get_or_init(|| build_harness(MODEL))
 }
 
 /// The router over EmbeddingGemma int8, for its tokenizer and limits (the target never runs its inference).
 fn gemma_harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
-    H.get_or_init(|| {
-        let spec = deposium_engine::registry::resolve(GEMMA).expect("known model");
-        assert!(
-            spec.dir.is_dir(),
-            "model {} missing: run `make fetch` (scripts/fetch.sh) first",
-            spec.dir.display()
-        );
-        let model = deposium_engine::registry::load_spec(&spec).expect("loading embeddinggemma");
-        let state = AppState::with_models(Config::default(), vec![(spec, model)]);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        Harness {
-            app: router(state),
-            rt,
-        }
-    })
+    H.get_or_init(|| build_harness(GEMMA))
 }
 
 /// Send one request in-process to the potion-base-8M router; `Err` for a violated property.

@@ -905,22 +905,29 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
     };
     let strs =
         |items: &[usize]| -> Vec<&str> { items.iter().map(|&t| work.texts[t].as_str()).collect() };
-    let r = rng.unit();
-    let (route, path, body, check) = if r < 0.19 {
-        let items = pick_texts(work, m, n, rng);
-        let p = doc_prompt(rng);
-        let d = dims(rng);
-        let mut body = if items.len() == 1 && rng.chance(0.5) {
-            json!({ "model": name, "input": work.texts[items[0]] })
+    // `input`: one text as a bare string half the time, else a list.
+    let input = |items: &[usize], rng: &mut Rng| -> Value {
+        if items.len() == 1 && rng.chance(0.5) {
+            json!(work.texts[items[0]])
         } else {
-            json!({ "model": name, "input": strs(&items) })
-        };
+            json!(strs(items))
+        }
+    };
+    let set_options = |body: &mut Value, p: u8, d: Option<usize>| {
         if let Some(pn) = prompt_name(p) {
             body["prompt_name"] = json!(pn);
         }
         if let Some(d) = d {
             body["dimensions"] = json!(d);
         }
+    };
+    let r = rng.unit();
+    let (route, path, body, check) = if r < 0.19 {
+        let items = pick_texts(work, m, n, rng);
+        let p = doc_prompt(rng);
+        let d = dims(rng);
+        let mut body = json!({ "model": name, "input": input(&items, rng) });
+        set_options(&mut body, p, d);
         let items = items.into_iter().map(|t| (t, p)).collect();
         (
             "/api/embed",
@@ -938,9 +945,7 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
         let items = pick_texts(work, m, 1, rng);
         let p = doc_prompt(rng);
         let mut body = json!({ "model": name, "prompt": work.texts[items[0]] });
-        if let Some(pn) = prompt_name(p) {
-            body["prompt_name"] = json!(pn);
-        }
+        set_options(&mut body, p, None);
         let items = items.into_iter().map(|t| (t, p)).collect();
         (
             "/api/embeddings (prompt)",
@@ -975,18 +980,9 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
         let items = pick_texts(work, m, n, rng);
         let p = doc_prompt(rng);
         let d = dims(rng);
-        let mut body = if items.len() == 1 && rng.chance(0.5) {
-            json!({ "model": name, "input": work.texts[items[0]] })
-        } else {
-            json!({ "model": name, "input": strs(&items) })
-        };
+        let mut body = json!({ "model": name, "input": input(&items, rng) });
         body["encoding_format"] = json!(if base64 { "base64" } else { "float" });
-        if let Some(pn) = prompt_name(p) {
-            body["prompt_name"] = json!(pn);
-        }
-        if let Some(d) = d {
-            body["dimensions"] = json!(d);
-        }
+        set_options(&mut body, p, d);
         let items = items.into_iter().map(|t| (t, p)).collect();
         let (route, shape) = if base64 {
             ("/v1/embeddings (base64)", Shape::OpenAiBase64)
@@ -1011,12 +1007,7 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
         let d = dims(rng);
         let normalize = !rng.chance(0.2);
         let mut body = json!({ "model": name, "inputs": strs(&items) });
-        if let Some(pn) = prompt_name(p) {
-            body["prompt_name"] = json!(pn);
-        }
-        if let Some(d) = d {
-            body["dimensions"] = json!(d);
-        }
+        set_options(&mut body, p, d);
         if !normalize {
             body["normalize"] = json!(false);
         }

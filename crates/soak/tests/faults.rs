@@ -1,6 +1,7 @@
 //! Faults on the real binary that tests/server_lifecycle.rs does not cover: SIGTERM under concurrent load (with
 //! long EmbeddingGemma requests in flight), a client hanging up during a large EmbeddingGemma batch while other
 //! requests share its steps, clients that time out (reading or sending), and models whose files are corrupt.
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,6 +94,18 @@ fn metric(srv: &Server, name: &str) -> f64 {
 }
 
 /// Texts of about `words` words from a fixed vocabulary, each distinct.
+/// `n` connections that POST the head and half of `body` to `path`, then stall.
+fn stalled_senders(addr: SocketAddr, n: usize, path: &str, body: &str, close: bool, timeout: Duration) -> Vec<Conn> {
+    (0..n)
+        .map(|_| {
+            let mut c = Conn::open(addr, timeout).unwrap();
+            c.send_head("POST", path, &[], body.len(), close).unwrap();
+            c.write(&body.as_bytes()[..body.len() / 2]).unwrap();
+            c
+        })
+        .collect()
+}
+
 fn texts(n: usize, words: usize, tag: &str) -> Vec<String> {
     const W: &[&str] = &[
         "the", "river", "crossed", "a", "quiet", "valley", "where", "farmers", "grew", "wheat",
@@ -400,15 +413,7 @@ fn clients_that_time_out_reading_or_sending_free_the_server() {
     }
     // Senders that give up: head and half a body, then silence, then close (4 of the 8 permits held meanwhile).
     let body = json!({"model": POTION, "input": ["never finished"]}).to_string();
-    let mut stalled: Vec<Conn> = (0..4)
-        .map(|_| {
-            let mut c = Conn::open(addr, Duration::from_secs(10)).unwrap();
-            c.send_head("POST", "/api/embed", &[], body.len(), true)
-                .unwrap();
-            c.write(&body.as_bytes()[..body.len() / 2]).unwrap();
-            c
-        })
-        .collect();
+    let mut stalled = stalled_senders(addr, 4, "/api/embed", &body, true, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     // While they stall, other clients are served (4 permits left).
     let mut c = client(&srv);
@@ -626,15 +631,7 @@ fn stalled_request_bodies_time_out_with_408_and_free_their_slots() {
     let body = json!({"model": POTION, "input": ["never finished"]}).to_string();
     // Two clients send half a body and stall (hostile, or a client whose own timeout never fires).
     let t0 = Instant::now();
-    let stalled: Vec<Conn> = (0..2)
-        .map(|_| {
-            let mut c = Conn::open(addr, Duration::from_secs(30)).unwrap();
-            c.send_head("POST", "/v1/embeddings", &[], body.len(), false)
-                .unwrap();
-            c.write(&body.as_bytes()[..body.len() / 2]).unwrap();
-            c
-        })
-        .collect();
+    let stalled = stalled_senders(addr, 2, "/v1/embeddings", &body, false, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     // Both slots are held: others get 429 meanwhile...
     let r = http::once(
