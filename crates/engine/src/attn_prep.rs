@@ -50,7 +50,7 @@ impl Kernel for GemmaAttnPrepKernel {
         }
         let (bsz, s) = (shape[0] as usize, shape[1] as usize);
         let half = d / 2;
-        if (cos_shape[0] as usize) < s || cos_shape[1] as usize != half {
+        if cos_shape.len() != 2 || (cos_shape[0] as usize) < s || cos_shape[1] as usize != half || sin.len() != cos.len() {
             return Err(err(format!("GemmaAttnPrep: {s} positions, rope cache {cos_shape:?}")));
         }
         let out_shape = vec![bsz as i64, s as i64, (h * d) as i64];
