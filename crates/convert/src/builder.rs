@@ -60,7 +60,7 @@ impl Builder {
         let bits = match dtype {
             DType::F32 | DType::I32 => 32,
             DType::I64 => 64,
-            DType::F16 => 16,
+            DType::F16 | DType::U16 => 16,
             DType::U8 | DType::I8 | DType::Bool => 8,
             DType::U4 | DType::I4 => 4,
         };

@@ -10,6 +10,7 @@ pub enum DType {
     F32 = 1,
     U8 = 2,
     I8 = 3,
+    U16 = 4,
     I32 = 6,
     I64 = 7,
     Bool = 9,

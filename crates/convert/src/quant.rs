@@ -231,7 +231,7 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
                 (deposium_kernels::pack4(&codes, &scales, &zps, n, k), QMATMUL4, vec![tiles, kb, 4, 64], vec![tiles, kb, 32])
             };
             let wn = b.init(&format!("{name}.q{bits}"), DType::U8, &dims, packed);
-            let sn = b.init_f32(&format!("{name}.q{bits}scales"), &scale_dims, &packed_scales);
+            let sn = b.init(&format!("{name}.q{bits}scales"), DType::U16, &scale_dims, packed_scales.iter().flat_map(|s| s.to_le_bytes()).collect());
             b.node(CUSTOM_DOMAIN, op, &[x, &wn, &sn], 1, vec![]).remove(0)
         }
         Some(bits) => {

@@ -1,7 +1,8 @@
 //! ONNX Runtime custom operators `ai.deposium:QMatMul8` and `ai.deposium:QMatMul4`: `Y = X · Wᵀ` with per-block
 //! (32) int8 activations and 8- or 4-bit weights (deposium-kernels), run on ONNX Runtime's intra-op thread pool.
 //!
-//! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S f32 packed scales. Output: f32 `[..., N]`.
+//! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S packed scales (u16 holding fp16 bits). Output: f32
+//! `[..., N]`.
 use deposium_kernels::{matmul, Packed4, Packed8, QuantizedRows, TILE};
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
@@ -39,7 +40,7 @@ impl Kernel for QMatMulKernel {
         let (x, w, s) = (input(0)?, input(1)?, input(2)?);
         let (x_shape, x) = x.try_extract_tensor::<f32>()?;
         let (w_shape, codes) = w.try_extract_tensor::<u8>()?;
-        let (_, scales) = s.try_extract_tensor::<f32>()?;
+        let (_, scales) = s.try_extract_tensor::<u16>()?;
         let k = *x_shape.last().ok_or_else(|| err("QMatMul: X has no dimensions"))? as usize;
         let n = *w_shape.first().ok_or_else(|| err("QMatMul: W has no dimensions"))? as usize * TILE;
         let m = x.len().checked_div(k).unwrap_or(0);
@@ -74,7 +75,7 @@ impl Operator for QMatMul {
         [
             OperatorInput::required(TensorElementType::Float32),
             OperatorInput::required(TensorElementType::Uint8),
-            OperatorInput::required(TensorElementType::Float32),
+            OperatorInput::required(TensorElementType::Uint16),
         ]
     }
 

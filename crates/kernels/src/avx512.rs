@@ -12,6 +12,12 @@ pub fn available() -> bool {
     })
 }
 
+/// 16 fp16 scales → fp32.
+#[inline(always)]
+unsafe fn scales16(p: *const u16) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+}
+
 /// Rows per micro-tile.
 const MR: usize = 4;
 
@@ -110,7 +116,7 @@ unsafe fn micro8<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRow
             }
         }
         for j in 0..NT {
-            let sw = _mm512_loadu_ps(sp.add(j * nb * TILE + b * TILE));
+            let sw = scales16(sp.add(j * nb * TILE + b * TILE));
             for i in 0..R {
                 let sc = _mm512_mul_ps(sw, _mm512_set1_ps(*sa.add(i * nb + b)));
                 f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sc, f[i][j]);
@@ -158,8 +164,8 @@ unsafe fn micro4<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRow
         }
         for jt in 0..NT {
             let base = sp.add(jt * nb * 2 * TILE + b * 2 * TILE);
-            let sw = _mm512_loadu_ps(base);
-            let zs = _mm512_loadu_ps(base.add(TILE));
+            let sw = scales16(base);
+            let zs = scales16(base.add(TILE));
             for i in 0..R {
                 let sc = _mm512_mul_ps(sw, _mm512_set1_ps(*sa.add(i * nb + b)));
                 let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][jt]), sc, f[i][jt]);

@@ -3,7 +3,7 @@
 //! accuracy_level 4), run with AVX-512 VNNI where the CPU has it and by a portable loop elsewhere.
 //!
 //! Weights are packed once (at conversion) so that one 64-byte load feeds `vpdpbusd` with 4 consecutive k for 16
-//! output columns: codes `[N/16][K/4][16][4]` (u8, value + 128) and scales `[N/16][K/32][16]`.
+//! output columns: codes `[N/16][K/4][16][4]` (u8, value + 128) and scales `[N/16][K/32][16]` (fp16 bits).
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -16,13 +16,13 @@ const TILES_PER_TASK: usize = 2;
 /// A packed weight matrix of `BITS` (8 or 4) bits, borrowed (from an ONNX Runtime initializer or a Vec).
 /// 8-bit: codes `[N/16][K/4][16][4]`, scales `[N/16][K/32][16]`. 4-bit: codes 0..15 two per byte,
 /// `[N/16][K/32][4][16][4]` (low nibble: k quad j, high nibble: quad j + 4 of the block), and per tile and block 16
-/// scales then 16 `scale · zero_point`.
+/// scales then 16 `scale · zero_point`. Scales are fp16 bit patterns (half the bytes of fp32, converted exactly).
 #[derive(Clone, Copy)]
 pub struct Packed<'a, const BITS: u8> {
     pub n: usize,
     pub k: usize,
     pub codes: &'a [u8],
-    pub scales: &'a [f32],
+    pub scales: &'a [u16],
 }
 
 pub type Packed8<'a> = Packed<'a, 8>;
@@ -30,7 +30,7 @@ pub type Packed4<'a> = Packed<'a, 4>;
 
 impl<'a, const BITS: u8> Packed<'a, BITS> {
     /// Checks the lengths against `n` and `k`.
-    pub fn new(n: usize, k: usize, codes: &'a [u8], scales: &'a [f32]) -> Result<Self, String> {
+    pub fn new(n: usize, k: usize, codes: &'a [u8], scales: &'a [u16]) -> Result<Self, String> {
         let (want_codes, want_scales) = if BITS == 4 { (n * k / 2, 2 * n * (k / BLOCK)) } else { (n * k, n * (k / BLOCK)) };
         if !supports(n, k) {
             return Err(format!("packed {BITS}-bit weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"));
@@ -50,6 +50,17 @@ impl<'a, const BITS: u8> Packed<'a, BITS> {
     }
 }
 
+/// fp32 → fp16 bits (round to nearest), the packed scales' storage.
+pub fn f16_bits(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// fp16 bits → fp32 (exact).
+#[inline(always)]
+pub fn f16_value(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
 /// Whether `shape` fits the packed layout.
 pub fn supports(n: usize, k: usize) -> bool {
     n > 0 && n.is_multiple_of(TILE) && k > 0 && k.is_multiple_of(BLOCK)
@@ -57,18 +68,18 @@ pub fn supports(n: usize, k: usize) -> bool {
 
 /// Re-lays block-quantized codes `[n][k]` (u8 = q + 128, blocks of 32 along k) and scales `[n][k/32]` into the
 /// packed layout.
-pub fn pack(codes: &[u8], scales: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+pub fn pack(codes: &[u8], scales: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<u16>) {
     assert!(supports(n, k) && codes.len() == n * k && scales.len() == n * (k / BLOCK));
     let nb = k / BLOCK;
     let mut pc = vec![0u8; n * k];
-    let mut ps = vec![0f32; n * nb];
+    let mut ps = vec![0u16; n * nb];
     for col in 0..n {
         let (t, c) = (col / TILE, col % TILE);
         for kk in 0..k {
             pc[((t * (k / 4) + kk / 4) * TILE + c) * 4 + kk % 4] = codes[col * k + kk];
         }
         for b in 0..nb {
-            ps[(t * nb + b) * TILE + c] = scales[col * nb + b];
+            ps[(t * nb + b) * TILE + c] = f16_bits(scales[col * nb + b]);
         }
     }
     (pc, ps)
@@ -205,7 +216,7 @@ unsafe fn gemm_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>,
                         let code = w.codes[((t * (k / 4) + kk / 4) * TILE + c) * 4 + kk % 4] as i32;
                         acc += code * qa.q[r * k + kk] as i32;
                     }
-                    let sc = w.scales[(t * nb + b) * TILE + c] * qa.scale[r * nb + b];
+                    let sc = f16_value(w.scales[(t * nb + b) * TILE + c]) * qa.scale[r * nb + b];
                     f = (acc as f32).mul_add(sc, f);
                 }
                 *out.add(r * n + col) = f;
@@ -216,11 +227,11 @@ unsafe fn gemm_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>,
 
 /// Re-lays 4-bit codes `[n][k]` (one per byte, 0..15), scales and zero points `[n][k/32]` (w = (code − zp) · scale)
 /// into the packed 4-bit layout.
-pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usize) -> (Vec<u8>, Vec<u16>) {
     let nb = k / BLOCK;
     assert!(supports(n, k) && codes.len() == n * k && scales.len() == n * nb && zero_points.len() == n * nb);
     let mut pc = vec![0u8; n * k / 2];
-    let mut ps = vec![0f32; 2 * n * nb];
+    let mut ps = vec![0u16; 2 * n * nb];
     for col in 0..n {
         let (t, c) = (col / TILE, col % TILE);
         for b in 0..nb {
@@ -231,9 +242,9 @@ pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usiz
                     pc[(((t * nb + b) * 4 + j) * TILE + c) * 4 + i] = lo | (hi << 4);
                 }
             }
-            let s = scales[col * nb + b];
-            ps[(t * nb + b) * 2 * TILE + c] = s;
-            ps[(t * nb + b) * 2 * TILE + TILE + c] = s * zero_points[col * nb + b] as f32;
+            let s = f16_value(f16_bits(scales[col * nb + b]));
+            ps[(t * nb + b) * 2 * TILE + c] = f16_bits(s);
+            ps[(t * nb + b) * 2 * TILE + TILE + c] = f16_bits(s * zero_points[col * nb + b] as f32);
         }
     }
     (pc, ps)
@@ -256,9 +267,9 @@ unsafe fn gemm4_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>
                         }
                     }
                     let base = (t * nb + b) * 2 * TILE;
-                    let sc = w.scales[base + c] * qa.scale[r * nb + b];
+                    let sc = f16_value(w.scales[base + c]) * qa.scale[r * nb + b];
                     f = (acc as f32).mul_add(sc, f);
-                    f = (-w.scales[base + TILE + c]).mul_add(qa.ssum[r * nb + b], f);
+                    f = (-f16_value(w.scales[base + TILE + c])).mul_add(qa.ssum[r * nb + b], f);
                 }
                 *out.add(r * n + col) = f;
             }
@@ -379,7 +390,7 @@ mod four_bit {
             assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
             // Against x · dequantized W: only activation rounding remains.
             let w_deq: Vec<f32> =
-                (0..n * k).map(|i| (codes[i] as f32 - zps[i / BLOCK] as f32) * scales[i / BLOCK]).collect();
+                (0..n * k).map(|i| (codes[i] as f32 - zps[i / BLOCK] as f32) * f16_value(f16_bits(scales[i / BLOCK]))).collect();
             let cos = super::tests::cosine(&super::tests::reference(&x, &w_deq, m, n, k), &y);
             assert!(cos > 0.9999, "cosine {cos} (m={m} n={n} k={k})");
         }
