@@ -50,7 +50,8 @@ pub struct ConvertArgs {
     /// In a 4-bit token table, ids kept at 8 bits: `START-END,...` (END excluded); `none` for no such rows.
     #[arg(long)]
     pub embed_int8_ids: Option<String>,
-    /// Quantize weights the scheme keeps in fp32 whose name contains this (repeatable), e.g. `dense`.
+    /// Quantize weights the scheme keeps in fp32 (or, in a 4-bit scheme, at 8 bits) whose name is this default
+    /// pattern (repeatable), e.g. `dense`, `self_attn`.
     #[arg(long = "quantize")]
     pub quantize: Vec<String>,
     /// MatMulNBits accuracy_level of quantized Dense heads (default: the scheme's).
@@ -102,6 +103,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         q.embed_int8_ids = parse_id_ranges(spec)?;
     }
     q.keep_fp32.retain(|p| !a.quantize.contains(p));
+    q.keep_int8.retain(|p| !a.quantize.contains(p));
     if let Some(l) = a.heads_accuracy_level {
         q.heads_accuracy_level = Some(l);
     }
