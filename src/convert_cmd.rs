@@ -54,6 +54,9 @@ pub struct ConvertArgs {
     /// pattern (repeatable), e.g. `dense`, `self_attn`.
     #[arg(long = "quantize")]
     pub quantize: Vec<String>,
+    /// Activation-aware scaling of 4-bit layers from calibration statistics (int4 default: true).
+    #[arg(long)]
+    pub awq: Option<bool>,
     /// MatMulNBits accuracy_level of quantized Dense heads (default: the scheme's).
     #[arg(long)]
     pub heads_accuracy_level: Option<i64>,
@@ -112,6 +115,12 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}-{}", spec.name.replace(':', "-"), a.scheme)));
     let t0 = std::time::Instant::now();
+    if let Some(v) = a.awq {
+        q.awq = v;
+    }
+    if q.wants_calibration() {
+        q.calib = deposium_convert::awq::CalibMode::Apply(deposium_engine::calibrate::calibration_for(&spec.dir)?);
+    }
     let mut manifest = deposium_convert::convert(&spec.dir, &out, &q).with_context(|| format!("converting {}", spec.dir.display()))?;
     eprintln!("converted in {:.1}s → {} ({:.1} MB)", t0.elapsed().as_secs_f32(), out.display(), manifest.sizes.total_on_disk as f64 / 1e6);
     let reference = a.reference.clone().or_else(|| {

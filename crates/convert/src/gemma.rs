@@ -160,7 +160,19 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     // RotaryEmbedding's position offset: only the fused path without our GemmaAttnPrep op needs it.
     let pos0 = if fused && !uses_attn_prep(q) { b.const_i64(&[0]) } else { String::new() };
 
-    let layer_norm_w = |l: usize, name: &str| w.vector(&layer_key(prefix, l, &format!("{name}.weight")), h);
+    let layer_norm_w = |l: usize, name: &str| -> Result<Vec<f32>> {
+        let nw = w.vector(&layer_key(prefix, l, &format!("{name}.weight")), h)?;
+        // Activation-aware scaling of the 4-bit layer this norm feeds: its 1/s folds into the norm weight.
+        let s = match name {
+            "input_layernorm" => qkv_weights(w, cfg, prefix, l, q)?.and_then(|(wq, n)| q.awq_scales(&layer_key(prefix, l, QKV), &wq, n, h)),
+            "pre_feedforward_layernorm" => gate_up_weights(w, cfg, prefix, l, q)?.and_then(|wg| q.awq_scales(&layer_key(prefix, l, GATE_UP), &wg, 2 * cfg.intermediate_size, h)),
+            _ => None,
+        };
+        Ok(match s {
+            Some(s) => crate::awq::fold_into_gemma_norm(&nw, &s),
+            None => nw,
+        })
+    };
     // With fused ops, the residual add and the next norm are one SkipSimplifiedLayerNormalization.
     let mut hn = rms_norm(&mut b, &x, &layer_norm_w(0, "input_layernorm")?, "layers.0.input_layernorm", eps, 1.0);
     for l in 0..cfg.num_hidden_layers {
@@ -251,13 +263,65 @@ fn split_last(b: &mut Builder, x: &str, sizes: &[usize]) -> Vec<String> {
     b.node("", "Split", &[x, &split], sizes.len(), vec![attr_i("axis", -1)])
 }
 
+const QKV: &str = "self_attn.qkv_proj";
+const GATE_UP: &str = "mlp.gate_up_proj";
+const DOWN: &str = "mlp.down_proj";
+
+/// Whether this build scales 4-bit layers by calibration statistics (fused graphs only: one QKV and one gate/up
+/// MatMul per layer, each fed by one norm).
+fn calibrated(q: &QuantConfig) -> bool {
+    q.fused_ops && matches!(q.calib, crate::awq::CalibMode::Apply(_))
+}
+
+/// Layer `l`'s stacked QKV weight and its row count, when the build is calibrated.
+fn qkv_weights(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Option<(Vec<f32>, usize)>> {
+    if !calibrated(q) {
+        return Ok(None);
+    }
+    let names = ["q_proj", "k_proj", "v_proj"].map(|p| layer_key(prefix, l, &format!("self_attn.{p}.weight")));
+    let (stacked, sizes) = stack_rows(w, &names, cfg.hidden_size)?;
+    Ok(Some((stacked, sizes.iter().sum())))
+}
+
+/// Layer `l`'s down projection and its activation-aware input scales, when calibrated.
+fn down_weights(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
+    let name = layer_key(prefix, l, DOWN);
+    let wd = w.matrix(&format!("{name}.weight"), h, inter)?.data;
+    let s = if calibrated(q) { q.awq_scales(&name, &wd, h, inter) } else { None };
+    Ok((wd, s))
+}
+
+/// Layer `l`'s stacked gate/up weight `[2·inter, h]`, the up rows divided by the down projection's input scales.
+fn gate_up_weights(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Option<Vec<f32>>> {
+    if !calibrated(q) {
+        return Ok(None);
+    }
+    Ok(Some(gate_up_stacked(w, cfg, prefix, l, q)?))
+}
+
+fn gate_up_stacked(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Vec<f32>> {
+    let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
+    let lp = |s: &str| layer_key(prefix, l, s);
+    let (mut stacked, _) = stack_rows(w, &[lp("mlp.gate_proj.weight"), lp("mlp.up_proj.weight")], h)?;
+    if let (_, Some(s)) = down_weights(w, cfg, prefix, l, q)? {
+        for (row, s) in stacked[inter * h..].chunks_mut(h).zip(&s) {
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+    }
+    Ok(stacked)
+}
+
 fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, q: &QuantConfig) -> Result<String> {
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
     let lp = |s: &str| layer_key(prefix, l, s);
     let (gate, up) = if q.fused_ops {
-        let (stacked, sizes) = stack_rows(w, &[lp("mlp.gate_proj.weight"), lp("mlp.up_proj.weight")], h)?;
-        let gu = linear(b, hn, &lp("mlp.gate_up_proj"), &stacked, 2 * inter, h, None, q);
-        let parts = split_last(b, &gu, &sizes);
+        let mut stacked = gate_up_stacked(w, cfg, prefix, l, q)?;
+        if let Some(s) = q.awq_scales(&lp(GATE_UP), &stacked, 2 * inter, h) {
+            stacked = crate::quant::scale_columns(&stacked, h, &s);
+        }
+        let gu = linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, None, q);
+        let parts = split_last(b, &gu, &[inter, inter]);
         (parts[0].clone(), parts[1].clone())
     } else {
         let wg = w.matrix(&lp("mlp.gate_proj.weight"), inter, h)?;
@@ -267,8 +331,11 @@ fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize,
     };
     let act = b.op("Gelu", &[&gate], vec![attr_s("approximate", "tanh")]);
     let prod = b.op("Mul", &[&act, &up], vec![]);
-    let wd = w.matrix(&lp("mlp.down_proj.weight"), h, inter)?;
-    Ok(linear(b, &prod, &lp("mlp.down_proj"), &wd.data, h, inter, None, q))
+    let (mut wd, s) = down_weights(w, cfg, prefix, l, q)?;
+    if let Some(s) = s {
+        wd = crate::quant::scale_columns(&wd, inter, &s);
+    }
+    Ok(linear(b, &prod, &lp(DOWN), &wd, h, inter, None, q))
 }
 
 /// Quantized graphs with our kernels also use our GemmaAttnPrep op (fp32 graphs keep stock ops only).
@@ -285,9 +352,12 @@ fn attention_fused(
     let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
     let lp = |s: &str| layer_key(prefix, l, s);
     let names = [lp("self_attn.q_proj.weight"), lp("self_attn.k_proj.weight"), lp("self_attn.v_proj.weight")];
-    let (stacked, sizes) = stack_rows(w, &names, h)?;
+    let (mut stacked, sizes) = stack_rows(w, &names, h)?;
     let n_total: usize = sizes.iter().sum();
-    let qkv = linear(b, hn, &lp("self_attn.qkv_proj"), &stacked, n_total, h, None, q);
+    if let Some(s) = q.awq_scales(&lp(QKV), &stacked, n_total, h) {
+        stacked = crate::quant::scale_columns(&stacked, h, &s);
+    }
+    let qkv = linear(b, hn, &lp(QKV), &stacked, n_total, h, None, q);
     let (qx, kx, vx) = if uses_attn_prep(q) {
         // Our GemmaAttnPrep op: split, q/k norms, RoPE and kv-head repetition in one node.
         let qs = norm_scale(&w.vector(&lp("self_attn.q_norm.weight"), hd)?, attn_scale);

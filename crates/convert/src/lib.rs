@@ -2,6 +2,7 @@
 //!
 //! `convert(src, out, quant)` writes a portable model directory: `model.onnx` + `model.onnx_data`, the tokenizer and
 //! configs, and `deposium.json` (the manifest: scheme, source sha256, sizes, measured fidelity when known).
+pub mod awq;
 pub mod bert;
 pub mod builder;
 pub mod gemma;
@@ -209,14 +210,20 @@ const COPY_FILES: &[&str] = &[
     "sentence_bert_config.json",
 ];
 
-/// Build the ONNX graph for `src` with `q`, and write a model directory to `out` (atomically).
-pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
+/// Write the fp32 graph of `src` with every layer's input as an extra output (`awq::CALIB_PREFIX` + name) to `dir`.
+pub fn write_calibration_graph(src: &Path, dir: &Path) -> Result<()> {
+    let mut q = QuantConfig::from_scheme("fp32")?;
+    q.calib = awq::CalibMode::Record;
+    let (builder, ..) = build_graph(src, &q)?;
+    builder.model.write_dir(dir).with_context(|| format!("writing {}", dir.display()))
+}
+
+/// The graph of `src` with `q`: (builder, family, output dim, max tokens).
+fn build_graph(src: &Path, q: &QuantConfig) -> Result<(Builder, String, usize, usize)> {
     let family = detect_family(src)?;
     let st = StConfig::load(src)?;
     let dense = load_dense(&st)?;
-    let wpath = src.join("model.safetensors");
-    let w = Weights::open(&wpath)?;
-    let t0 = std::time::Instant::now();
+    let w = Weights::open(&src.join("model.safetensors"))?;
     let (builder, dim, max_tokens) = match family.as_str() {
         "gemma3" => {
             let cfg: gemma::Gemma3Config = st_config::read_json(&src.join("config.json"))?;
@@ -235,6 +242,15 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
     if st.pooling != Pooling::Mean && family == "gemma3" {
         bail!("gemma3 graphs pool by mean only");
     }
+    Ok((builder, family, dim, max_tokens))
+}
+
+/// Build the ONNX graph for `src` with `q`, and write a model directory to `out` (atomically).
+pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
+    let st = StConfig::load(src)?;
+    let wpath = src.join("model.safetensors");
+    let t0 = std::time::Instant::now();
+    let (builder, family, dim, max_tokens) = build_graph(src, q)?;
     let mut sizes = Sizes::default();
     for t in &builder.model.initializers {
         let n = t.raw.len() as u64;

@@ -1,7 +1,8 @@
 //! Linear layers and embedding tables, in fp32 or block-quantized (MatMulNBits / GatherBlockQuantized).
 use serde::{Deserialize, Serialize};
 
-use crate::builder::{Builder, CUSTOM_DOMAIN, QMATMUL4, QMATMUL8};
+use crate::awq::{CalibMode, CALIB_PREFIX};
+use crate::builder::{fixed, sym, Builder, CUSTOM_DOMAIN, QMATMUL4, QMATMUL8};
 use crate::proto::{attr_i, DType};
 
 /// How to store weights.
@@ -49,6 +50,12 @@ pub struct QuantConfig {
     /// Runtime ops only (a portable graph).
     #[serde(default)]
     pub custom_kernel: bool,
+    /// 4-bit layers scaled by calibration statistics (see `awq`).
+    #[serde(default)]
+    pub awq: bool,
+    /// Calibration for this build (never serialized: the manifest records `awq`, the statistics are re-measured).
+    #[serde(skip)]
+    pub calib: CalibMode,
 }
 
 fn yes() -> bool {
@@ -73,6 +80,8 @@ impl QuantConfig {
             heads_accuracy_level: None,
             fused_ops: true,
             custom_kernel: true,
+            awq: false,
+            calib: CalibMode::Off,
         };
         Ok(match scheme {
             "fp32" => base,
@@ -98,6 +107,7 @@ impl QuantConfig {
                 embed_scales_f16: true,
                 keep_fp32: vec!["dense".into()],
                 keep_int8: vec!["self_attn".into(), "down_proj".into()],
+                awq: true,
                 ..base
             },
             s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, int4)"),
@@ -107,6 +117,49 @@ impl QuantConfig {
     fn keeps(&self, name: &str) -> bool {
         self.keep_fp32.iter().any(|p| name.contains(p.as_str()))
     }
+
+    /// Bits of linear layer `name` (None: fp32).
+    pub fn linear_bits_for(&self, name: &str) -> Option<u8> {
+        if self.keeps(name) {
+            None
+        } else if self.linear_bits == Some(4) && self.keep_int8.iter().any(|p| name.contains(p.as_str())) {
+            Some(8)
+        } else {
+            self.linear_bits
+        }
+    }
+
+    /// Whether this build needs calibration statistics (4-bit layers with `awq`).
+    pub fn wants_calibration(&self) -> bool {
+        self.awq && self.linear_bits == Some(4)
+    }
+
+    /// Activation-aware input scales for 4-bit layer `name` (weight `[n, k]`), when calibrated; the caller
+    /// multiplies the weight's columns by them and divides the layer's input upstream.
+    pub fn awq_scales(&self, name: &str, w: &[f32], n: usize, k: usize) -> Option<Vec<f32>> {
+        let CalibMode::Apply(cal) = &self.calib else { return None };
+        if !self.awq || self.linear_bits_for(name) != Some(4) {
+            return None;
+        }
+        let (block, asym) = (self.block, self.asymmetric);
+        let qdq = move |x: &[f32]| -> Vec<f32> {
+            let rows = x.len() / k;
+            let kb = k.div_ceil(block);
+            let (codes, scales, zps) = if asym {
+                quantize_blocks_asym4(x, rows, k, block)
+            } else {
+                let (c, s) = quantize_blocks(x, rows, k, block, 4);
+                (c, s, vec![8u8; rows * kb])
+            };
+            (0..rows * k).map(|i| (codes[(i / k) * kb * block + i % k] as f32 - zps[(i / k) * kb + (i % k) / block] as f32) * scales[(i / k) * kb + (i % k) / block]).collect()
+        };
+        cal.scales(name, &format!("b{block}a{asym}"), w, n, k, &qdq)
+    }
+}
+
+/// `w[r][j] · s[j]` for a row-major `[n, k]` matrix.
+pub fn scale_columns(w: &[f32], k: usize, s: &[f32]) -> Vec<f32> {
+    w.chunks(k).flat_map(|row| row.iter().zip(s).map(|(x, s)| x * s)).collect()
 }
 
 /// Symmetric per-block quantization of a row-major `[rows, k]` matrix along k.
@@ -196,14 +249,10 @@ pub fn pack4(codes: &[u8]) -> Vec<u8> {
 
 /// `x @ W^T (+ bias)` for a PyTorch-layout weight `w` `[n_out, k_in]`.
 pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, q: &QuantConfig) -> String {
-    let bits = if q.keeps(name) {
-        None
-    } else if q.linear_bits == Some(4) && q.keep_int8.iter().any(|p| name.contains(p.as_str())) {
-        Some(8)
-    } else {
-        q.linear_bits
-    };
-    match bits {
+    if q.calib == CalibMode::Record && name.contains("layers.") {
+        b.output(x, &format!("{CALIB_PREFIX}{name}"), DType::F32, vec![sym("batch"), sym("sequence"), fixed(k as i64)]);
+    }
+    match q.linear_bits_for(name) {
         None => {
             let wt = crate::weights::transpose(w, n, k);
             let wn = b.init_f32(name, &[k as i64, n as i64], &wt);

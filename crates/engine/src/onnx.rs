@@ -170,7 +170,10 @@ pub fn ensure_converted(src: &Path, scheme: &str) -> Result<PathBuf> {
     if out.join("deposium.json").exists() && out.join("model.onnx").exists() {
         return Ok(out);
     }
-    let q = QuantConfig::from_scheme(scheme).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+    let mut q = QuantConfig::from_scheme(scheme).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+    if q.wants_calibration() {
+        q.calib = deposium_convert::awq::CalibMode::Apply(crate::calibrate::calibration_for(src)?);
+    }
     tracing::info!(src = %src.display(), scheme, out = %out.display(), "building ONNX graph from safetensors (once; cached)");
     std::fs::create_dir_all(paths::converted_dir()).map_err(load_err)?;
     deposium_convert::convert(src, &out, &q).map_err(|e| EngineError::Load(format!("{e:#}")))?;
@@ -211,7 +214,7 @@ impl OnnxModel {
         )))
     }
 
-    fn session(path: &Path) -> Result<Session> {
+    pub(crate) fn session(path: &Path) -> Result<Session> {
         // ONNX Runtime registers a custom op domain's version in a process-wide map without a lock: two sessions
         // built at once can both try to add `ai.deposium` and one fails ("domain is already exist").
         static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -237,7 +240,7 @@ impl OnnxModel {
         b.commit_from_file(path).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))
     }
 
-    fn tokenizer(dir: &Path) -> Result<tokenizers::Tokenizer> {
+    pub(crate) fn tokenizer(dir: &Path) -> Result<tokenizers::Tokenizer> {
         // Converted directories hold it zstd-compressed (tokenizer.json.zst).
         let p = dir.join("tokenizer.json");
         let bytes = deposium_convert::read_tokenizer_json(dir)
