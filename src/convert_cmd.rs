@@ -57,6 +57,9 @@ pub struct ConvertArgs {
     /// Activation-aware scaling of 4-bit layers from calibration statistics (int4 default: true).
     #[arg(long)]
     pub awq: Option<bool>,
+    /// GPTQ rounding of 4-bit layers from calibration statistics (int4 default: true).
+    #[arg(long)]
+    pub gptq: Option<bool>,
     /// MatMulNBits accuracy_level of quantized Dense heads (default: the scheme's).
     #[arg(long)]
     pub heads_accuracy_level: Option<i64>,
@@ -115,6 +118,9 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}-{}", spec.name.replace(':', "-"), a.scheme)));
     let t0 = std::time::Instant::now();
+    if let Some(v) = a.gptq {
+        q.gptq = v;
+    }
     if let Some(v) = a.awq {
         q.awq = v;
     }

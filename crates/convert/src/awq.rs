@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 
 /// Texts run through the fp32 graph to measure each layer's input statistics (several languages, lengths and
 /// registers; the prompts of the model are added in front by the caller).
@@ -17,18 +16,19 @@ pub const CALIBRATION_TEXTS: &str = include_str!("calibration_texts.txt");
 /// Graph outputs recording a linear layer's input: `CALIB_PREFIX` + layer name.
 pub const CALIB_PREFIX: &str = "calib:";
 
-/// Per-layer mean of x² over calibration tokens, by linear layer name.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Per-layer input statistics over calibration tokens, by linear layer name: `E[xᵀx]` `[k, k]` (row-major) and
+/// its diagonal `E[x²]`.
+#[derive(Debug, Default)]
 pub struct Calibration {
     pub tokens: usize,
     pub mean_sq: HashMap<String, Vec<f32>>,
-    #[serde(skip)]
+    pub second_moment: HashMap<String, Vec<f32>>,
     memo: Mutex<HashMap<String, Option<Vec<f32>>>>,
 }
 
 impl PartialEq for Calibration {
     fn eq(&self, other: &Self) -> bool {
-        self.tokens == other.tokens && self.mean_sq == other.mean_sq
+        self.tokens == other.tokens && self.second_moment == other.second_moment
     }
 }
 
@@ -46,8 +46,21 @@ pub enum CalibMode {
 const ALPHAS: [f32; 9] = [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0];
 
 impl Calibration {
-    pub fn new(tokens: usize, mean_sq: HashMap<String, Vec<f32>>) -> Self {
-        Calibration { tokens, mean_sq, memo: Mutex::new(HashMap::new()) }
+    /// From `E[xᵀx]` per layer (`[k, k]`).
+    pub fn new(tokens: usize, second_moment: HashMap<String, Vec<f32>>) -> Self {
+        let mean_sq = second_moment
+            .iter()
+            .map(|(name, h)| {
+                let k = (h.len() as f64).sqrt() as usize;
+                (name.clone(), (0..k).map(|i| h[i * k + i]).collect())
+            })
+            .collect();
+        Calibration { tokens, mean_sq, second_moment, memo: Mutex::new(HashMap::new()) }
+    }
+
+    /// Scales `scales` already chose for `name` (None: none chosen or not scaled).
+    pub fn chosen_scales(&self, name: &str, variant: &str) -> Option<Vec<f32>> {
+        self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&format!("{name}|{variant}")).cloned().flatten()
     }
 
     /// Input-channel scales for layer `name` (weight `[n, k]`), or None when there are no statistics for it or
@@ -129,7 +142,8 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
         // Four channels carry inputs 30× larger than the rest.
         let m: Vec<f32> = (0..k).map(|j| if j % 16 == 3 { 900.0 } else { 1.0 }).collect();
-        let cal = Calibration::new(1, HashMap::from([("l".to_string(), m.clone())]));
+        let h: Vec<f32> = (0..k * k).map(|i| if i / k == i % k { m[i % k] } else { 0.0 }).collect();
+        let cal = Calibration::new(1, HashMap::from([("l".to_string(), h)]));
         let qdq = |x: &[f32]| qdq_rows(x, k);
         let s = cal.scales("l", "a", &w, n, k, &qdq).expect("scaling helps here");
         assert!(s[3] > s[0]);

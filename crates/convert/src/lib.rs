@@ -4,6 +4,7 @@
 //! configs, and `deposium.json` (the manifest: scheme, source sha256, sizes, measured fidelity when known).
 pub mod awq;
 pub mod bert;
+pub mod gptq;
 pub mod builder;
 pub mod gemma;
 pub mod proto;
