@@ -51,7 +51,7 @@ impl Gemma3Config {
     fn is_sliding(&self, layer: usize) -> bool {
         match self.layer_types.get(layer) {
             Some(t) => t == "sliding_attention",
-            None => (layer + 1) % self._sliding_window_pattern != 0,
+            None => !(layer + 1).is_multiple_of(self._sliding_window_pattern),
         }
     }
 

@@ -288,6 +288,7 @@ pub fn pack4(codes: &[u8]) -> Vec<u8> {
 }
 
 /// `x @ W^T (+ bias)` for a PyTorch-layout weight `w` `[n_out, k_in]`.
+#[allow(clippy::too_many_arguments)]
 pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, q: &QuantConfig) -> String {
     if q.calib == CalibMode::Record && name.contains("layers.") {
         // E[xᵀx] summed over this run's tokens: [B·S, k]ᵀ · [B·S, k].
@@ -374,6 +375,7 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
 }
 
 /// Token embedding lookup `table[ids] * scale` (`table` is `[vocab, dim]`).
+#[allow(clippy::too_many_arguments)]
 pub fn embedding(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usize, dim: usize, scale: f32, q: &QuantConfig) -> String {
     let bits = if q.keeps(name) { None } else { q.embed_bits };
     let Some(bits) = bits else {
