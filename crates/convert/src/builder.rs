@@ -7,6 +7,7 @@ pub const CUSTOM_DOMAIN: &str = "ai.deposium";
 pub const QMATMUL8: &str = "QMatMul8";
 pub const QMATMUL4: &str = "QMatMul4";
 pub const GEMMA_ATTN_PREP: &str = "GemmaAttnPrep";
+pub const GEMMA_NORM_ADD_NORM: &str = "GemmaNormAddNorm";
 
 #[derive(Default)]
 pub struct Builder {

@@ -183,17 +183,18 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         } else {
             attention_reference(&mut b, w, cfg, prefix, l, &hn, cos, sin, bias, attn_scale, q)?
         };
-        let attn = rms_norm(&mut b, &attn, &layer_norm_w(l, "post_attention_layernorm")?, &lp("post_attention_layernorm"), eps, 1.0);
-        let (hn2, x2) = add_norm(&mut b, &attn, &x, &layer_norm_w(l, "pre_feedforward_layernorm")?, &lp("pre_feedforward_layernorm"), eps, fused);
+        let post = (layer_norm_w(l, "post_attention_layernorm")?, lp("post_attention_layernorm"));
+        let pre_ff = (layer_norm_w(l, "pre_feedforward_layernorm")?, lp("pre_feedforward_layernorm"));
+        let (hn2, x2) = norm_add_norm(&mut b, &attn, &x, post, pre_ff, eps, q);
         x = x2;
         let down = mlp(&mut b, w, cfg, prefix, l, &hn2, q)?;
-        let down = rms_norm(&mut b, &down, &layer_norm_w(l, "post_feedforward_layernorm")?, &lp("post_feedforward_layernorm"), eps, 1.0);
-        let (next_w, next_name) = if l + 1 < cfg.num_hidden_layers {
+        let post = (layer_norm_w(l, "post_feedforward_layernorm")?, lp("post_feedforward_layernorm"));
+        let next = if l + 1 < cfg.num_hidden_layers {
             (layer_norm_w(l + 1, "input_layernorm")?, format!("layers.{}.input_layernorm", l + 1))
         } else {
             (w.vector(&p("norm.weight"), h)?, "final_norm".to_string())
         };
-        let (hn_next, x_next) = add_norm(&mut b, &down, &x, &next_w, &next_name, eps, fused);
+        let (hn_next, x_next) = norm_add_norm(&mut b, &down, &x, post, next, eps, q);
         hn = hn_next;
         x = x_next;
     }
@@ -243,6 +244,20 @@ fn add_norm(b: &mut Builder, branch: &str, x: &str, w: &[f32], name: &str, eps: 
     node.outputs[1].clear();
     node.outputs[2].clear();
     (outs[0].clone(), outs[3].clone())
+}
+
+/// `sum = x + rms_norm(branch)·post`, `normed = rms_norm(sum)·next` → (normed, sum): one `GemmaNormAddNorm` node
+/// where our ops are in use, else SimplifiedLayerNormalization then Add + norm (`add_norm`).
+fn norm_add_norm(b: &mut Builder, branch: &str, x: &str, post: (Vec<f32>, String), next: (Vec<f32>, String), eps: f32, q: &QuantConfig) -> (String, String) {
+    if !(q.fused_ops && uses_attn_prep(q)) {
+        let normed = rms_norm(b, branch, &post.0, &post.1, eps, 1.0);
+        return add_norm(b, &normed, x, &next.0, &next.1, eps, q.fused_ops);
+    }
+    let ps = b.init_f32(&post.1, &[post.0.len() as i64], &norm_scale(&post.0, 1.0));
+    let ns = b.init_f32(&next.1, &[next.0.len() as i64], &norm_scale(&next.0, 1.0));
+    let mut outs = b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::GEMMA_NORM_ADD_NORM, &[branch, x, &ps, &ns], 2, vec![attr_f("epsilon", eps)]);
+    let sum = outs.pop().unwrap();
+    (outs.pop().unwrap(), sum)
 }
 
 /// Rows of several PyTorch-layout weights stacked into one `[sum(n), k]` matrix (one fused MatMul).

@@ -20,13 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use builder::Builder;
 use proto::attr_i;
-pub use builder::{CUSTOM_DOMAIN, GEMMA_ATTN_PREP, QMATMUL4, QMATMUL8};
+pub use builder::{CUSTOM_DOMAIN, GEMMA_ATTN_PREP, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
 pub use quant::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;
 
 /// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
-pub const GRAPH_VERSION: u32 = 11;
+pub const GRAPH_VERSION: u32 = 12;
 
 /// A sentence-transformers Dense layer after pooling.
 pub struct DenseHead {
