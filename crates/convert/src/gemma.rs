@@ -327,25 +327,35 @@ fn gate_up_stacked(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &
     Ok(stacked)
 }
 
+/// `gelu_tanh(gate) ⊙ up`.
+fn geglu(b: &mut Builder, gate: &str, up: &str) -> String {
+    let act = b.op("Gelu", &[gate], vec![attr_s("approximate", "tanh")]);
+    b.op("Mul", &[&act, up], vec![])
+}
+
 fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, q: &QuantConfig) -> Result<String> {
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
     let lp = |s: &str| layer_key(prefix, l, s);
-    let (gate, up) = if q.fused_ops {
+    let prod = if q.fused_ops {
         let mut stacked = gate_up_stacked(w, cfg, prefix, l, q)?;
         if let Some(s) = q.awq_scales(&lp(GATE_UP), &stacked, 2 * inter, h) {
             stacked = crate::quant::scale_columns(&stacked, h, &s);
         }
-        let gu = linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, None, q);
-        let parts = split_last(b, &gu, &[inter, inter]);
-        (parts[0].clone(), parts[1].clone())
+        match crate::quant::geglu_linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, q) {
+            Some(prod) => prod,
+            None => {
+                let gu = linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, None, q);
+                let parts = split_last(b, &gu, &[inter, inter]);
+                geglu(b, &parts[0], &parts[1])
+            }
+        }
     } else {
         let wg = w.matrix(&lp("mlp.gate_proj.weight"), inter, h)?;
         let gate = linear(b, hn, &lp("mlp.gate_proj"), &wg.data, inter, h, None, q);
         let wu = w.matrix(&lp("mlp.up_proj.weight"), inter, h)?;
-        (gate, linear(b, hn, &lp("mlp.up_proj"), &wu.data, inter, h, None, q))
+        let up = linear(b, hn, &lp("mlp.up_proj"), &wu.data, inter, h, None, q);
+        geglu(b, &gate, &up)
     };
-    let act = b.op("Gelu", &[&gate], vec![attr_s("approximate", "tanh")]);
-    let prod = b.op("Mul", &[&act, &up], vec![]);
     let (mut wd, s) = down_weights(w, cfg, prefix, l, q)?;
     if let Some(s) = s {
         wd = crate::quant::scale_columns(&wd, inter, &s);

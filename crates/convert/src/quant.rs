@@ -311,24 +311,7 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
                 None => y,
             }
         }
-        Some(bits @ (4 | 8)) if q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && bias.is_none() => {
-            let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
-            let ((packed, packed_scales), op, dims, scale_dims) = if bits == 8 {
-                let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
-                (deposium_kernels::pack(&codes, &scales, n, k), QMATMUL8, vec![tiles, (k / 4) as i64, 64], vec![tiles, kb, 16])
-            } else {
-                let (codes, scales, zps) = if q.asymmetric {
-                    q.quantize_asym4(name, w, n, k)
-                } else {
-                    let (c, s) = quantize_blocks(w, n, k, q.block, 4);
-                    (c, s, vec![8u8; n * kb as usize]) // symmetric: code = q + 8
-                };
-                (deposium_kernels::pack4(&codes, &scales, &zps, n, k), QMATMUL4, vec![tiles, kb, 4, 64], vec![tiles, kb, 32])
-            };
-            let wn = b.init(&format!("{name}.q{bits}"), DType::U8, &dims, packed);
-            let sn = b.init(&format!("{name}.q{bits}scales"), DType::U16, &scale_dims, packed_scales.iter().flat_map(|s| s.to_le_bytes()).collect());
-            b.node(CUSTOM_DOMAIN, op, &[x, &wn, &sn], 1, vec![]).remove(0)
-        }
+        Some(bits) if custom_kernel_bits(q, Some(bits), n, k, bias.is_some()) => custom_linear(b, x, name, w, n, k, bits, q, vec![]),
         Some(bits) => {
             let block = q.block;
             let kb = k.div_ceil(block);
@@ -372,6 +355,40 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
             )
         }
     }
+}
+
+/// Whether a layer of `bits` runs on our QMatMul kernels.
+fn custom_kernel_bits(q: &QuantConfig, bits: Option<u8>, n: usize, k: usize, has_bias: bool) -> bool {
+    matches!(bits, Some(4 | 8)) && q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && !has_bias
+}
+
+/// `ai.deposium:QMatMul8` / `QMatMul4` for `w` `[n, k]`.
+#[allow(clippy::too_many_arguments)]
+fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bits: u8, q: &QuantConfig, attrs: Vec<crate::proto::Attr>) -> String {
+    let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
+    let ((packed, packed_scales), op, dims, scale_dims) = if bits == 8 {
+        let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
+        (deposium_kernels::pack(&codes, &scales, n, k), QMATMUL8, vec![tiles, (k / 4) as i64, 64], vec![tiles, kb, 16])
+    } else {
+        let (codes, scales, zps) = if q.asymmetric {
+            q.quantize_asym4(name, w, n, k)
+        } else {
+            let (c, s) = quantize_blocks(w, n, k, q.block, 4);
+            (c, s, vec![8u8; n * kb as usize]) // symmetric: code = q + 8
+        };
+        (deposium_kernels::pack4(&codes, &scales, &zps, n, k), QMATMUL4, vec![tiles, kb, 4, 64], vec![tiles, kb, 32])
+    };
+    let wn = b.init(&format!("{name}.q{bits}"), DType::U8, &dims, packed);
+    let sn = b.init(&format!("{name}.q{bits}scales"), DType::U16, &scale_dims, packed_scales.iter().flat_map(|s| s.to_le_bytes()).collect());
+    b.node(CUSTOM_DOMAIN, op, &[x, &wn, &sn], 1, attrs).remove(0)
+}
+
+/// `gelu_tanh(x · Wgᵀ) ⊙ (x · Wuᵀ)` for a stacked gate/up weight `[2·inter, k]` as one QMatMul node (attribute
+/// `geglu`), where the layer runs on our kernels; None otherwise (the caller emits MatMul, Split, Gelu, Mul).
+pub fn geglu_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, q: &QuantConfig) -> Option<String> {
+    let bits = q.linear_bits_for(name);
+    (custom_kernel_bits(q, bits, n, k, false) && (n / 2).is_multiple_of(deposium_kernels::TILE))
+        .then(|| custom_linear(b, x, name, w, n, k, bits.unwrap(), q, vec![attr_i("geglu", 1)]))
 }
 
 /// Token embedding lookup `table[ids] * scale` (`table` is `[vocab, dim]`).

@@ -2,8 +2,9 @@
 //! (32) int8 activations and 8- or 4-bit weights (deposium-kernels), run on ONNX Runtime's intra-op thread pool.
 //!
 //! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S packed scales (u16 holding fp16 bits). Output: f32
-//! `[..., N]`.
-use deposium_kernels::{matmul, Packed4, Packed8, QuantizedRows, TILE};
+//! `[..., N]`; with attribute `geglu = 1`, `gelu_tanh(Y[.., :N/2]) ⊙ Y[.., N/2:]` `[..., N/2]` (a gate/up projection
+//! and its activation in one node).
+use deposium_kernels::{geglu_rows, matmul, OutPtr, Packed4, Packed8, QuantizedRows, TILE};
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
@@ -15,11 +16,17 @@ struct QMatMul {
 
 struct QMatMulKernel {
     bits: u8,
+    geglu: bool,
 }
+
+/// Largest gate/up buffer kept between calls (4 MB: 2304 columns × ~450 rows).
+const GATE_UP_KEEP_FLOATS: usize = 1 << 20;
 
 thread_local! {
     /// Quantized activations, shared by every QMatMul node run on this thread (one buffer, not one per layer).
     static SCRATCH: std::cell::RefCell<QuantizedRows> = std::cell::RefCell::new(QuantizedRows::default());
+    /// The gate/up product before its GeGLU epilogue.
+    static GATE_UP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `f(i)` for `i in 0..total` on ONNX Runtime's intra-op thread pool (in the calling thread when there is one task
@@ -44,19 +51,44 @@ impl Kernel for QMatMulKernel {
         let k = *x_shape.last().ok_or_else(|| err("QMatMul: X has no dimensions"))? as usize;
         let n = *w_shape.first().ok_or_else(|| err("QMatMul: W has no dimensions"))? as usize * TILE;
         let m = x.len().checked_div(k).unwrap_or(0);
+        let out_n = if self.geglu { n / 2 } else { n };
         let mut out_shape = x_shape.to_vec();
-        *out_shape.last_mut().unwrap() = n as i64;
+        *out_shape.last_mut().unwrap() = out_n as i64;
         let mut y = ctx.output(0, out_shape)?.ok_or_else(|| err("QMatMul: output missing"))?;
         let (_, out) = y.try_extract_tensor_mut::<f32>()?;
         let par = |total: usize, f: &(dyn Fn(usize) + Sync)| par_for(ctx, total, f);
-        if self.bits == 4 {
-            let w = Packed4::new(n, k, codes, scales).map_err(err)?;
-            SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
-        } else {
-            let w = Packed8::new(n, k, codes, scales).map_err(err)?;
-            SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
+        let run = |out: &mut [f32]| -> ort::Result<()> {
+            if self.bits == 4 {
+                let w = Packed4::new(n, k, codes, scales).map_err(err)?;
+                SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
+            } else {
+                let w = Packed8::new(n, k, codes, scales).map_err(err)?;
+                SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
+            }
+            Ok(())
+        };
+        if !self.geglu {
+            return run(out);
         }
-        Ok(())
+        if n % 2 != 0 {
+            return Err(err(format!("QMatMul: geglu needs an even N (got {n})")));
+        }
+        GATE_UP.with_borrow_mut(|gu| -> ort::Result<()> {
+            gu.resize(m * n, 0.0);
+            run(gu)?;
+            let (y, half, dst, rows_per) = (&gu[..], out_n, OutPtr(out.as_mut_ptr()), 16);
+            par(m.div_ceil(rows_per), &|c| {
+                let (r0, r1) = (c * rows_per, ((c + 1) * rows_per).min(m));
+                // SAFETY: each task writes only its own rows of the output, which holds m · half values.
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r0 * half), (r1 - r0) * half) };
+                geglu_rows(&y[r0 * n..r1 * n], half, o);
+            });
+            // Keep small buffers for the next call; give large ones (long batches) back.
+            if gu.capacity() > GATE_UP_KEEP_FLOATS {
+                *gu = Vec::new();
+            }
+            Ok(())
+        })
     }
 }
 
@@ -83,8 +115,9 @@ impl Operator for QMatMul {
         [OperatorOutput::required(TensorElementType::Float32)]
     }
 
-    fn create_kernel<'attr>(&self, _: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        Ok(QMatMulKernel { bits: self.bits })
+    fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+        let geglu = kctx.get::<i64>("geglu").unwrap_or(0) == 1;
+        Ok(QMatMulKernel { bits: self.bits, geglu })
     }
 }
 

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use crate::{Packed, QuantizedRows, BLOCK, TILE};
+use crate::{Packed, QuantizedRows, BLOCK, EXP2_C, GELU_K, LOG2E, TILE};
 
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -176,6 +176,37 @@ unsafe fn micro4<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRow
     for (i, row) in f.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
             _mm512_storeu_ps(out.add((r0 + i) * n + (t + j) * TILE), *v);
+        }
+    }
+}
+
+/// `geglu_rows` 16 columns at a time: `e^x` as `2^n · p(f)` with `vscalefps`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
+    let full = half / 16 * 16;
+    let c: [__m512; 8] = EXP2_C.map(|v| _mm512_set1_ps(v));
+    let (k, a3, one) = (_mm512_set1_ps(GELU_K), _mm512_set1_ps(0.044_715), _mm512_set1_ps(1.0));
+    let (lo, hi, log2e, m2) = (_mm512_set1_ps(-87.0), _mm512_set1_ps(88.0), _mm512_set1_ps(LOG2E), _mm512_set1_ps(-2.0));
+    for (row, o) in y.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
+        let (gp, up, op) = (row.as_ptr(), row.as_ptr().add(half), o.as_mut_ptr());
+        let mut j = 0;
+        while j < full {
+            let g = _mm512_loadu_ps(gp.add(j));
+            let u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(a3, _mm512_mul_ps(g, g)), g, g));
+            let t = _mm512_mul_ps(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(m2, u), lo), hi), log2e);
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+            let f = _mm512_sub_ps(t, n);
+            let mut p = c[7];
+            for ci in c[..7].iter().rev() {
+                p = _mm512_fmadd_ps(p, f, *ci);
+            }
+            let e = _mm512_scalef_ps(p, n);
+            let gelu = _mm512_div_ps(g, _mm512_add_ps(one, e));
+            _mm512_storeu_ps(op.add(j), _mm512_mul_ps(gelu, _mm512_loadu_ps(up.add(j))));
+            j += 16;
+        }
+        for j in full..half {
+            *op.add(j) = crate::gelu_tanh(*gp.add(j)) * *up.add(j);
         }
     }
 }

@@ -277,6 +277,53 @@ unsafe fn gemm4_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>
     }
 }
 
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// Taylor coefficients of `2^f = e^(f·ln 2)`.
+const EXP2_C: [f32; 8] = [1.0, 0.693_147_2, 0.240_226_5, 0.055_504_11, 0.009_618_129, 0.001_333_356, 1.540_353e-4, 1.525_273e-5];
+/// √(2/π), GELU's tanh-approximation constant.
+const GELU_K: f32 = 0.797_884_6;
+
+/// `e^x` to ~1e-7 relative, in plain arithmetic that the compiler vectorizes (range-reduced to `2^n · 2^f`,
+/// `|f| ≤ 0.5`, degree-7 Taylor polynomial of `2^f`). Saturates outside [-87, 88].
+#[inline(always)]
+fn exp_fast(x: f32) -> f32 {
+    let t = x.clamp(-87.0, 88.0) * LOG2E;
+    // Round to nearest with the 1.5·2^23 trick (vectorizes, unlike f32::round).
+    let n = (t + 12_582_912.0) - 12_582_912.0;
+    let f = t - n;
+    // Plain multiply-adds: `mul_add` is a libm call where the build has no FMA.
+    let c = EXP2_C;
+    let p = ((((((c[7] * f + c[6]) * f + c[5]) * f + c[4]) * f + c[3]) * f + c[2]) * f + c[1]) * f + c[0];
+    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+}
+
+/// GELU, tanh approximation (`0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`), written as `x / (1 + e^(−2u))`.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    let u = GELU_K * (0.044_715 * x * x * x + x);
+    x / (1.0 + exp_fast(-2.0 * u))
+}
+
+/// `out[r][j] = gelu_tanh(y[r][j]) · y[r][half + j]` for rows of `y` `[.., 2·half]`.
+pub fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
+    assert!(y.len() == 2 * out.len() && half > 0 && out.len().is_multiple_of(half));
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: features checked; lengths asserted.
+        return unsafe { avx512::geglu_rows(y, half, out) };
+    }
+    geglu_rows_portable(y, half, out)
+}
+
+fn geglu_rows_portable(y: &[f32], half: usize, out: &mut [f32]) {
+    for (row, o) in y.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
+        let (g, u) = row.split_at(half);
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = gelu_tanh(g) * u;
+        }
+    }
+}
+
 /// Whether the fast path runs on this CPU.
 pub fn accelerated() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -398,6 +445,30 @@ mod four_bit {
 }
 
 #[cfg(test)]
+mod activation {
+    use super::*;
+
+    #[test]
+    fn gelu_tanh_matches_the_formula() {
+        let mut worst = 0f64;
+        for i in -20_000..=20_000 {
+            let x = i as f32 * 0.001;
+            let xd = x as f64;
+            let want = 0.5 * xd * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
+            let err = (gelu_tanh(x) as f64 - want).abs() / want.abs().max(1e-3);
+            worst = worst.max(err);
+        }
+        assert!(worst < 2e-6, "worst relative error {worst}");
+        assert_eq!(gelu_tanh(0.0), 0.0);
+        assert!(gelu_tanh(-200.0).abs() < 1e-30);
+        assert_eq!(gelu_tanh(200.0), 200.0);
+        let mut out = [0f32; 2];
+        geglu_rows(&[1.0, -1.0, 3.0, 5.0], 2, &mut out);
+        assert_eq!(out, [gelu_tanh(1.0) * 3.0, gelu_tanh(-1.0) * 5.0]);
+    }
+}
+
+#[cfg(test)]
 mod invariance {
     use super::*;
 
@@ -419,5 +490,22 @@ mod invariance {
         let mut one = vec![0f32; n];
         matmul(&x[129 * k..], 1, p, &mut one, &mut scratch, &sequential);
         assert_eq!(one[..], big[129 * n..]);
+    }
+}
+
+#[cfg(test)]
+mod geglu_paths {
+    use super::*;
+
+    #[test]
+    fn fast_and_portable_geglu_agree() {
+        let half = 1152 + 8; // a tail past the last full vector
+        let y: Vec<f32> = (0..3 * 2 * half).map(|i| ((i * 7919) % 2001) as f32 / 200.0 - 5.0).collect();
+        let (mut a, mut b) = (vec![0f32; 3 * half], vec![0f32; 3 * half]);
+        geglu_rows(&y, half, &mut a);
+        geglu_rows_portable(&y, half, &mut b);
+        for (x, z) in a.iter().zip(&b) {
+            assert!((x - z).abs() <= 2e-6 * z.abs().max(1e-3), "{x} vs {z}");
+        }
     }
 }
