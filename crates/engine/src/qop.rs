@@ -70,7 +70,7 @@ impl Kernel for QMatMulKernel {
         if !self.geglu {
             return run(out);
         }
-        if n % 2 != 0 {
+        if !n.is_multiple_of(2) {
             return Err(err(format!("QMatMul: geglu needs an even N (got {n})")));
         }
         GATE_UP.with_borrow_mut(|gu| -> ort::Result<()> {
