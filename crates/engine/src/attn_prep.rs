@@ -24,8 +24,7 @@ pub struct GemmaAttnPrepKernel {
 fn norm_rope(x: &[f32], scale: &[f32], eps: f32, cos: &[f32], sin: &[f32], out: &mut [f32]) {
     let d = x.len();
     let half = d / 2;
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
-    let inv = 1.0 / (ms + eps).sqrt();
+    let inv = crate::norm_add_norm::inv_rms(x, eps);
     for i in 0..half {
         let a = x[i] * inv * scale[i];
         let b = x[i + half] * inv * scale[i + half];

@@ -16,17 +16,9 @@ pub struct GemmaNormAddNormKernel {
     eps: f32,
 }
 
-/// `1 / sqrt(mean(x²) + eps)`, summed in 16 lanes (vectorizes; a single running sum does not).
-fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let mut lanes = [0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-    for c in chunks {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *l += v * v;
-        }
-    }
-    let ms = (lanes.iter().sum::<f32>() + tail) / x.len() as f32;
+/// `1 / sqrt(mean(x²) + eps)`.
+pub(crate) fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ms = deposium_kernels::sum_squares(x) / x.len() as f32;
     1.0 / (ms + eps).sqrt()
 }
 
