@@ -164,8 +164,13 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         let nw = w.vector(&layer_key(prefix, l, &format!("{name}.weight")), h)?;
         // Activation-aware scaling of the 4-bit layer this norm feeds: its 1/s folds into the norm weight.
         let s = match name {
-            "input_layernorm" => qkv_weights(w, cfg, prefix, l, q)?.and_then(|(wq, n)| q.awq_scales(&layer_key(prefix, l, QKV), &wq, n, h)),
-            "pre_feedforward_layernorm" => gate_up_weights(w, cfg, prefix, l, q)?.and_then(|wg| q.awq_scales(&layer_key(prefix, l, GATE_UP), &wg, 2 * cfg.intermediate_size, h)),
+            "input_layernorm" if calibrated(q) => {
+                let (wq, sizes) = qkv_stacked(w, prefix, l, h)?;
+                q.awq_scales(&layer_key(prefix, l, QKV), &wq, sizes.iter().sum(), h)
+            }
+            "pre_feedforward_layernorm" if calibrated(q) => {
+                q.awq_scales(&layer_key(prefix, l, GATE_UP), &gate_up_stacked(w, cfg, prefix, l, q)?, 2 * cfg.intermediate_size, h)
+            }
             _ => None,
         };
         Ok(match s {
@@ -288,38 +293,31 @@ fn calibrated(q: &QuantConfig) -> bool {
     q.fused_ops && matches!(q.calib, crate::awq::CalibMode::Apply(_))
 }
 
-/// Layer `l`'s stacked QKV weight and its row count, when the build is calibrated.
-fn qkv_weights(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Option<(Vec<f32>, usize)>> {
+/// Layer `l`'s q, k and v projections stacked `[Σn, h]` (one fused MatMul), and their row counts.
+fn qkv_stacked(w: &Weights, prefix: &str, l: usize, h: usize) -> Result<(Vec<f32>, Vec<usize>)> {
+    let names = ["q_proj", "k_proj", "v_proj"].map(|p| layer_key(prefix, l, &format!("self_attn.{p}.weight")));
+    stack_rows(w, &names, h)
+}
+
+fn down_weight(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize) -> Result<Vec<f32>> {
+    Ok(w.matrix(&layer_key(prefix, l, &format!("{DOWN}.weight")), cfg.hidden_size, cfg.intermediate_size)?.data)
+}
+
+/// The down projection's activation-aware input scales, when the build is calibrated (memoized by `awq_scales`).
+fn down_scales(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Option<Vec<f32>>> {
     if !calibrated(q) {
         return Ok(None);
     }
-    let names = ["q_proj", "k_proj", "v_proj"].map(|p| layer_key(prefix, l, &format!("self_attn.{p}.weight")));
-    let (stacked, sizes) = stack_rows(w, &names, cfg.hidden_size)?;
-    Ok(Some((stacked, sizes.iter().sum())))
-}
-
-/// Layer `l`'s down projection and its activation-aware input scales, when calibrated.
-fn down_weights(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-    let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
-    let name = layer_key(prefix, l, DOWN);
-    let wd = w.matrix(&format!("{name}.weight"), h, inter)?.data;
-    let s = if calibrated(q) { q.awq_scales(&name, &wd, h, inter) } else { None };
-    Ok((wd, s))
+    let wd = down_weight(w, cfg, prefix, l)?;
+    Ok(q.awq_scales(&layer_key(prefix, l, DOWN), &wd, cfg.hidden_size, cfg.intermediate_size))
 }
 
 /// Layer `l`'s stacked gate/up weight `[2·inter, h]`, the up rows divided by the down projection's input scales.
-fn gate_up_weights(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Option<Vec<f32>>> {
-    if !calibrated(q) {
-        return Ok(None);
-    }
-    Ok(Some(gate_up_stacked(w, cfg, prefix, l, q)?))
-}
-
 fn gate_up_stacked(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Vec<f32>> {
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
     let lp = |s: &str| layer_key(prefix, l, s);
     let (mut stacked, _) = stack_rows(w, &[lp("mlp.gate_proj.weight"), lp("mlp.up_proj.weight")], h)?;
-    if let (_, Some(s)) = down_weights(w, cfg, prefix, l, q)? {
+    if let Some(s) = down_scales(w, cfg, prefix, l, q)? {
         for (row, s) in stacked[inter * h..].chunks_mut(h).zip(&s) {
             row.iter_mut().for_each(|v| *v /= s);
         }
@@ -356,8 +354,8 @@ fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize,
         let up = linear(b, hn, &lp("mlp.up_proj"), &wu.data, inter, h, None, q);
         geglu(b, &gate, &up)
     };
-    let (mut wd, s) = down_weights(w, cfg, prefix, l, q)?;
-    if let Some(s) = s {
+    let mut wd = down_weight(w, cfg, prefix, l)?;
+    if let Some(s) = down_scales(w, cfg, prefix, l, q)? {
         wd = crate::quant::scale_columns(&wd, inter, &s);
     }
     Ok(linear(b, &prod, &lp(DOWN), &wd, h, inter, None, q))
@@ -376,8 +374,7 @@ fn attention_fused(
 ) -> Result<String> {
     let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
     let lp = |s: &str| layer_key(prefix, l, s);
-    let names = [lp("self_attn.q_proj.weight"), lp("self_attn.k_proj.weight"), lp("self_attn.v_proj.weight")];
-    let (mut stacked, sizes) = stack_rows(w, &names, h)?;
+    let (mut stacked, sizes) = qkv_stacked(w, prefix, l, h)?;
     let n_total: usize = sizes.iter().sum();
     if let Some(s) = q.awq_scales(&lp(QKV), &stacked, n_total, h) {
         stacked = crate::quant::scale_columns(&stacked, h, &s);
