@@ -128,7 +128,7 @@ mod tests {
 
     fn qdq_rows(x: &[f32], k: usize) -> Vec<f32> {
         let (codes, scales, zps) = crate::quant::quantize_blocks_asym4(x, x.len() / k, k, 32);
-        codes.iter().enumerate().map(|(i, &c)| (c as f32 - zps[i / 32] as f32) * scales[i / 32]).collect()
+        crate::quant::dequantize_blocks4(&codes, &scales, &zps, x.len() / k, k, 32)
     }
 
     #[test]

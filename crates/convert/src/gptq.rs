@@ -171,8 +171,7 @@ mod tests {
         }
         let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
         let out_err = |codes: &[u8], scales: &[f32], zps: &[u8]| -> f64 {
-            let kb = k.div_ceil(32);
-            let deq: Vec<f32> = (0..n * k).map(|i| (codes[(i / k) * kb * 32 + i % k] as f32 - zps[(i / k) * kb + (i % k) / 32] as f32) * scales[(i / k) * kb + (i % k) / 32]).collect();
+            let deq = crate::quant::dequantize_blocks4(codes, scales, zps, n, k, 32);
             (0..tokens)
                 .map(|t| {
                     (0..n)

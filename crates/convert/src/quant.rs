@@ -175,17 +175,28 @@ impl QuantConfig {
         let (block, asym) = (self.block, self.asymmetric);
         let qdq = move |x: &[f32]| -> Vec<f32> {
             let rows = x.len() / k;
-            let kb = k.div_ceil(block);
             let (codes, scales, zps) = if asym {
                 quantize_blocks_asym4(x, rows, k, block)
             } else {
                 let (c, s) = quantize_blocks(x, rows, k, block, 4);
-                (c, s, vec![8u8; rows * kb])
+                (c, s, vec![8u8; rows * k.div_ceil(block)])
             };
-            (0..rows * k).map(|i| (codes[(i / k) * kb * block + i % k] as f32 - zps[(i / k) * kb + (i % k) / block] as f32) * scales[(i / k) * kb + (i % k) / block]).collect()
+            dequantize_blocks4(&codes, &scales, &zps, rows, k, block)
         };
         cal.scales(name, &self.awq_variant(), w, n, k, &qdq)
     }
+}
+
+/// `(code − zero_point) · scale` back to a row-major `[rows, k]` matrix, from the 4-bit layout of
+/// `quantize_blocks_asym4` (codes `[rows, kb·block]`, scales and zero points `[rows, kb]`).
+pub fn dequantize_blocks4(codes: &[u8], scales: &[f32], zps: &[u8], rows: usize, k: usize, block: usize) -> Vec<f32> {
+    let kb = k.div_ceil(block);
+    (0..rows * k)
+        .map(|i| {
+            let (r, j) = (i / k, i % k);
+            (codes[r * kb * block + j] as f32 - zps[r * kb + j / block] as f32) * scales[r * kb + j / block]
+        })
+        .collect()
 }
 
 /// `w[r][j] · s[j]` for a row-major `[n, k]` matrix.
