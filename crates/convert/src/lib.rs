@@ -211,6 +211,12 @@ const COPY_FILES: &[&str] = &[
     "sentence_bert_config.json",
 ];
 
+/// `<pid>-<nanoseconds>`: names temporary directories that concurrent conversions never share.
+pub fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
 /// Write the fp32 graph of `src` with every layer's input as an extra output (`awq::CALIB_PREFIX` + name) to `dir`.
 pub fn write_calibration_graph(src: &Path, dir: &Path) -> Result<()> {
     let mut q = QuantConfig::from_scheme("fp32")?;
@@ -265,8 +271,7 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
     }
     tracing::info!(secs = t0.elapsed().as_secs_f32(), nodes = builder.model.nodes.len(), "graph built");
     // A unique temporary directory, renamed into place at the end: concurrent conversions never see half a model.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let tmp = out.with_extension(format!("tmp-{}-{nanos}", std::process::id()));
+    let tmp = out.with_extension(format!("tmp-{}", unique_suffix()));
     let _ = std::fs::remove_dir_all(&tmp);
     builder.model.write_dir(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     drop_from_page_cache(&tmp.join("model.onnx_data"));

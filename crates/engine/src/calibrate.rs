@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use deposium_convert::awq::{Calibration, CALIBRATION_TEXTS, CALIB_PREFIX};
+use deposium_convert::awq::{CalibMode, Calibration, CALIBRATION_TEXTS, CALIB_PREFIX};
+use deposium_convert::QuantConfig;
 use ort::value::Tensor;
 
 use crate::onnx::OnnxModel;
@@ -17,12 +18,21 @@ fn err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Load(format!("calibration: {e}"))
 }
 
+/// `deposium_convert::convert`, with calibration statistics measured first when `q` wants them (int4): the one
+/// conversion path of the CLI and of models converted on first load.
+pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<deposium_convert::Manifest> {
+    let mut q = q.clone();
+    if q.wants_calibration() {
+        q.calib = CalibMode::Apply(calibration_for(src)?);
+    }
+    deposium_convert::convert(src, out, &q).map_err(|e| EngineError::Load(format!("converting {}: {e:#}", src.display())))
+}
+
 /// Statistics for the safetensors model in `src`, measured now (a few seconds; conversions are cached, these are
 /// not: `E[xᵀx]` of every layer is ~300 MB for EmbeddingGemma).
-pub fn calibration_for(src: &Path) -> Result<Arc<Calibration>> {
+fn calibration_for(src: &Path) -> Result<Arc<Calibration>> {
     let t0 = std::time::Instant::now();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let dir = paths::home().join("calibration").join(format!("graph-{}-{nanos}", std::process::id()));
+    let dir = paths::home().join("calibration").join(format!("graph-{}", deposium_convert::unique_suffix()));
     std::fs::create_dir_all(&dir).map_err(err)?;
     let measured = deposium_convert::write_calibration_graph(src, &dir).map_err(|e| err(format!("{e:#}"))).and_then(|_| measure(src, &dir));
     let _ = std::fs::remove_dir_all(&dir);

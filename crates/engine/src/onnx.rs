@@ -170,13 +170,10 @@ pub fn ensure_converted(src: &Path, scheme: &str) -> Result<PathBuf> {
     if out.join("deposium.json").exists() && out.join("model.onnx").exists() {
         return Ok(out);
     }
-    let mut q = QuantConfig::from_scheme(scheme).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
-    if q.wants_calibration() {
-        q.calib = deposium_convert::awq::CalibMode::Apply(crate::calibrate::calibration_for(src)?);
-    }
+    let q = QuantConfig::from_scheme(scheme).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
     tracing::info!(src = %src.display(), scheme, out = %out.display(), "building ONNX graph from safetensors (once; cached)");
     std::fs::create_dir_all(paths::converted_dir()).map_err(load_err)?;
-    deposium_convert::convert(src, &out, &q).map_err(|e| EngineError::Load(format!("{e:#}")))?;
+    crate::calibrate::convert(src, &out, &q)?;
     remove_stale_conversions(&out);
     Ok(out)
 }
