@@ -8,7 +8,7 @@
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
-use crate::qop::{err, par_for};
+use crate::qop::{err, par_rows};
 use deposium_kernels::OutPtr as Out;
 
 pub struct GemmaAttnPrep;
@@ -60,11 +60,9 @@ impl Kernel for GemmaAttnPrepKernel {
         }
         let (qo, ko, vo) = (outs[0], outs[1], outs[2]);
         let (eps, group) = (self.eps, h / kv);
-        let rows = bsz * s;
-        let chunk = 16;
-        let work = |c: usize| {
+        let work = |rows: std::ops::Range<usize>| {
             let mut kbuf = vec![0f32; d];
-            for row in c * chunk..((c + 1) * chunk).min(rows) {
+            for row in rows {
                 let p = row % s;
                 let (cr, sr) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
                 let x = &qkv[row * width..(row + 1) * width];
@@ -91,7 +89,7 @@ impl Kernel for GemmaAttnPrepKernel {
                 }
             }
         };
-        par_for(ctx, rows.div_ceil(chunk), &work);
+        par_rows(ctx, bsz * s, &work);
         Ok(())
     }
 }

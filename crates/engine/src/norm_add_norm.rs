@@ -7,7 +7,7 @@
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
-use crate::qop::{err, par_for};
+use crate::qop::{err, par_rows};
 use deposium_kernels::OutPtr as Out;
 
 pub struct GemmaNormAddNorm;
@@ -51,15 +51,15 @@ impl Kernel for GemmaNormAddNormKernel {
         let mut sum = ctx.output(1, shape)?.ok_or_else(|| err("GemmaNormAddNorm: output missing"))?;
         let no = Out(normed.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
         let so = Out(sum.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
-        let (rows, eps, chunk) = (branch.len() / h, self.eps, 16);
-        let work = |c: usize| {
-            for r in c * chunk..((c + 1) * chunk).min(rows) {
+        let eps = self.eps;
+        let work = |rows: std::ops::Range<usize>| {
+            for r in rows {
                 // SAFETY: each row writes only its own `h` values of each output, allocated above with the inputs' shape.
                 let (n, s) = unsafe { (std::slice::from_raw_parts_mut(no.get().add(r * h), h), std::slice::from_raw_parts_mut(so.get().add(r * h), h)) };
                 norm_add_norm_row(&branch[r * h..(r + 1) * h], &x[r * h..(r + 1) * h], post, next, eps, n, s);
             }
         };
-        par_for(ctx, rows.div_ceil(chunk), &work);
+        par_rows(ctx, branch.len() / h, &work);
         Ok(())
     }
 }

@@ -37,6 +37,14 @@ pub(crate) fn par_for(ctx: &ComputeContext, total: usize, f: &(dyn Fn(usize) + S
     }
 }
 
+/// Rows per parallel task of the row-wise ops (norms, GemmaAttnPrep, the GeGLU epilogue).
+const ROWS_PER_TASK: usize = 16;
+
+/// `f(r0..r1)` over `0..rows` in groups of `ROWS_PER_TASK` rows, on ONNX Runtime's intra-op thread pool.
+pub(crate) fn par_rows(ctx: &ComputeContext, rows: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    par_for(ctx, rows.div_ceil(ROWS_PER_TASK), &|c| f(c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(rows)));
+}
+
 pub(crate) fn err(msg: impl Into<String>) -> ort::Error {
     ort::Error::new(msg.into())
 }
@@ -76,12 +84,11 @@ impl Kernel for QMatMulKernel {
         GATE_UP.with_borrow_mut(|gu| -> ort::Result<()> {
             gu.resize(m * n, 0.0);
             run(gu)?;
-            let (y, half, dst, rows_per) = (&gu[..], out_n, OutPtr(out.as_mut_ptr()), 16);
-            par(m.div_ceil(rows_per), &|c| {
-                let (r0, r1) = (c * rows_per, ((c + 1) * rows_per).min(m));
+            let (y, half, dst) = (&gu[..], out_n, OutPtr(out.as_mut_ptr()));
+            par_rows(ctx, m, &|r| {
                 // SAFETY: each task writes only its own rows of the output, which holds m · half values.
-                let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r0 * half), (r1 - r0) * half) };
-                geglu_rows(&y[r0 * n..r1 * n], half, o);
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r.start * half), r.len() * half) };
+                geglu_rows(&y[r.start * n..r.end * n], half, o);
             });
             // Keep small buffers for the next call; give large ones (long batches) back.
             if gu.capacity() > GATE_UP_KEEP_FLOATS {
