@@ -24,18 +24,26 @@ fn int4_is_faithful_and_batch_invariant() {
     check("embeddinggemma:int4", 0.99, 0.97);
 }
 
+/// EmbeddingGemma converted with `scheme`'s settings changed by `edit`, into a fresh temporary directory.
+fn convert_variant(scheme: &str, tag: &str, edit: impl FnOnce(&mut deposium_convert::QuantConfig)) -> std::path::PathBuf {
+    common::require_model("embeddinggemma-300m");
+    let src = deposium_engine::paths::models_dir().join("embeddinggemma-300m");
+    let out = std::env::temp_dir().join(format!("deposium-{tag}-{scheme}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut q = deposium_convert::QuantConfig::from_scheme(scheme).unwrap();
+    edit(&mut q);
+    deposium_convert::convert(&src, &out, &q).expect("convert");
+    out
+}
+
 /// int4's calibration (activation-aware scales + GPTQ rounding, from E[xᵀx] of each layer on built-in texts) must
 /// beat plain round-to-nearest with the same layout.
 #[test]
 fn calibrated_int4_is_more_faithful_than_round_to_nearest() {
-    common::require_model("embeddinggemma-300m");
-    let src = deposium_engine::paths::models_dir().join("embeddinggemma-300m");
-    let out = std::env::temp_dir().join(format!("deposium-rtn-int4-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let mut q = deposium_convert::QuantConfig::from_scheme("int4").unwrap();
-    (q.awq, q.gptq) = (false, false);
-    assert!(!q.wants_calibration());
-    deposium_convert::convert(&src, &out, &q).expect("convert");
+    let out = convert_variant("int4", "rtn", |q| {
+        (q.awq, q.gptq) = (false, false);
+        assert!(!q.wants_calibration());
+    });
     let r = common::gemma_reference();
     let rtn = fidelity::measure(&registry::load(&format!("embeddinggemma:int4={}", out.display())).unwrap(), &r).unwrap();
     let calibrated = fidelity::measure(&registry::load("embeddinggemma:int4").unwrap(), &r).unwrap();
@@ -48,13 +56,7 @@ fn calibrated_int4_is_more_faithful_than_round_to_nearest() {
 /// kernel. Both must be faithful, and agree with each other.
 #[test]
 fn portable_int8_graph_uses_stock_ops_and_agrees_with_ours() {
-    common::require_model("embeddinggemma-300m");
-    let src = deposium_engine::paths::models_dir().join("embeddinggemma-300m");
-    let out = std::env::temp_dir().join(format!("deposium-portable-int8-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let mut q = deposium_convert::QuantConfig::from_scheme("int8").unwrap();
-    q.custom_kernel = false;
-    deposium_convert::convert(&src, &out, &q).expect("convert");
+    let out = convert_variant("int8", "portable", |q| q.custom_kernel = false);
     let graph = std::fs::read(out.join("model.onnx")).unwrap();
     let has = |needle: &[u8]| graph.windows(needle.len()).any(|w| w == needle);
     assert!(has(b"MatMulNBits") && !has(deposium_convert::CUSTOM_DOMAIN.as_bytes()), "portable graph must use stock ops only");
