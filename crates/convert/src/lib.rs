@@ -26,7 +26,7 @@ use st_config::{Pooling, StConfig};
 use weights::Weights;
 
 /// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
-pub const GRAPH_VERSION: u32 = 12;
+pub const GRAPH_VERSION: u32 = 13;
 
 /// A sentence-transformers Dense layer after pooling.
 pub struct DenseHead {
@@ -119,7 +119,12 @@ pub fn dense_heads(b: &mut Builder, x: &str, heads: &[DenseHead], q: &QuantConfi
     let level = q.heads_accuracy_level.unwrap_or(q.accuracy_level);
     let q = &QuantConfig { accuracy_level: level, custom_kernel: q.custom_kernel && level == 4, ..q.clone() };
     for d in heads {
-        y = quant::linear(b, &y, &d.name, &d.w, d.out_features, d.in_features, d.bias.as_deref(), q);
+        let (n, k, bias) = (d.out_features, d.in_features, d.bias.as_deref());
+        y = if q.heads_f16 && q.linear_bits_for(&d.name).is_none() {
+            quant::float_linear(b, &y, &d.name, &d.w, n, k, bias, true)
+        } else {
+            quant::linear(b, &y, &d.name, &d.w, n, k, bias, q)
+        };
     }
     Ok(y)
 }
@@ -211,6 +216,19 @@ const COPY_FILES: &[&str] = &[
     "sentence_bert_config.json",
 ];
 
+/// Drops `added_tokens_decoder` from a copied tokenizer_config.json: tokenizer.json's `added_tokens` hold the same
+/// tokens (transformers rebuilds it from them), and for EmbeddingGemma it is 1.15 of the file's 1.16 MB.
+fn slim_tokenizer_config(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let mut cfg: serde_json::Map<String, serde_json::Value> = st_config::read_json(path)?;
+    if cfg.remove("added_tokens_decoder").is_some() {
+        std::fs::write(path, serde_json::to_vec_pretty(&cfg)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// `<pid>-<nanoseconds>`: names temporary directories that concurrent conversions never share.
 pub fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
@@ -287,6 +305,9 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
         if p.exists() {
             std::fs::copy(&p, tmp.join(f)).with_context(|| format!("copying {}", p.display()))?;
         }
+    }
+    if tok.exists() {
+        slim_tokenizer_config(&tmp.join("tokenizer_config.json"))?;
     }
     sizes.total_on_disk = dir_size(&tmp);
     let manifest = Manifest {

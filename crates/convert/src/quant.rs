@@ -59,6 +59,9 @@ pub struct QuantConfig {
     /// Calibration for this build (never serialized: the manifest records `awq`, the statistics are re-measured).
     #[serde(skip)]
     pub calib: CalibMode,
+    /// Dense heads kept unquantized are stored in fp16 (computed in fp32).
+    #[serde(default)]
+    pub heads_f16: bool,
 }
 
 fn yes() -> bool {
@@ -86,6 +89,7 @@ impl QuantConfig {
             awq: false,
             gptq: false,
             calib: CalibMode::Off,
+            heads_f16: false,
         };
         Ok(match scheme {
             "fp32" => base,
@@ -98,6 +102,7 @@ impl QuantConfig {
                 embed_block: 128,
                 embed_scales_f16: true,
                 keep_fp32: vec!["dense".into()],
+                heads_f16: true,
                 ..base
             },
             // Gate/up projections and the table at 4 bits; attention and down projections, the most sensitive,
@@ -114,6 +119,7 @@ impl QuantConfig {
                 embed_scales_f16: true,
                 keep_fp32: vec!["dense".into()],
                 keep_int8: vec!["self_attn".into(), "down_proj".into()],
+                heads_f16: true,
                 awq: true,
                 gptq: true,
                 ..base
@@ -310,18 +316,7 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
         b.output(&xtx, &format!("{CALIB_PREFIX}{name}"), DType::F32, vec![fixed(k as i64), fixed(k as i64)]);
     }
     match q.linear_bits_for(name) {
-        None => {
-            let wt = crate::weights::transpose(w, n, k);
-            let wn = b.init_f32(name, &[k as i64, n as i64], &wt);
-            let y = b.op("MatMul", &[x, &wn], vec![]);
-            match bias {
-                Some(bv) => {
-                    let bn = b.init_f32(&format!("{name}.bias"), &[n as i64], bv);
-                    b.op("Add", &[&y, &bn], vec![])
-                }
-                None => y,
-            }
-        }
+        None => float_linear(b, x, name, w, n, k, bias, false),
         Some(bits) if custom_kernel_bits(q, Some(bits), n, k, bias.is_some()) => custom_linear(b, x, name, w, n, k, bits, q, vec![]),
         Some(bits) => {
             let block = q.block;
@@ -368,6 +363,28 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
     }
 }
 
+/// `x @ W^T (+ bias)` in fp32; with `f16`, the weight is stored in fp16 and cast back to fp32 in the graph (ONNX
+/// Runtime folds the cast at load).
+#[allow(clippy::too_many_arguments)]
+pub fn float_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, f16: bool) -> String {
+    let wt = crate::weights::transpose(w, n, k);
+    let wn = if f16 {
+        let raw = wt.iter().flat_map(|v| deposium_kernels::f16_bits(*v).to_le_bytes()).collect();
+        let half = b.init(&format!("{name}.f16"), DType::F16, &[k as i64, n as i64], raw);
+        b.op("Cast", &[&half], vec![attr_i("to", DType::F32 as i64)])
+    } else {
+        b.init_f32(name, &[k as i64, n as i64], &wt)
+    };
+    let y = b.op("MatMul", &[x, &wn], vec![]);
+    match bias {
+        Some(bv) => {
+            let bn = b.init_f32(&format!("{name}.bias"), &[n as i64], bv);
+            b.op("Add", &[&y, &bn], vec![])
+        }
+        None => y,
+    }
+}
+
 /// Whether a layer of `bits` runs on our QMatMul kernels.
 fn custom_kernel_bits(q: &QuantConfig, bits: Option<u8>, n: usize, k: usize, has_bias: bool) -> bool {
     matches!(bits, Some(4 | 8)) && q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && !has_bias
@@ -377,9 +394,14 @@ fn custom_kernel_bits(q: &QuantConfig, bits: Option<u8>, n: usize, k: usize, has
 #[allow(clippy::too_many_arguments)]
 fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bits: u8, q: &QuantConfig, attrs: Vec<crate::proto::Attr>) -> String {
     let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
-    let ((packed, packed_scales), op, dims, scale_dims) = if bits == 8 {
+    let u16_bytes = |v: Vec<u16>| -> Vec<u8> { v.iter().flat_map(|s| s.to_le_bytes()).collect() };
+    let scale_dims = [tiles, kb, deposium_kernels::TILE as i64];
+    let (op, mut inputs) = if bits == 8 {
         let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
-        (deposium_kernels::pack(&codes, &scales, n, k), QMATMUL8, vec![tiles, (k / 4) as i64, 64], vec![tiles, kb, 16])
+        let (packed, packed_scales) = deposium_kernels::pack(&codes, &scales, n, k);
+        let wn = b.init(&format!("{name}.q8"), DType::U8, &[tiles, (k / 4) as i64, 64], packed);
+        let sn = b.init(&format!("{name}.q8scales"), DType::U16, &scale_dims, u16_bytes(packed_scales));
+        (QMATMUL8, vec![wn, sn])
     } else {
         let (codes, scales, zps) = if q.asymmetric {
             q.quantize_asym4(name, w, n, k)
@@ -387,11 +409,15 @@ fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: u
             let (c, s) = quantize_blocks(w, n, k, q.block, 4);
             (c, s, vec![8u8; n * kb as usize]) // symmetric: code = q + 8
         };
-        (deposium_kernels::pack4(&codes, &scales, &zps, n, k), QMATMUL4, vec![tiles, kb, 4, 64], vec![tiles, kb, 32])
+        let (packed, packed_scales, packed_zps) = deposium_kernels::pack4_stored(&codes, &scales, &zps, n, k);
+        let wn = b.init(&format!("{name}.q4"), DType::U8, &[tiles, kb, 4, 64], packed);
+        let sn = b.init(&format!("{name}.q4scales"), DType::U16, &scale_dims, u16_bytes(packed_scales));
+        let zn = b.init(&format!("{name}.q4zp"), DType::U8, &[tiles, kb, deposium_kernels::TILE as i64 / 2], packed_zps);
+        (QMATMUL4, vec![wn, sn, zn])
     };
-    let wn = b.init(&format!("{name}.q{bits}"), DType::U8, &dims, packed);
-    let sn = b.init(&format!("{name}.q{bits}scales"), DType::U16, &scale_dims, packed_scales.iter().flat_map(|s| s.to_le_bytes()).collect());
-    b.node(CUSTOM_DOMAIN, op, &[x, &wn, &sn], 1, attrs).remove(0)
+    inputs.insert(0, x.to_string());
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    b.node(CUSTOM_DOMAIN, op, &refs, 1, attrs).remove(0)
 }
 
 /// `gelu_tanh(x · Wgᵀ) ⊙ (x · Wuᵀ)` for a stacked gate/up weight `[2·inter, k]` as one QMatMul node (attribute

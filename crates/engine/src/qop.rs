@@ -1,7 +1,9 @@
 //! ONNX Runtime custom operators `ai.deposium:QMatMul8` and `ai.deposium:QMatMul4`: `Y = X · Wᵀ` with per-block
 //! (32) int8 activations and 8- or 4-bit weights (deposium-kernels), run on ONNX Runtime's intra-op thread pool.
 //!
-//! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S packed scales (u16 holding fp16 bits). Output: f32
+//! Inputs: X f32 `[..., K]`, W u8 packed (first dimension N/16), S packed scales (u16 holding fp16 bits), and for
+//! 4-bit weights optionally ZP, packed zero points (then S holds scales only and the kernel's `scale · zero_point`
+//! terms are built once, when the node is created; see `deposium_kernels::pack4_stored`). Output: f32
 //! `[..., N]`; with attribute `geglu = 1`, `gelu_tanh(Y[.., :N/2]) ⊙ Y[.., N/2:]` `[..., N/2]` (a gate/up projection
 //! and its activation in one node).
 use deposium_kernels::{geglu_rows, matmul, OutPtr, Packed4, Packed8, QuantizedRows, TILE};
@@ -17,6 +19,8 @@ struct QMatMul {
 struct QMatMulKernel {
     bits: u8,
     geglu: bool,
+    /// 4-bit scales in the kernel's layout, expanded from stored scales and zero points.
+    scales: Option<Vec<u16>>,
 }
 
 /// Largest gate/up buffer kept between calls (4 MB: 2304 columns × ~450 rows).
@@ -55,7 +59,8 @@ impl Kernel for QMatMulKernel {
         let (x, w, s) = (input(0)?, input(1)?, input(2)?);
         let (x_shape, x) = x.try_extract_tensor::<f32>()?;
         let (w_shape, codes) = w.try_extract_tensor::<u8>()?;
-        let (_, scales) = s.try_extract_tensor::<u16>()?;
+        let (_, stored_scales) = s.try_extract_tensor::<u16>()?;
+        let scales = self.scales.as_deref().unwrap_or(stored_scales);
         let k = *x_shape.last().ok_or_else(|| err("QMatMul: X has no dimensions"))? as usize;
         let n = *w_shape.first().ok_or_else(|| err("QMatMul: W has no dimensions"))? as usize * TILE;
         let m = x.len().checked_div(k).unwrap_or(0);
@@ -115,6 +120,7 @@ impl Operator for QMatMul {
             OperatorInput::required(TensorElementType::Float32),
             OperatorInput::required(TensorElementType::Uint8),
             OperatorInput::required(TensorElementType::Uint16),
+            OperatorInput::optional(TensorElementType::Uint8),
         ]
     }
 
@@ -124,7 +130,20 @@ impl Operator for QMatMul {
 
     fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
         let geglu = kctx.get::<i64>("geglu").unwrap_or(0) == 1;
-        Ok(QMatMulKernel { bits: self.bits, geglu })
+        let scales = match (self.bits, kctx.inputs()?.len()) {
+            (4, 4) => {
+                let s = kctx.constant_input::<ort::value::DynTensorValueType>(2)?;
+                let z = kctx.constant_input::<ort::value::DynTensorValueType>(3)?;
+                let (_, s) = s.try_extract_tensor::<u16>()?;
+                let (_, z) = z.try_extract_tensor::<u8>()?;
+                if z.len() * 2 != s.len() {
+                    return Err(err(format!("QMatMul4: {} zero-point bytes for {} scales", z.len(), s.len())));
+                }
+                Some(deposium_kernels::expand_scales4(s, z))
+            }
+            _ => None,
+        };
+        Ok(QMatMulKernel { bits: self.bits, geglu, scales })
     }
 }
 

@@ -226,12 +226,21 @@ unsafe fn gemm_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>,
 }
 
 /// Re-lays 4-bit codes `[n][k]` (one per byte, 0..15), scales and zero points `[n][k/32]` (w = (code − zp) · scale)
-/// into the packed 4-bit layout.
+/// into the packed 4-bit layout the kernel reads (see `pack4_stored` and `expand_scales4`).
 pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usize) -> (Vec<u8>, Vec<u16>) {
+    let (pc, ps, pz) = pack4_stored(codes, scales, zero_points, n, k);
+    (pc, expand_scales4(&ps, &pz))
+}
+
+/// The stored form of packed 4-bit weights: codes as the kernel reads them, fp16 scales `[N/16][K/32][16]` and zero
+/// points `[N/16][K/32][8]` (two per byte, even column in the low nibble): 4.625 bits per weight instead of the
+/// kernel's 5 (`expand_scales4` rebuilds its scale · zero_point terms at load).
+pub fn pack4_stored(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usize) -> (Vec<u8>, Vec<u16>, Vec<u8>) {
     let nb = k / BLOCK;
     assert!(supports(n, k) && codes.len() == n * k && scales.len() == n * nb && zero_points.len() == n * nb);
     let mut pc = vec![0u8; n * k / 2];
-    let mut ps = vec![0u16; 2 * n * nb];
+    let mut ps = vec![0u16; n * nb];
+    let mut pz = vec![0u8; n * nb / 2];
     for col in 0..n {
         let (t, c) = (col / TILE, col % TILE);
         for b in 0..nb {
@@ -242,12 +251,25 @@ pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usiz
                     pc[(((t * nb + b) * 4 + j) * TILE + c) * 4 + i] = lo | (hi << 4);
                 }
             }
-            let s = f16_value(f16_bits(scales[col * nb + b]));
-            ps[(t * nb + b) * 2 * TILE + c] = f16_bits(s);
-            ps[(t * nb + b) * 2 * TILE + TILE + c] = f16_bits(s * zero_points[col * nb + b] as f32);
+            ps[(t * nb + b) * TILE + c] = f16_bits(scales[col * nb + b]);
+            pz[((t * nb + b) * TILE + c) / 2] |= (zero_points[col * nb + b] & 0xF) << (4 * (c % 2));
         }
     }
-    (pc, ps)
+    (pc, ps, pz)
+}
+
+/// The kernel's 4-bit scale layout from the stored one: per tile and block, 16 scales then 16 `scale · zero_point`
+/// (fp16 bits).
+pub fn expand_scales4(scales: &[u16], zero_points: &[u8]) -> Vec<u16> {
+    let mut out = Vec::with_capacity(2 * scales.len());
+    for (tb, group) in scales.chunks(TILE).enumerate() {
+        out.extend_from_slice(group);
+        out.extend(group.iter().enumerate().map(|(c, &s)| {
+            let zp = (zero_points[(tb * TILE + c) / 2] >> (4 * (c % 2))) & 0xF;
+            f16_bits(f16_value(s) * zp as f32)
+        }));
+    }
+    out
 }
 
 unsafe fn gemm4_tiles_portable<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, t0: usize, t1: usize) {
