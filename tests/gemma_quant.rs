@@ -112,3 +112,26 @@ fn int8_sts_within_0002_of_fp32_on_every_task() {
 fn int4_stsbenchmark_within_0002_of_fp32() {
     assert_eq!(sts_within_0002_of_fp32("embeddinggemma:int4", &["STSBenchmark"]), 1);
 }
+
+/// A ~550-token text spans more than EmbeddingGemma's sliding window (local layers see keys within 257 positions):
+/// our GemmaAttention op must apply the window and the padding mask as the fp32 graph's attention bias does, and a
+/// text's vector must not change when it is padded next to a longer one.
+#[test]
+fn texts_past_the_sliding_window_match_fp32_and_batch_invariantly() {
+    common::require_model("embeddinggemma-300m");
+    let data = common::shared().join("data/sts/STSBenchmark_test.tsv");
+    let lines = std::fs::read_to_string(data).unwrap();
+    let sentences: Vec<&str> = lines.lines().skip(1).take(80).filter_map(|l| l.split('\t').nth(1)).collect();
+    let (long, medium) = (sentences.join(" "), sentences[..45].join(" "));
+    let int8 = registry::load("embeddinggemma").unwrap();
+    let tokens = |t: &str| int8.tokenize_one("", t, true).unwrap().ids.len();
+    assert!(tokens(&long) > 2 * 257 && tokens(&medium) > 257, "{} and {} tokens", tokens(&long), tokens(&medium));
+    let fp32 = registry::load("embeddinggemma:fp32").unwrap();
+    let embed = |m: &deposium_engine::Model, t: &[&String]| {
+        m.embed(&deposium_engine::EmbedRequest::new(t.iter().map(|s| s.to_string()).collect())).unwrap().embeddings
+    };
+    let (q, f) = (embed(&int8, &[&long, &medium]), embed(&fp32, &[&long, &medium]));
+    let s = fidelity::stats(&q, &f);
+    assert!(s.min >= 0.999, "int8 vs fp32 on texts of {} and {} tokens: {s:?}", tokens(&long), tokens(&medium));
+    assert_eq!(embed(&int8, &[&medium])[0], q[1], "the medium text alone vs padded next to the long one");
+}

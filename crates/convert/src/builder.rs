@@ -8,6 +8,7 @@ pub const QMATMUL8: &str = "QMatMul8";
 pub const QMATMUL4: &str = "QMatMul4";
 pub const GEMMA_ATTN_PREP: &str = "GemmaAttnPrep";
 pub const GEMMA_NORM_ADD_NORM: &str = "GemmaNormAddNorm";
+pub const GEMMA_ATTENTION: &str = "GemmaAttention";
 
 #[derive(Default)]
 pub struct Builder {

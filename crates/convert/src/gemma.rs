@@ -157,8 +157,8 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         let global = rope_tables(&mut b, &pos_f, hd, cfg.rope_theta);
         (local, global, key_bias.clone())
     };
-    // RotaryEmbedding's position offset: only the fused path without our GemmaAttnPrep op needs it.
-    let pos0 = if fused && !uses_attn_prep(q) { b.const_i64(&[0]) } else { String::new() };
+    // RotaryEmbedding's position offset: only the fused path without our ops needs it.
+    let pos0 = if fused && !uses_custom_ops(q) { b.const_i64(&[0]) } else { String::new() };
 
     let layer_norm_w = |l: usize, name: &str| -> Result<Vec<f32>> {
         let nw = w.vector(&layer_key(prefix, l, &format!("{name}.weight")), h)?;
@@ -184,7 +184,8 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         let lp = |s: &str| layer_key(prefix, l, s);
         let ((cos, sin), bias) = if cfg.is_sliding(l) { (&rope_local, &slide_bias) } else { (&rope_global, &full_bias) };
         let attn = if fused {
-            attention_fused(&mut b, w, cfg, prefix, l, &hn, cos, sin, &pos0, bias, attn_scale, q)?
+            let masks = AttnMasks { bias, tokens: &mask_f, reach: if cfg.is_sliding(l) { cfg.window_reach() } else { 0 } };
+            attention_fused(&mut b, w, cfg, prefix, l, &hn, cos, sin, &pos0, masks, attn_scale, q)?
         } else {
             attention_reference(&mut b, w, cfg, prefix, l, &hn, cos, sin, bias, attn_scale, q)?
         };
@@ -254,7 +255,7 @@ fn add_norm(b: &mut Builder, branch: &str, x: &str, w: &[f32], name: &str, eps: 
 /// `sum = x + rms_norm(branch)·post`, `normed = rms_norm(sum)·next` → (normed, sum): one `GemmaNormAddNorm` node
 /// where our ops are in use, else SimplifiedLayerNormalization then Add + norm (`add_norm`).
 fn norm_add_norm(b: &mut Builder, branch: &str, x: &str, post: (Vec<f32>, String), next: (Vec<f32>, String), eps: f32, q: &QuantConfig) -> (String, String) {
-    if !(q.fused_ops && uses_attn_prep(q)) {
+    if !(q.fused_ops && uses_custom_ops(q)) {
         let normed = rms_norm(b, branch, &post.0, &post.1, eps, 1.0);
         return add_norm(b, &normed, x, &next.0, &next.1, eps, q.fused_ops);
     }
@@ -361,16 +362,26 @@ fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize,
     Ok(linear(b, &prod, &lp(DOWN), &wd, h, inter, None, q))
 }
 
-/// Quantized graphs with our kernels also use our GemmaAttnPrep op (fp32 graphs keep stock ops only).
-fn uses_attn_prep(q: &QuantConfig) -> bool {
+/// Quantized graphs with our kernels also use our GemmaAttention and GemmaNormAddNorm ops (fp32 graphs keep stock
+/// ops only).
+fn uses_custom_ops(q: &QuantConfig) -> bool {
     q.custom_kernel && q.linear_bits.is_some()
 }
 
-/// Attention with fused contrib ops: one QKV MatMul, RotaryEmbedding, MultiHeadAttention (kv heads repeated).
+/// A layer's key masks: the additive bias `[B,1,S|1,S]` (MultiHeadAttention), or the token mask `[B,S]` and the
+/// window reach (0: none) for our GemmaAttention op.
+struct AttnMasks<'a> {
+    bias: &'a str,
+    tokens: &'a str,
+    reach: usize,
+}
+
+/// Attention with fused ops: one QKV MatMul, then either our GemmaAttention op (q/k norms, RoPE and attention in one
+/// node) or RotaryEmbedding and MultiHeadAttention (kv heads repeated).
 #[allow(clippy::too_many_arguments)]
 fn attention_fused(
     b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, cos_c: &str, sin_c: &str, pos0: &str,
-    bias: &str, attn_scale: f32, q: &QuantConfig,
+    masks: AttnMasks<'_>, attn_scale: f32, q: &QuantConfig,
 ) -> Result<String> {
     let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
     let lp = |s: &str| layer_key(prefix, l, s);
@@ -380,21 +391,19 @@ fn attention_fused(
         stacked = crate::quant::scale_columns(&stacked, h, &s);
     }
     let qkv = linear(b, hn, &lp(QKV), &stacked, n_total, h, None, q);
-    let (qx, kx, vx) = if uses_attn_prep(q) {
-        // Our GemmaAttnPrep op: split, q/k norms, RoPE and kv-head repetition in one node.
+    let ctx = if uses_custom_ops(q) {
+        // Our GemmaAttention op: split, q/k norms, RoPE and the attention in one node.
         let qs = norm_scale(&w.vector(&lp("self_attn.q_norm.weight"), hd)?, attn_scale);
         let ks = norm_scale(&w.vector(&lp("self_attn.k_norm.weight"), hd)?, 1.0);
         let qs = b.init_f32(&lp("q_norm"), &[hd as i64], &qs);
         let ks = b.init_f32(&lp("k_norm"), &[hd as i64], &ks);
-        let mut heads = b.node(
-            crate::builder::CUSTOM_DOMAIN,
-            crate::builder::GEMMA_ATTN_PREP,
-            &[&qkv, &qs, &ks, cos_c, sin_c],
-            3,
-            vec![attr_i("num_heads", nq as i64), attr_i("kv_heads", nkv as i64), attr_f("epsilon", eps)],
-        );
-        let (vh, kh, qh) = (heads.pop().unwrap(), heads.pop().unwrap(), heads.pop().unwrap());
-        (qh, kh, vh)
+        let attrs = vec![
+            attr_i("num_heads", nq as i64),
+            attr_i("kv_heads", nkv as i64),
+            attr_f("epsilon", eps),
+            attr_i("window_reach", masks.reach as i64),
+        ];
+        b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::GEMMA_ATTENTION, &[&qkv, &qs, &ks, cos_c, sin_c, masks.tokens], 1, attrs).remove(0)
     } else {
         let parts = split_last(b, &qkv, &sizes);
         let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
@@ -430,13 +439,8 @@ fn attention_fused(
         };
         let kx = repeat(b, &kr);
         let vx = repeat(b, &parts[2]);
-        (qr, kx, vx)
+        b.ms("MultiHeadAttention", &[&qr, &kx, &vx, "", "", masks.bias], vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)])
     };
-    let ctx = b.ms(
-        "MultiHeadAttention",
-        &[&qx, &kx, &vx, "", "", bias],
-        vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)],
-    );
     let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
     Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q))
 }

@@ -1,10 +1,9 @@
-//! ONNX Runtime custom operator `ai.deposium:GemmaAttnPrep`: from a fused QKV projection `[B, S, (H + 2·KV)·D]`, the
-//! per-head q/k RMSNorm (weights pre-scaled), rotate-half RoPE at positions 0..S and the kv heads repeated for
-//! MultiHeadAttention, in one pass. Replaces Split, 2 SimplifiedLayerNormalization, 2 RotaryEmbedding, Tile and the
-//! Reshapes between them (8 nodes per layer).
-//!
-//! Inputs: qkv, q_scale `[D]`, k_scale `[D]`, cos `[P, D/2]`, sin `[P, D/2]`. Attributes: num_heads, kv_heads,
-//! epsilon. Outputs: Q, K, V, each `[B, S, H·D]`.
+//! ONNX Runtime custom operators for Gemma attention:
+//! - `ai.deposium:GemmaAttention` (graphs ≥ 13): q/k RMSNorm, RoPE and the attention itself in one node;
+//! - `ai.deposium:GemmaAttnPrep` (graphs ≤ 12, still loadable): from a fused QKV projection `[B, S, (H + 2·KV)·D]`,
+//!   the per-head q/k RMSNorm (weights pre-scaled), rotate-half RoPE at positions 0..S and the kv heads repeated for
+//!   MultiHeadAttention. Inputs: qkv, q_scale `[D]`, k_scale `[D]`, cos `[P, D/2]`, sin `[P, D/2]`. Attributes:
+//!   num_heads, kv_heads, epsilon. Outputs: Q, K, V, each `[B, S, H·D]`.
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
@@ -114,5 +113,120 @@ impl Operator for GemmaAttnPrep {
         let kv_heads = kctx.get::<i64>("kv_heads").ok_or_else(|| err("GemmaAttnPrep: kv_heads missing"))?;
         let eps = kctx.get::<f32>("epsilon").ok_or_else(|| err("GemmaAttnPrep: epsilon missing"))?;
         Ok(GemmaAttnPrepKernel { heads: heads.max(1) as usize, kv_heads: kv_heads.max(1) as usize, eps })
+    }
+}
+
+/// `ai.deposium:GemmaAttention`: GemmaAttnPrep's q/k norms and RoPE, then the attention itself
+/// (`deposium_kernels::attention`), in one node: replaces GemmaAttnPrep + MultiHeadAttention. Keys of padding and, with
+/// `window_reach > 0`, keys at distance ≥ `window_reach` are left out.
+///
+/// Inputs: qkv `[B, S, (H + 2·KV)·D]`, q_scale `[D]`, k_scale `[D]`, cos `[P, D/2]`, sin `[P, D/2]`, mask f32 `[B, S]`
+/// (1 = token). Attributes: num_heads, kv_heads, epsilon, window_reach. Output: `[B, S, H·D]`.
+pub struct GemmaAttention;
+
+pub struct GemmaAttentionKernel {
+    prep: GemmaAttnPrepKernel,
+    reach: usize,
+}
+
+/// Query rows per parallel task (a multiple of `attention::QR`).
+const QUERY_ROWS_PER_TASK: usize = 16;
+
+thread_local! {
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Kernel for GemmaAttentionKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        use deposium_kernels::attention::{attend, packed_key_index, packed_keys_len, KeyMask, QR};
+        let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("GemmaAttention: input {i} missing")));
+        let (qkv, qs, ks, cos, sin, mask) = (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?, input(5)?);
+        let (shape, qkv) = qkv.try_extract_tensor::<f32>()?;
+        let (_, qs) = qs.try_extract_tensor::<f32>()?;
+        let (_, ks) = ks.try_extract_tensor::<f32>()?;
+        let (cos_shape, cos) = cos.try_extract_tensor::<f32>()?;
+        let (_, sin) = sin.try_extract_tensor::<f32>()?;
+        let (mask_shape, mask) = mask.try_extract_tensor::<f32>()?;
+        let (h, kv, d, eps) = (self.prep.heads, self.prep.kv_heads, qs.len(), self.prep.eps);
+        let width = (h + 2 * kv) * d;
+        if shape.len() != 3 || shape[2] as usize != width || ks.len() != d || !d.is_multiple_of(16) || kv == 0 || h % kv != 0 {
+            return Err(err(format!("GemmaAttention: qkv shape {shape:?} does not fit {h} heads, {kv} kv heads of {d}")));
+        }
+        let (bsz, s) = (shape[0] as usize, shape[1] as usize);
+        let half = d / 2;
+        if cos_shape.len() != 2 || (cos_shape[0] as usize) < s || cos_shape[1] as usize != half || sin.len() != cos.len() {
+            return Err(err(format!("GemmaAttention: {s} positions, rope cache {cos_shape:?}")));
+        }
+        if mask_shape.iter().map(|&x| x as usize).product::<usize>() != bsz * s {
+            return Err(err(format!("GemmaAttention: mask {mask_shape:?} for qkv {shape:?}")));
+        }
+        let mut y = ctx.output(0, vec![bsz as i64, s as i64, (h * d) as i64])?.ok_or_else(|| err("GemmaAttention: output missing"))?;
+        let out = Out(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        let s4 = s.div_ceil(QR) * QR;
+        let (q_len, k_len) = (s4 * d, packed_keys_len(s, d));
+        // Queries per (text, head), padded to QR rows; keys packed per (text, kv head).
+        let mut qbuf = vec![0f32; bsz * h * q_len];
+        let mut kbuf = vec![0f32; bsz * kv * k_len];
+        let (qo, ko) = (Out(qbuf.as_mut_ptr()), Out(kbuf.as_mut_ptr()));
+        par_rows(ctx, bsz * s, &|rows| {
+            let mut tmp = vec![0f32; d];
+            for row in rows {
+                let (b, p) = (row / s, row % s);
+                let (cr, sr) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+                let x = &qkv[row * width..(row + 1) * width];
+                for head in 0..h {
+                    // SAFETY: row p of head `head` of text b, written by this row only.
+                    let q = unsafe { std::slice::from_raw_parts_mut(qo.get().add((b * h + head) * q_len + p * d), d) };
+                    norm_rope(&x[head * d..(head + 1) * d], qs, eps, cr, sr, q);
+                }
+                for j in 0..kv {
+                    norm_rope(&x[(h + j) * d..(h + j + 1) * d], ks, eps, cr, sr, &mut tmp);
+                    let base = (b * kv + j) * k_len;
+                    for (c, v) in tmp.iter().enumerate() {
+                        // SAFETY: key p's slots of this packed block, written by this row only.
+                        unsafe { *ko.get().add(base + packed_key_index(p, c, d)) = *v };
+                    }
+                }
+            }
+        });
+        let keep: Vec<bool> = mask.iter().map(|&m| m > 0.5).collect();
+        let chunks = s4.div_ceil(QUERY_ROWS_PER_TASK);
+        let (group, reach) = (h / kv, self.reach);
+        let (qbuf, kbuf) = (&qbuf, &kbuf);
+        crate::qop::par_for(ctx, bsz * h * chunks, &|task| {
+            let (bh, c) = (task / chunks, task % chunks);
+            let (b, head) = (bh / h, bh % h);
+            let j = head / group;
+            let rows = c * QUERY_ROWS_PER_TASK..((c + 1) * QUERY_ROWS_PER_TASK).min(s4);
+            let q = &qbuf[bh * q_len..(bh + 1) * q_len];
+            let keys = &kbuf[(b * kv + j) * k_len..(b * kv + j + 1) * k_len];
+            let v = &qkv[b * s * width + (h + kv + j) * d..];
+            let mask = KeyMask { keep: &keep[b * s..(b + 1) * s], reach };
+            // SAFETY: this task writes rows `rows` (those < s) of head `head` of text b only, inside the output.
+            SCORES.with_borrow_mut(|sc| unsafe { attend(q, keys, v, width, s, d, mask, rows, out.get().add(b * s * h * d + head * d), h * d, sc) });
+        });
+        Ok(())
+    }
+}
+
+impl Operator for GemmaAttention {
+    type Kernel<'attr> = GemmaAttentionKernel;
+
+    fn name(&self) -> &str {
+        deposium_convert::GEMMA_ATTENTION
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [TensorElementType::Float32; 6].map(OperatorInput::required)
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(TensorElementType::Float32)]
+    }
+
+    fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+        let prep = GemmaAttnPrep.create_kernel(kctx)?;
+        let reach = kctx.get::<i64>("window_reach").unwrap_or(0).max(0) as usize;
+        Ok(GemmaAttentionKernel { prep, reach })
     }
 }

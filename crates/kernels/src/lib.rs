@@ -5,8 +5,9 @@
 //! Weights are packed once (at conversion) so that one 64-byte load feeds `vpdpbusd` with 4 consecutive k for 16
 //! output columns: codes `[N/16][K/4][16][4]` (u8, value + 128) and scales `[N/16][K/32][16]` (fp16 bits).
 
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx512;
 
 pub const BLOCK: usize = 32;
 pub const TILE: usize = 16;
