@@ -32,7 +32,8 @@ pub struct ConvertArgs {
     /// ONNX Runtime ≥ 1.31 can run the graph without deposium-embed.
     #[arg(long)]
     pub portable: bool,
-    /// Token table bits (4 or 8; 32 = fp32). Default: the scheme's.
+    /// Token table bits: 4 or 8 (GatherBlockQuantized), 5 to 7 (bit-packed, our GatherQ op; 8 with --portable),
+    /// 32 = fp32. Default: the scheme's (int8: 6, int4: 4).
     #[arg(long)]
     pub embed_bits: Option<u8>,
     /// Quantization block for linear layers.

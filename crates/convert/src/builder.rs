@@ -9,6 +9,7 @@ pub const QMATMUL4: &str = "QMatMul4";
 pub const GEMMA_ATTN_PREP: &str = "GemmaAttnPrep";
 pub const GEMMA_NORM_ADD_NORM: &str = "GemmaNormAddNorm";
 pub const GEMMA_ATTENTION: &str = "GemmaAttention";
+pub const GATHER_Q: &str = "GatherQ";
 
 #[derive(Default)]
 pub struct Builder {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use builder::Builder;
 use proto::attr_i;
-pub use builder::{CUSTOM_DOMAIN, GEMMA_ATTENTION, GEMMA_ATTN_PREP, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
+pub use builder::{CUSTOM_DOMAIN, GATHER_Q, GEMMA_ATTENTION, GEMMA_ATTN_PREP, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
 pub use quant::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;

@@ -8,6 +8,7 @@ pub mod model2vec;
 pub mod onnx;
 pub mod paths;
 mod attn_prep;
+mod gather_q;
 mod norm_add_norm;
 pub mod calibrate;
 mod qop;

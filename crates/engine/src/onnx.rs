@@ -54,6 +54,11 @@ pub fn init_ort() -> Result<&'static ort::environment::Environment> {
 }
 
 /// Intra-op threads: `DEPOSIUM_THREADS` or the number of cores.
+/// Our ONNX Runtime custom operators (`ai.deposium`), which every session of the engine registers.
+pub fn operator_domain() -> ort::Result<ort::operator::OperatorDomain> {
+    crate::qop::domain()
+}
+
 pub fn thread_count() -> usize {
     std::env::var("DEPOSIUM_THREADS")
         .ok()

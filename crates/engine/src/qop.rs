@@ -149,5 +149,5 @@ impl Operator for QMatMul {
 
 /// The operator domain every session registers.
 pub fn domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(QMatMul { bits: 8 })?.add(QMatMul { bits: 4 })?.add(crate::attn_prep::GemmaAttnPrep)?.add(crate::norm_add_norm::GemmaNormAddNorm)?.add(crate::attn_prep::GemmaAttention)
+    OperatorDomain::new(DOMAIN)?.add(QMatMul { bits: 8 })?.add(QMatMul { bits: 4 })?.add(crate::attn_prep::GemmaAttnPrep)?.add(crate::norm_add_norm::GemmaNormAddNorm)?.add(crate::attn_prep::GemmaAttention)?.add(crate::gather_q::GatherQ)
 }

@@ -1,9 +1,9 @@
 //! The token-table lookups the graph builder emits (GatherBlockQuantized: 8-bit, 4-bit asymmetric with fp16 scales,
-//! and mixed tables with id ranges at 8 bits), run by ONNX Runtime on a small random table and compared with the
-//! rows dequantized in Rust.
+//! and mixed tables with id ranges at 8 bits; our bit-packed GatherQ: 6-bit), run by ONNX Runtime on a small random
+//! table and compared with the rows dequantized in Rust.
 use deposium_convert::builder::{sym, Builder};
 use deposium_convert::proto::DType;
-use deposium_convert::quant::{embedding, quantize_blocks, quantize_blocks_asym4, QuantConfig};
+use deposium_convert::quant::{embedding, quantize_blocks, quantize_blocks_asym4, quantize_row_asym, QuantConfig};
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -37,7 +37,8 @@ fn lookup(t: &[f32], q: &QuantConfig, ids: &[i64], scale: f32) -> Vec<Vec<f32>> 
     b.output(&e, "out", DType::F32, vec![sym("batch"), sym("sequence"), deposium_convert::builder::fixed(DIM as i64)]);
     let dir = std::env::temp_dir().join(format!("deposium-table-{}-{}", std::process::id(), ids.len()));
     b.model.write_dir(&dir).unwrap();
-    let mut s = Session::builder(env).unwrap().commit_from_file(dir.join("model.onnx")).unwrap();
+    let ops = deposium_engine::onnx::operator_domain().unwrap();
+    let mut s = Session::builder(env).unwrap().with_operators(ops).unwrap().commit_from_file(dir.join("model.onnx")).unwrap();
     let input = Tensor::from_array(([1i64, ids.len() as i64], ids.to_vec())).unwrap();
     let out = s.run(ort::inputs!["input_ids" => input]).unwrap();
     let (_, data) = out["out"].try_extract_tensor::<f32>().unwrap();
@@ -92,12 +93,35 @@ fn mixed_table_serves_hot_ids_at_8_bits_and_the_rest_at_4_bits() {
 fn fp16_scales_round_only_the_scales() {
     let t = table();
     let mut q = QuantConfig::from_scheme("int8").unwrap();
-    q.embed_scales_f16 = true;
+    (q.embed_bits, q.embed_block, q.embed_scales_f16) = (Some(8), 128, true);
     let ids: Vec<i64> = vec![3, 0, 699, 3];
     let got = lookup(&t, &q, &ids, 2.0);
     for (r, &id) in got.iter().zip(&ids) {
         let (c, s) = quantize_blocks(&t[id as usize * DIM..(id as usize + 1) * DIM], 1, DIM, 128, 8);
         let want: Vec<f32> = c.iter().map(|&q| f16_round((q as f32 - 128.0) * f16_round(s[0] * 2.0))).collect();
         assert_close(r, &want, 1e-6, &format!("id {id}"));
+    }
+}
+
+#[test]
+fn six_bit_packed_table_matches_its_dequantized_rows() {
+    let t = table();
+    for block in [32, 64] {
+        let mut q = QuantConfig::from_scheme("int8").unwrap();
+        (q.embed_bits, q.embed_block) = (Some(6), block);
+        let ids: Vec<i64> = vec![0, 1, 5, 699, 350, 5];
+        let scale = 3.0;
+        let got = lookup(&t, &q, &ids, scale);
+        for (r, &id) in got.iter().zip(&ids) {
+            let row = &t[id as usize * DIM..(id as usize + 1) * DIM];
+            let (c, s, z) = quantize_row_asym(row, 6, block, scale);
+            assert!(c.iter().all(|&c| c < 64), "6-bit codes");
+            let want: Vec<f32> = c.iter().enumerate().map(|(j, &c)| (c as f32 - z[j / block] as f32) * s[j / block]).collect();
+            assert_close(r, &want, 1e-6, &format!("id {id}, block {block}"));
+            // And close to the fp32 row (the blocks holding the table's ×8 outliers have 8× coarser steps).
+            let err = r.iter().zip(row).map(|(g, x)| (g - x * scale).powi(2)).sum::<f32>().sqrt();
+            let norm = row.iter().map(|x| (x * scale).powi(2)).sum::<f32>().sqrt();
+            assert!(err < 0.05 * norm, "id {id}: relative error {}", err / norm);
+        }
     }
 }
