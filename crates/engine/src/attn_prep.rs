@@ -133,7 +133,11 @@ pub struct GemmaAttentionKernel {
 const QUERY_ROWS_PER_TASK: usize = 16;
 
 thread_local! {
+    /// Per pool thread: one task's queries and scores.
+    static QUERIES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per calling thread: the packed keys of a run.
+    static KEYS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Kernel for GemmaAttentionKernel {
@@ -163,48 +167,53 @@ impl Kernel for GemmaAttentionKernel {
         let mut y = ctx.output(0, vec![bsz as i64, s as i64, (h * d) as i64])?.ok_or_else(|| err("GemmaAttention: output missing"))?;
         let out = Out(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
         let s4 = s.div_ceil(QR) * QR;
-        let (q_len, k_len) = (s4 * d, packed_keys_len(s, d));
-        // Queries per (text, head), padded to QR rows; keys packed per (text, kv head).
-        let mut qbuf = vec![0f32; bsz * h * q_len];
-        let mut kbuf = vec![0f32; bsz * kv * k_len];
-        let (qo, ko) = (Out(qbuf.as_mut_ptr()), Out(kbuf.as_mut_ptr()));
-        par_rows(ctx, bsz * s, &|rows| {
-            let mut tmp = vec![0f32; d];
-            for row in rows {
-                let (b, p) = (row / s, row % s);
-                let (cr, sr) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-                let x = &qkv[row * width..(row + 1) * width];
-                for head in 0..h {
-                    // SAFETY: row p of head `head` of text b, written by this row only.
-                    let q = unsafe { std::slice::from_raw_parts_mut(qo.get().add((b * h + head) * q_len + p * d), d) };
-                    norm_rope(&x[head * d..(head + 1) * d], qs, eps, cr, sr, q);
-                }
-                for j in 0..kv {
-                    norm_rope(&x[(h + j) * d..(h + j + 1) * d], ks, eps, cr, sr, &mut tmp);
-                    let base = (b * kv + j) * k_len;
-                    for (c, v) in tmp.iter().enumerate() {
-                        // SAFETY: key p's slots of this packed block, written by this row only.
-                        unsafe { *ko.get().add(base + packed_key_index(p, c, d)) = *v };
+        let k_len = packed_keys_len(s, d);
+        KEYS.with_borrow_mut(|kbuf| -> ort::Result<()> {
+            // Keys packed per (text, kv head), normed and rotated once for all the q heads they serve. The buffer is
+            // kept between runs (at most the batch token limit × head_dim × kv heads floats).
+            kbuf.resize(bsz * kv * k_len, 0.0);
+            let ko = Out(kbuf.as_mut_ptr());
+            par_rows(ctx, bsz * s, &|rows| {
+                let mut tmp = vec![0f32; d];
+                for row in rows {
+                    let (b, p) = (row / s, row % s);
+                    let (cr, sr) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+                    let x = &qkv[row * width..(row + 1) * width];
+                    for j in 0..kv {
+                        norm_rope(&x[(h + j) * d..(h + j + 1) * d], ks, eps, cr, sr, &mut tmp);
+                        let base = (b * kv + j) * k_len;
+                        for (c, v) in tmp.iter().enumerate() {
+                            // SAFETY: key p's slots of this packed block, written by this row only.
+                            unsafe { *ko.get().add(base + packed_key_index(p, c, d)) = *v };
+                        }
                     }
                 }
-            }
-        });
-        let keep: Vec<bool> = mask.iter().map(|&m| m > 0.5).collect();
-        let chunks = s4.div_ceil(QUERY_ROWS_PER_TASK);
-        let (group, reach) = (h / kv, self.reach);
-        let (qbuf, kbuf) = (&qbuf, &kbuf);
-        crate::qop::par_for(ctx, bsz * h * chunks, &|task| {
-            let (bh, c) = (task / chunks, task % chunks);
-            let (b, head) = (bh / h, bh % h);
-            let j = head / group;
-            let rows = c * QUERY_ROWS_PER_TASK..((c + 1) * QUERY_ROWS_PER_TASK).min(s4);
-            let q = &qbuf[bh * q_len..(bh + 1) * q_len];
-            let keys = &kbuf[(b * kv + j) * k_len..(b * kv + j + 1) * k_len];
-            let v = &qkv[b * s * width + (h + kv + j) * d..];
-            let mask = KeyMask { keep: &keep[b * s..(b + 1) * s], reach };
-            // SAFETY: this task writes rows `rows` (those < s) of head `head` of text b only, inside the output.
-            SCORES.with_borrow_mut(|sc| unsafe { attend(q, keys, v, width, s, d, mask, rows, out.get().add(b * s * h * d + head * d), h * d, sc) });
-        });
+            });
+            let keep: Vec<bool> = mask.iter().map(|&m| m > 0.5).collect();
+            let chunks = s4.div_ceil(QUERY_ROWS_PER_TASK);
+            let (group, reach, kbuf) = (h / kv, self.reach, &*kbuf);
+            crate::qop::par_for(ctx, bsz * h * chunks, &|task| {
+                let (bh, c) = (task / chunks, task % chunks);
+                let (b, head) = (bh / h, bh % h);
+                let j = head / group;
+                let rows = c * QUERY_ROWS_PER_TASK..((c + 1) * QUERY_ROWS_PER_TASK).min(s4);
+                let keys = &kbuf[(b * kv + j) * k_len..(b * kv + j + 1) * k_len];
+                let v = &qkv[b * s * width + (h + kv + j) * d..];
+                let mask = KeyMask { keep: &keep[b * s..(b + 1) * s], reach };
+                QUERIES.with_borrow_mut(|q| {
+                    // This task's queries, normed and rotated; rows past the text stay zero.
+                    q.clear();
+                    q.resize(rows.len() * d, 0.0);
+                    for (r, qrow) in rows.clone().zip(q.chunks_exact_mut(d)).filter(|(r, _)| *r < s) {
+                        let x = &qkv[(b * s + r) * width + head * d..][..d];
+                        norm_rope(x, qs, eps, &cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half], qrow);
+                    }
+                    // SAFETY: this task writes rows `rows` (those < s) of head `head` of text b only, inside the output.
+                    SCORES.with_borrow_mut(|sc| unsafe { attend(q, keys, v, width, s, d, mask, rows, out.get().add(b * s * h * d + head * d), h * d, sc) });
+                });
+            });
+            Ok(())
+        })?;
         Ok(())
     }
 }

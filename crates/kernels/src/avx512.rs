@@ -193,18 +193,18 @@ pub unsafe fn exp_ps(x: __m512, c: &[__m512; 8], lo: __m512, hi: __m512, log2e: 
     _mm512_scalef_ps(p, n)
 }
 
-/// Softmax numerators in place: `e^(x − max)` per value, 0 where x is −∞; returns the sum, added in 16 lanes by
-/// position (then lane 0..15).
+/// Softmax numerators in place: `e^(x − max)` per value, 0 where `x − max < SOFTMAX_FLOOR` (−∞ included);
+/// returns the sum, added in 16 lanes by position (then lane 0..15).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
     let c: [__m512; 8] = EXP2_C.map(|v| _mm512_set1_ps(v));
     let (lo, hi, log2e) = (_mm512_set1_ps(-87.0), _mm512_set1_ps(88.0), _mm512_set1_ps(LOG2E));
-    let (vmax, ninf) = (_mm512_set1_ps(max), _mm512_set1_ps(f32::NEG_INFINITY));
+    let (vmax, floor) = (_mm512_set1_ps(max), _mm512_set1_ps(crate::attention::SOFTMAX_FLOOR));
     let mut sum = _mm512_setzero_ps();
     for chunk in row.chunks_exact_mut(16) {
-        let x = _mm512_loadu_ps(chunk.as_ptr());
-        let live = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(x, ninf);
-        let e = _mm512_maskz_mov_ps(live, exp_ps(_mm512_sub_ps(x, vmax), &c, lo, hi, log2e));
+        let t = _mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), vmax);
+        let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(t, floor);
+        let e = _mm512_maskz_mov_ps(live, exp_ps(t, &c, lo, hi, log2e));
         _mm512_storeu_ps(chunk.as_mut_ptr(), e);
         sum = _mm512_add_ps(sum, e);
     }
