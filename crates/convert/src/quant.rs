@@ -93,7 +93,7 @@ impl QuantConfig {
         };
         Ok(match scheme {
             "fp32" => base,
-            // Token table at 6 bits (asymmetric, block 64, our GatherQ op): 155.7 MB instead of 204.5 at 8 bits,
+            // Token table at 6 bits (asymmetric, block 64, our GatherQ op): 160.4 MB instead of 204.5 at 8 bits,
             // fixtures 0.99973 / 0.99849 (8-bit table 0.99979 / 0.99810), STS within 0.0014 of fp32 (8-bit:
             // 0.0010); 5 bits lose 0.007 min. `--portable` graphs store it at 8 bits. Dense heads unquantized (fp16
             // storage): 8-bit weights with fp32 activations (MatMulNBits accuracy_level 0) cost 3.7 ms per call in
@@ -301,7 +301,7 @@ pub fn quantize_row_asym(row: &[f32], bits: u8, block: usize, out_scale: f32) ->
 /// A bit-packed table for our `ai.deposium:GatherQ` op (any width from 5 to 7 bits, where GatherBlockQuantized
 /// offers 4 or 8 only): each row's codes `(value / scale + zero_point)`, `bits` each, little-endian bit order, rows
 /// padded to whole bytes (plus 3 trailing bytes, so that the op can read 4 bytes at any code); fp16 scales and u8
-/// zero points per row and block. A 6-bit EmbeddingGemma table takes 155 MB where 8 bits take 204.
+/// zero points per row and block. A 6-bit EmbeddingGemma table, block 64, takes 160 MB where 8 bits take 204.
 #[allow(clippy::too_many_arguments)]
 fn packed_table(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usize, dim: usize, bits: u8, block: usize, scale: f32) -> String {
     use rayon::prelude::*;

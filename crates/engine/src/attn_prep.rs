@@ -32,25 +32,55 @@ fn norm_rope(x: &[f32], scale: &[f32], eps: f32, cos: &[f32], sin: &[f32], out: 
     }
 }
 
-impl Kernel for GemmaAttnPrepKernel {
-    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("GemmaAttnPrep: input {i} missing")));
+/// The inputs both ops share (0..5: qkv, q_scale, k_scale, cos, sin), checked against the heads.
+struct QkvInputs<'a> {
+    qkv: &'a [f32],
+    q_scale: &'a [f32],
+    k_scale: &'a [f32],
+    cos: &'a [f32],
+    sin: &'a [f32],
+    bsz: usize,
+    s: usize,
+    /// Head dimension.
+    d: usize,
+    /// Values per qkv row, `(H + 2·KV)·D`.
+    width: usize,
+}
+
+impl QkvInputs<'_> {
+    /// The RoPE cos and sin rows of position `p`.
+    fn rope_at(&self, p: usize) -> (&[f32], &[f32]) {
+        let half = self.d / 2;
+        (&self.cos[p * half..(p + 1) * half], &self.sin[p * half..(p + 1) * half])
+    }
+}
+
+impl GemmaAttnPrepKernel {
+    /// Extracts and checks the shared inputs of op `op` (head dimension a multiple of `d_multiple`), then runs `f`.
+    fn with_inputs(&self, ctx: &ComputeContext, op: &str, d_multiple: usize, f: impl FnOnce(&QkvInputs) -> ort::Result<()>) -> ort::Result<()> {
+        let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("{op}: input {i} missing")));
         let (qkv, qs, ks, cos, sin) = (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?);
         let (shape, qkv) = qkv.try_extract_tensor::<f32>()?;
-        let (_, qs) = qs.try_extract_tensor::<f32>()?;
-        let (_, ks) = ks.try_extract_tensor::<f32>()?;
+        let (_, q_scale) = qs.try_extract_tensor::<f32>()?;
+        let (_, k_scale) = ks.try_extract_tensor::<f32>()?;
         let (cos_shape, cos) = cos.try_extract_tensor::<f32>()?;
         let (_, sin) = sin.try_extract_tensor::<f32>()?;
-        let (h, kv, d) = (self.heads, self.kv_heads, qs.len());
+        let (h, kv, d) = (self.heads, self.kv_heads, q_scale.len());
         let width = (h + 2 * kv) * d;
-        if shape.len() != 3 || shape[2] as usize != width || ks.len() != d || d % 2 != 0 || kv == 0 || h % kv != 0 {
-            return Err(err(format!("GemmaAttnPrep: qkv shape {shape:?} does not fit {h} heads, {kv} kv heads of {d}")));
+        if shape.len() != 3 || shape[2] as usize != width || k_scale.len() != d || d % d_multiple != 0 || kv == 0 || h % kv != 0 {
+            return Err(err(format!("{op}: qkv shape {shape:?} does not fit {h} heads, {kv} kv heads of {d}")));
         }
         let (bsz, s) = (shape[0] as usize, shape[1] as usize);
-        let half = d / 2;
-        if cos_shape.len() != 2 || (cos_shape[0] as usize) < s || cos_shape[1] as usize != half || sin.len() != cos.len() {
-            return Err(err(format!("GemmaAttnPrep: {s} positions, rope cache {cos_shape:?}")));
+        if cos_shape.len() != 2 || (cos_shape[0] as usize) < s || cos_shape[1] as usize != d / 2 || sin.len() != cos.len() {
+            return Err(err(format!("{op}: {s} positions, rope cache {cos_shape:?}")));
         }
+        f(&QkvInputs { qkv, q_scale, k_scale, cos, sin, bsz, s, d, width })
+    }
+
+    /// GemmaAttnPrep's outputs: Q, K and V per head.
+    fn prep(&self, ctx: &ComputeContext, inp: &QkvInputs) -> ort::Result<()> {
+        let QkvInputs { qkv, q_scale: qs, k_scale: ks, bsz, s, d, width, .. } = *inp;
+        let (h, kv) = (self.heads, self.kv_heads);
         let out_shape = vec![bsz as i64, s as i64, (h * d) as i64];
         let mut outs = Vec::with_capacity(3);
         for i in 0..3 {
@@ -62,8 +92,7 @@ impl Kernel for GemmaAttnPrepKernel {
         let work = |rows: std::ops::Range<usize>| {
             let mut kbuf = vec![0f32; d];
             for row in rows {
-                let p = row % s;
-                let (cr, sr) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+                let (cr, sr) = inp.rope_at(row % s);
                 let x = &qkv[row * width..(row + 1) * width];
                 // SAFETY: each row writes only its own `h·d` values of each output, allocated above.
                 let (q, k, v) = unsafe {
@@ -90,6 +119,12 @@ impl Kernel for GemmaAttnPrepKernel {
         };
         par_rows(ctx, bsz * s, &work);
         Ok(())
+    }
+}
+
+impl Kernel for GemmaAttnPrepKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        self.with_inputs(ctx, "GemmaAttnPrep", 2, |x| self.prep(ctx, x))
     }
 }
 
@@ -142,27 +177,19 @@ thread_local! {
 
 impl Kernel for GemmaAttentionKernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        self.prep.with_inputs(ctx, "GemmaAttention", deposium_kernels::attention::KEY_TILE, |x| self.attention(ctx, x))
+    }
+}
+
+impl GemmaAttentionKernel {
+    fn attention(&self, ctx: &ComputeContext, inp: &QkvInputs) -> ort::Result<()> {
         use deposium_kernels::attention::{attend, packed_key_index, packed_keys_len, KeyMask, QR};
-        let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("GemmaAttention: input {i} missing")));
-        let (qkv, qs, ks, cos, sin, mask) = (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?, input(5)?);
-        let (shape, qkv) = qkv.try_extract_tensor::<f32>()?;
-        let (_, qs) = qs.try_extract_tensor::<f32>()?;
-        let (_, ks) = ks.try_extract_tensor::<f32>()?;
-        let (cos_shape, cos) = cos.try_extract_tensor::<f32>()?;
-        let (_, sin) = sin.try_extract_tensor::<f32>()?;
+        let QkvInputs { qkv, q_scale: qs, k_scale: ks, bsz, s, d, width, .. } = *inp;
+        let (h, kv, eps) = (self.prep.heads, self.prep.kv_heads, self.prep.eps);
+        let mask = ctx.input(5)?.ok_or_else(|| err("GemmaAttention: input 5 missing"))?;
         let (mask_shape, mask) = mask.try_extract_tensor::<f32>()?;
-        let (h, kv, d, eps) = (self.prep.heads, self.prep.kv_heads, qs.len(), self.prep.eps);
-        let width = (h + 2 * kv) * d;
-        if shape.len() != 3 || shape[2] as usize != width || ks.len() != d || !d.is_multiple_of(16) || kv == 0 || h % kv != 0 {
-            return Err(err(format!("GemmaAttention: qkv shape {shape:?} does not fit {h} heads, {kv} kv heads of {d}")));
-        }
-        let (bsz, s) = (shape[0] as usize, shape[1] as usize);
-        let half = d / 2;
-        if cos_shape.len() != 2 || (cos_shape[0] as usize) < s || cos_shape[1] as usize != half || sin.len() != cos.len() {
-            return Err(err(format!("GemmaAttention: {s} positions, rope cache {cos_shape:?}")));
-        }
         if mask_shape.iter().map(|&x| x as usize).product::<usize>() != bsz * s {
-            return Err(err(format!("GemmaAttention: mask {mask_shape:?} for qkv {shape:?}")));
+            return Err(err(format!("GemmaAttention: mask {mask_shape:?} for {bsz} texts of {s} tokens")));
         }
         let mut y = ctx.output(0, vec![bsz as i64, s as i64, (h * d) as i64])?.ok_or_else(|| err("GemmaAttention: output missing"))?;
         let out = Out(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
@@ -177,7 +204,7 @@ impl Kernel for GemmaAttentionKernel {
                 let mut tmp = vec![0f32; d];
                 for row in rows {
                     let (b, p) = (row / s, row % s);
-                    let (cr, sr) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+                    let (cr, sr) = inp.rope_at(p);
                     let x = &qkv[row * width..(row + 1) * width];
                     for j in 0..kv {
                         norm_rope(&x[(h + j) * d..(h + j + 1) * d], ks, eps, cr, sr, &mut tmp);
@@ -205,8 +232,8 @@ impl Kernel for GemmaAttentionKernel {
                     q.clear();
                     q.resize(rows.len() * d, 0.0);
                     for (r, qrow) in rows.clone().zip(q.chunks_exact_mut(d)).filter(|(r, _)| *r < s) {
-                        let x = &qkv[(b * s + r) * width + head * d..][..d];
-                        norm_rope(x, qs, eps, &cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half], qrow);
+                        let (cr, sr) = inp.rope_at(r);
+                        norm_rope(&qkv[(b * s + r) * width + head * d..][..d], qs, eps, cr, sr, qrow);
                     }
                     // SAFETY: this task writes rows `rows` (those < s) of head `head` of text b only, inside the output.
                     SCORES.with_borrow_mut(|sc| unsafe { attend(q, keys, v, width, s, d, mask, rows, out.get().add(b * s * h * d + head * d), h * d, sc) });

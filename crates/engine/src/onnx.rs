@@ -53,12 +53,12 @@ pub fn init_ort() -> Result<&'static ort::environment::Environment> {
     .map_err(|e| EngineError::Load(e.clone()))
 }
 
-/// Intra-op threads: `DEPOSIUM_THREADS` or the number of cores.
 /// Our ONNX Runtime custom operators (`ai.deposium`), which every session of the engine registers.
 pub fn operator_domain() -> ort::Result<ort::operator::OperatorDomain> {
     crate::qop::domain()
 }
 
+/// Intra-op threads: `DEPOSIUM_THREADS` or the number of cores.
 pub fn thread_count() -> usize {
     std::env::var("DEPOSIUM_THREADS")
         .ok()
@@ -234,7 +234,7 @@ impl OnnxModel {
             // Arena off by default (see `arena_enabled`): RSS follows the current batch.
             .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena_enabled()).build()])
             .map_err(load_err)?
-            .with_operators(crate::qop::domain().map_err(load_err)?)
+            .with_operators(operator_domain().map_err(load_err)?)
             .map_err(load_err)?;
         if let Ok(p) = std::env::var("DEPOSIUM_ORT_PROFILE") {
             b = b.with_profiling(p).map_err(load_err)?;

@@ -55,29 +55,14 @@ pub unsafe fn attend(q: &[f32], keys: &[f32], v: &[f32], v_stride: usize, s: usi
     scores.resize(QR * st, 0.0);
     let mut r0 = rows.start;
     while r0 < rows.end {
-        #[cfg(target_arch = "x86_64")]
-        if crate::accelerated() {
-            // SAFETY: bounds checked above; the CPU has AVX-512.
-            unsafe { avx512::scores(&q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d], keys, st, d, scores) };
-        } else {
-            scores_portable(&q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d], keys, st, d, scores);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        scores_portable(&q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d], keys, st, d, scores);
+        scores_rows(&q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d], keys, st, d, scores);
         for (r, row) in scores.chunks_exact_mut(st).enumerate() {
             let i = r0 + r;
             softmax_masked(row, s, |j| i < s && mask.sees(i, j));
         }
         let live = (rows.end.min(s) - r0).min(QR);
-        #[cfg(target_arch = "x86_64")]
-        if crate::accelerated() {
-            // SAFETY: as above; the caller guarantees the `live` output rows.
-            unsafe { avx512::weighted_sum(scores, st, v, v_stride, s, d, out.add(r0 * out_stride), out_stride, live) };
-        } else {
-            weighted_sum_portable(scores, st, v, v_stride, s, d, out.add(r0 * out_stride), out_stride, live);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        weighted_sum_portable(scores, st, v, v_stride, s, d, out.add(r0 * out_stride), out_stride, live);
+        // SAFETY: the caller guarantees the `live` output rows from r0.
+        weighted_sum(scores, st, v, v_stride, s, d, out.add(r0 * out_stride), out_stride, live);
         r0 += QR;
     }
 }
@@ -97,17 +82,18 @@ fn softmax_masked(row: &mut [f32], s: usize, sees: impl Fn(usize) -> bool) {
         row.iter_mut().for_each(|x| *x = 0.0);
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    let sum = if crate::accelerated() {
-        // SAFETY: the CPU has AVX-512; the row is a whole number of key tiles.
-        unsafe { crate::avx512::exp_shifted(row, max) }
-    } else {
-        exp_shifted_portable(row, max)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let sum = exp_shifted_portable(row, max);
-    let inv = 1.0 / sum;
+    let inv = 1.0 / exp_shifted(row, max);
     row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Softmax numerators in place (0 below `SOFTMAX_FLOOR`) and their sum, in 16 lanes by key position.
+fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::accelerated() {
+        // SAFETY: the CPU has AVX-512; the row is a whole number of key tiles.
+        return unsafe { crate::avx512::exp_shifted(row, max) };
+    }
+    exp_shifted_portable(row, max)
 }
 
 fn exp_shifted_portable(row: &mut [f32], max: f32) -> f32 {
@@ -119,6 +105,16 @@ fn exp_shifted_portable(row: &mut [f32], max: f32) -> f32 {
         }
     }
     lanes.iter().sum()
+}
+
+/// Scores of `QR` query rows against the packed keys (`st` keys, padded to whole tiles).
+fn scores_rows(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::accelerated() {
+        // SAFETY: the CPU has AVX-512; `attend` checked the bounds.
+        return unsafe { avx512::scores(q, keys, st, d, scores) };
+    }
+    scores_portable(q, keys, st, d, scores)
 }
 
 fn scores_portable(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f32]) {
@@ -135,6 +131,16 @@ fn scores_portable(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f
             scores[r * st + t * KEY_TILE..][..KEY_TILE].copy_from_slice(&acc);
         }
     }
+}
+
+/// `out[r] = Σ_j p[r][j] · v[j]` for the first `live` of `QR` rows.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weighted_sum(p: &[f32], st: usize, v: &[f32], v_stride: usize, s: usize, d: usize, out: *mut f32, out_stride: usize, live: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::accelerated() {
+        return avx512::weighted_sum(p, st, v, v_stride, s, d, out, out_stride, live);
+    }
+    weighted_sum_portable(p, st, v, v_stride, s, d, out, out_stride, live)
 }
 
 #[allow(clippy::too_many_arguments)]
