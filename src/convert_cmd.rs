@@ -36,6 +36,11 @@ pub struct ConvertArgs {
     /// 32 = fp32. Default: the scheme's (int8: 6, int4: 4).
     #[arg(long)]
     pub embed_bits: Option<u8>,
+    /// Token table entropy-coded (our GatherCoded op) on a grid of this step, relative to each row's spread: 0.125
+    /// is about 5.1 bits per value; smaller is finer and larger. 0 = fixed-width codes (`--embed-bits`). Given
+    /// `--embed-bits` alone, fixed-width codes. Default: the scheme's (int8: 0.125; --portable: 8-bit codes).
+    #[arg(long)]
+    pub embed_step: Option<f32>,
     /// Quantization block for linear layers.
     #[arg(long)]
     pub block: Option<usize>,
@@ -93,6 +98,13 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     if let Some(b) = a.embed_bits {
         q.embed_bits = if b >= 32 { None } else { Some(b) };
+        q.embed_step = None;
+    }
+    match a.embed_step {
+        Some(0.0) => q.embed_step = None,
+        Some(s) if (0.01..=4.0).contains(&s) => q.embed_step = Some(s),
+        Some(s) => anyhow::bail!("--embed-step {s}: use 0 (fixed-width codes) or a step from 0.01 to 4"),
+        None => {}
     }
     if let Some(b) = a.block {
         q.block = b;

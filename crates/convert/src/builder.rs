@@ -10,6 +10,7 @@ pub const GEMMA_ATTN_PREP: &str = "GemmaAttnPrep";
 pub const GEMMA_NORM_ADD_NORM: &str = "GemmaNormAddNorm";
 pub const GEMMA_ATTENTION: &str = "GemmaAttention";
 pub const GATHER_Q: &str = "GatherQ";
+pub const GATHER_CODED: &str = "GatherCoded";
 
 #[derive(Default)]
 pub struct Builder {
@@ -61,7 +62,7 @@ impl Builder {
     pub fn init(&mut self, name: &str, dtype: DType, dims: &[i64], raw: Vec<u8>) -> String {
         let expect: i64 = dims.iter().product();
         let bits = match dtype {
-            DType::F32 | DType::I32 => 32,
+            DType::F32 | DType::I32 | DType::U32 => 32,
             DType::I64 => 64,
             DType::F16 | DType::U16 => 16,
             DType::U8 | DType::I8 | DType::Bool => 8,

@@ -6,6 +6,7 @@ pub mod awq;
 pub mod bert;
 pub mod gptq;
 pub mod builder;
+pub mod coded_table;
 pub mod gemma;
 pub mod proto;
 pub mod quant;
@@ -20,13 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use builder::Builder;
 use proto::attr_i;
-pub use builder::{CUSTOM_DOMAIN, GATHER_Q, GEMMA_ATTENTION, GEMMA_ATTN_PREP, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
+pub use builder::{CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, GEMMA_ATTENTION, GEMMA_ATTN_PREP, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
 pub use quant::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;
 
 /// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
-pub const GRAPH_VERSION: u32 = 13;
+pub const GRAPH_VERSION: u32 = 14;
 
 /// A sentence-transformers Dense layer after pooling.
 pub struct DenseHead {

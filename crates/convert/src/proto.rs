@@ -11,6 +11,7 @@ pub enum DType {
     U8 = 2,
     I8 = 3,
     U16 = 4,
+    U32 = 12,
     I32 = 6,
     I64 = 7,
     Bool = 9,

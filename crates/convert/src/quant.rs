@@ -2,7 +2,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::awq::{CalibMode, CALIB_PREFIX};
-use crate::builder::{fixed, Builder, CUSTOM_DOMAIN, GATHER_Q, QMATMUL4, QMATMUL8};
+use crate::builder::{fixed, Builder, CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, QMATMUL4, QMATMUL8};
 use crate::proto::{attr_i, DType};
 
 /// How to store weights.
@@ -19,6 +19,11 @@ pub struct QuantConfig {
     /// Bits for the token embedding table (None = fp32).
     pub embed_bits: Option<u8>,
     pub embed_block: usize,
+    /// Token table entropy-coded on a uniform grid of this step (relative to each row's RMS after the columns are
+    /// standardized; see `coded_table`), by our `GatherCoded` op; None for fixed-width codes (`embed_bits`). Graphs
+    /// without our ops fall back to `embed_bits`.
+    #[serde(default)]
+    pub embed_step: Option<f32>,
     /// Weight names (substring match) kept in fp32.
     pub keep_fp32: Vec<String>,
     /// Weight names (substring match) stored at 8 bits in a 4-bit scheme.
@@ -77,6 +82,7 @@ impl QuantConfig {
             accuracy_level: 4,
             embed_bits: None,
             embed_block: 32,
+            embed_step: None,
             keep_fp32: vec![],
             keep_int8: vec![],
             asymmetric: false,
@@ -93,15 +99,17 @@ impl QuantConfig {
         };
         Ok(match scheme {
             "fp32" => base,
-            // Token table at 6 bits (asymmetric, block 64, our GatherQ op): 160.4 MB instead of 204.5 at 8 bits,
-            // fixtures 0.99973 / 0.99849 (8-bit table 0.99979 / 0.99810), STS within 0.0014 of fp32 (8-bit:
-            // 0.0010); 5 bits lose 0.007 min. `--portable` graphs store it at 8 bits. Dense heads unquantized (fp16
+            // Token table entropy-coded (our GatherCoded op, step 0.125: 5.15 bits per value, 129.7 MB; the 6-bit
+            // fixed-width table took 160.4 MB, 8 bits 204.5), fixtures 0.99964 / 0.99806 (6-bit: 0.99973 / 0.99849;
+            // fp32 table: 0.99979 / 0.99759: the minimum is a 500-token repetition whose int8 error does not average
+            // out). `--portable` graphs store it at 8 bits (`embed_bits` 6 → 8 there). Dense heads unquantized (fp16
             // storage): 8-bit weights with fp32 activations (MatMulNBits accuracy_level 0) cost 3.7 ms per call in
             // MLAS's dequantizing path, half a single text's time; int8 activations there cost 0.0007 min cosine.
             "int8" => QuantConfig {
                 linear_bits: Some(8),
                 embed_bits: Some(6),
                 embed_block: 64,
+                embed_step: Some(0.125),
                 embed_scales_f16: true,
                 keep_fp32: vec!["dense".into()],
                 heads_f16: true,
@@ -339,6 +347,28 @@ fn packed_table(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: us
     b.node(CUSTOM_DOMAIN, GATHER_Q, &[&dn, ids, &sn, &zn], 1, attrs).remove(0)
 }
 
+fn u16_bytes(v: &[u16]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// An entropy-coded table (`coded_table`) read by our `ai.deposium:GatherCoded` op. Inputs: coded rows, ids, row
+/// offsets (u32), row steps (fp16 bits), column scales and means (f32), code lengths (u8); attributes dim, min_code.
+#[allow(clippy::too_many_arguments)]
+fn coded_table(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usize, dim: usize, step: f32, scale: f32) -> String {
+    let t = crate::coded_table::encode(table, vocab, dim, step, scale, false);
+    tracing::info!(step, bits_per_value = t.bits_per_value(), "entropy-coded token table");
+    let len = t.data.len() as i64;
+    let dn = b.init(&format!("{name}.coded"), DType::U8, &[len], t.data);
+    let on = b.init(&format!("{name}.offsets"), DType::U32, &[vocab as i64 + 1], t.offsets.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let sn = b.init(&format!("{name}.row_steps"), DType::U16, &[vocab as i64], u16_bytes(&t.row_steps));
+    let cs = b.init_f32(&format!("{name}.col_scale"), &[dim as i64], &t.col_scale);
+    let cm = b.init_f32(&format!("{name}.col_mean"), &[dim as i64], &t.col_mean);
+    let nsym = t.lengths.len() as i64;
+    let ln = b.init(&format!("{name}.code_lengths"), DType::U8, &[nsym], t.lengths);
+    let attrs = vec![attr_i("dim", dim as i64), attr_i("min_code", t.min_code as i64)];
+    b.node(CUSTOM_DOMAIN, GATHER_CODED, &[&dn, ids, &on, &sn, &cs, &cm, &ln], 1, attrs).remove(0)
+}
+
 /// Asymmetric 4-bit per-block quantization of `[rows, k]` along k (`asym4_block_params` per block). Returns (codes
 /// 0..15, one per value, `[rows, kb·block]`; scales `[rows, kb]`; zero points `[rows, kb]`).
 pub fn quantize_blocks_asym4(w: &[f32], rows: usize, k: usize, block: usize) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
@@ -460,13 +490,12 @@ fn custom_kernel_bits(q: &QuantConfig, bits: Option<u8>, n: usize, k: usize, has
 #[allow(clippy::too_many_arguments)]
 fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bits: u8, q: &QuantConfig, attrs: Vec<crate::proto::Attr>) -> String {
     let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
-    let u16_bytes = |v: Vec<u16>| -> Vec<u8> { v.iter().flat_map(|s| s.to_le_bytes()).collect() };
     let scale_dims = [tiles, kb, deposium_kernels::TILE as i64];
     let (op, mut inputs) = if bits == 8 {
         let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
         let (packed, packed_scales) = deposium_kernels::pack(&codes, &scales, n, k);
         let wn = b.init(&format!("{name}.q8"), DType::U8, &[tiles, (k / 4) as i64, 64], packed);
-        let sn = b.init(&format!("{name}.q8scales"), DType::U16, &scale_dims, u16_bytes(packed_scales));
+        let sn = b.init(&format!("{name}.q8scales"), DType::U16, &scale_dims, u16_bytes(&packed_scales));
         (QMATMUL8, vec![wn, sn])
     } else {
         let (codes, scales, zps) = if q.asymmetric {
@@ -477,7 +506,7 @@ fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: u
         };
         let (packed, packed_scales, packed_zps) = deposium_kernels::pack4_stored(&codes, &scales, &zps, n, k);
         let wn = b.init(&format!("{name}.q4"), DType::U8, &[tiles, kb, 4, 64], packed);
-        let sn = b.init(&format!("{name}.q4scales"), DType::U16, &scale_dims, u16_bytes(packed_scales));
+        let sn = b.init(&format!("{name}.q4scales"), DType::U16, &scale_dims, u16_bytes(&packed_scales));
         let zn = b.init(&format!("{name}.q4zp"), DType::U8, &[tiles, kb, deposium_kernels::TILE as i64 / 2], packed_zps);
         (QMATMUL4, vec![wn, sn, zn])
     };
@@ -503,6 +532,9 @@ pub fn embedding(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: u
         let t = b.init_f32(name, &[vocab as i64, dim as i64], &scaled);
         return b.op("Gather", &[&t, ids], vec![attr_i("axis", 0)]);
     };
+    if let (Some(step), true) = (q.embed_step, q.custom_kernel) {
+        return coded_table(b, ids, name, table, vocab, dim, step, scale);
+    }
     if (5..=7).contains(&bits) {
         if q.custom_kernel {
             return packed_table(b, ids, name, table, vocab, dim, bits, q.embed_block, scale);

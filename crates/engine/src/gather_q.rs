@@ -4,10 +4,16 @@
 //! Inputs: data u8 (rows of `dim` codes, `bits` each, little-endian bit order, each row padded to whole bytes, 3
 //! trailing bytes), ids i64 `[...]`, scales u16 `[V, dim/block]` (fp16 bits), zero points u8 `[V, dim/block]`.
 //! Attributes: bits, block_size, dim. Output: f32 `[..., dim]`, `(code − zero_point) · scale`.
+//!
+//! `ai.deposium:GatherCoded`: lookup from an entropy-coded table (deposium_convert's `coded_table`). Inputs: coded
+//! rows u8, ids i64, row offsets u32 `[V + 1]`, row steps u16 `[V]` (fp16 bits), column scales and means f32
+//! `[dim]`, Huffman code lengths u8 (a constant). Attributes: dim, min_code. Output: f32 `[..., dim]`,
+//! `(q · row_step) · col_scale + col_mean`.
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
 use crate::qop::{err, par_rows};
+use deposium_kernels::huffman::{Decoder, READ_PADDING};
 use deposium_kernels::OutPtr as Out;
 
 pub struct GatherQ;
@@ -94,5 +100,100 @@ impl Operator for GatherQ {
             return Err(err(format!("GatherQ: {bits}-bit codes are not supported (1 to 8)")));
         }
         Ok(GatherQKernel { bits, block, dim })
+    }
+}
+
+pub struct GatherCoded;
+
+pub struct GatherCodedKernel {
+    dim: usize,
+    min_code: i32,
+    decoder: Decoder,
+}
+
+impl Kernel for GatherCodedKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("GatherCoded: input {i} missing")));
+        let (data, ids, offsets, steps, col_scale, col_mean) = (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?, input(5)?);
+        let (_, data) = data.try_extract_tensor::<u8>()?;
+        let (id_shape, ids) = ids.try_extract_tensor::<i64>()?;
+        let (_, offsets) = offsets.try_extract_tensor::<u32>()?;
+        let (_, steps) = steps.try_extract_tensor::<u16>()?;
+        let (_, col_scale) = col_scale.try_extract_tensor::<f32>()?;
+        let (_, col_mean) = col_mean.try_extract_tensor::<f32>()?;
+        let dim = self.dim;
+        let vocab = steps.len();
+        let bad_offsets = offsets.len() != vocab + 1
+            || offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets.last().is_some_and(|&end| end as usize + READ_PADDING > data.len());
+        if bad_offsets || col_scale.len() != dim || col_mean.len() != dim {
+            return Err(err(format!(
+                "GatherCoded: {} offsets, {} row steps, {} column scales and {} means for a {dim}-wide table of {} bytes",
+                offsets.len(),
+                vocab,
+                col_scale.len(),
+                col_mean.len(),
+                data.len()
+            )));
+        }
+        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
+            return Err(err(format!("GatherCoded: token id {bad} is outside the table ({vocab} rows)")));
+        }
+        let mut shape = id_shape.to_vec();
+        shape.push(dim as i64);
+        let mut y = ctx.output(0, shape)?.ok_or_else(|| err("GatherCoded: output missing"))?;
+        let out = Out(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
+        let (decoder, min_code) = (&self.decoder, self.min_code);
+        par_rows(ctx, ids.len(), &|rows| {
+            for r in rows {
+                let id = ids[r] as usize;
+                // A row may not read past its successor's start plus the padding (corrupt data stays in bounds).
+                let end = (offsets[id + 1] as usize + READ_PADDING).min(data.len());
+                let row = &data[..end];
+                let step = deposium_kernels::f16_value(steps[id]);
+                // SAFETY: each id writes only its own `dim` values of the output, allocated above.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(r * dim), dim) };
+                let mut bit = offsets[id] as usize * 8;
+                for (j, v) in o.iter_mut().enumerate() {
+                    let q = if bit / 8 + 8 <= row.len() { decoder.next(row, &mut bit) as i32 + min_code } else { 0 };
+                    *v = (q as f32 * step) * col_scale[j] + col_mean[j];
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Operator for GatherCoded {
+    type Kernel<'attr> = GatherCodedKernel;
+
+    fn name(&self) -> &str {
+        deposium_convert::GATHER_CODED
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [
+            OperatorInput::required(TensorElementType::Uint8),
+            OperatorInput::required(TensorElementType::Int64),
+            OperatorInput::required(TensorElementType::Uint32),
+            OperatorInput::required(TensorElementType::Uint16),
+            OperatorInput::required(TensorElementType::Float32),
+            OperatorInput::required(TensorElementType::Float32),
+            OperatorInput::required(TensorElementType::Uint8),
+        ]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(TensorElementType::Float32)]
+    }
+
+    fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+        let dim = kctx.get::<i64>("dim").filter(|&v| v > 0).ok_or_else(|| err("GatherCoded: attribute dim missing"))? as usize;
+        let min_code = kctx.get::<i64>("min_code").ok_or_else(|| err("GatherCoded: attribute min_code missing"))?;
+        let lengths = kctx.constant_input::<ort::value::DynTensorValueType>(6)?;
+        let (_, lengths) = lengths.try_extract_tensor::<u8>()?;
+        let decoder = Decoder::new(lengths).map_err(|e| err(format!("GatherCoded: code lengths: {e}")))?;
+        let min_code = i32::try_from(min_code).map_err(|_| err("GatherCoded: min_code out of range"))?;
+        Ok(GatherCodedKernel { dim, min_code, decoder })
     }
 }

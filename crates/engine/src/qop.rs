@@ -155,5 +155,5 @@ impl Operator for QMatMul {
 
 /// The operator domain every session registers.
 pub fn domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(QMatMul { bits: 8 })?.add(QMatMul { bits: 4 })?.add(crate::attn_prep::GemmaAttnPrep)?.add(crate::norm_add_norm::GemmaNormAddNorm)?.add(crate::attn_prep::GemmaAttention)?.add(crate::gather_q::GatherQ)
+    OperatorDomain::new(DOMAIN)?.add(QMatMul { bits: 8 })?.add(QMatMul { bits: 4 })?.add(crate::attn_prep::GemmaAttnPrep)?.add(crate::norm_add_norm::GemmaNormAddNorm)?.add(crate::attn_prep::GemmaAttention)?.add(crate::gather_q::GatherQ)?.add(crate::gather_q::GatherCoded)
 }

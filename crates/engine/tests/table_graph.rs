@@ -1,5 +1,5 @@
 //! The token-table lookups the graph builder emits (GatherBlockQuantized: 8-bit, 4-bit asymmetric with fp16 scales,
-//! and mixed tables with id ranges at 8 bits; our bit-packed GatherQ: 6-bit), run by ONNX Runtime on a small random
+//! and mixed tables with id ranges at 8 bits; our bit-packed GatherQ: 6-bit; our entropy-coded GatherCoded), run by ONNX Runtime on a small random
 //! table and compared with the rows dequantized in Rust.
 use deposium_convert::builder::{sym, Builder};
 use deposium_convert::proto::DType;
@@ -71,7 +71,7 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 fn mixed_table_serves_hot_ids_at_8_bits_and_the_rest_at_4_bits() {
     let t = table();
     let mut q = QuantConfig::from_scheme("int8").unwrap();
-    q.embed_bits = Some(4);
+    (q.embed_bits, q.embed_step) = (Some(4), None);
     q.embed_block = 32;
     q.embed_asymmetric = true;
     q.embed_scales_f16 = false;
@@ -93,7 +93,7 @@ fn mixed_table_serves_hot_ids_at_8_bits_and_the_rest_at_4_bits() {
 fn fp16_scales_round_only_the_scales() {
     let t = table();
     let mut q = QuantConfig::from_scheme("int8").unwrap();
-    (q.embed_bits, q.embed_block, q.embed_scales_f16) = (Some(8), 128, true);
+    (q.embed_bits, q.embed_block, q.embed_scales_f16, q.embed_step) = (Some(8), 128, true, None);
     let ids: Vec<i64> = vec![3, 0, 699, 3];
     let got = lookup(&t, &q, &ids, 2.0);
     for (r, &id) in got.iter().zip(&ids) {
@@ -108,7 +108,7 @@ fn six_bit_packed_table_matches_its_dequantized_rows() {
     let t = table();
     for block in [32, 64] {
         let mut q = QuantConfig::from_scheme("int8").unwrap();
-        (q.embed_bits, q.embed_block) = (Some(6), block);
+        (q.embed_bits, q.embed_block, q.embed_step) = (Some(6), block, None);
         let ids: Vec<i64> = vec![0, 1, 5, 699, 350, 5];
         let scale = 3.0;
         let got = lookup(&t, &q, &ids, scale);
@@ -123,5 +123,37 @@ fn six_bit_packed_table_matches_its_dequantized_rows() {
             let norm = row.iter().map(|x| (x * scale).powi(2)).sum::<f32>().sqrt();
             assert!(err < 0.05 * norm, "id {id}: relative error {}", err / norm);
         }
+    }
+}
+
+#[test]
+fn entropy_coded_table_matches_its_dequantized_rows() {
+    let t = table();
+    let q = QuantConfig::from_scheme("int8").unwrap();
+    let step = q.embed_step.expect("int8 codes its table");
+    let ids: Vec<i64> = vec![0, 1, 5, 699, 350, 5, 698, 0];
+    let scale = 3.0;
+    let got = lookup(&t, &q, &ids, scale);
+    let coded = deposium_convert::coded_table::encode(&t, VOCAB, DIM, step, scale, true);
+    assert!(coded.bits_per_value() < 8.0, "{} bits per value", coded.bits_per_value());
+    for (r, &id) in got.iter().zip(&ids) {
+        assert_close(r, &coded.dequantized_row(id as usize), 1e-6, &format!("id {id}"));
+        let row = &t[id as usize * DIM..(id as usize + 1) * DIM];
+        let err = r.iter().zip(row).map(|(g, x)| (g - x * scale).powi(2)).sum::<f32>().sqrt();
+        let norm = row.iter().map(|x| (x * scale).powi(2)).sum::<f32>().sqrt();
+        assert!(err < 0.05 * norm, "id {id}: relative error {}", err / norm);
+    }
+}
+
+#[test]
+fn portable_graphs_store_the_coded_table_at_8_bits() {
+    let t = table();
+    let mut q = QuantConfig::from_scheme("int8").unwrap();
+    q.custom_kernel = false;
+    let ids: Vec<i64> = vec![3, 600];
+    for (r, &id) in lookup(&t, &q, &ids, 1.0).iter().zip(&ids) {
+        let (c, s) = quantize_blocks(&t[id as usize * DIM..(id as usize + 1) * DIM], 1, DIM, q.embed_block, 8);
+        let want: Vec<f32> = c.iter().enumerate().map(|(j, &v)| (v as f32 - 128.0) * f16_round(s[j / q.embed_block])).collect();
+        assert_close(r, &want, 1e-3, &format!("id {id}"));
     }
 }

@@ -6,6 +6,7 @@
 //! output columns: codes `[N/16][K/4][16][4]` (u8, value + 128) and scales `[N/16][K/32][16]` (fp16 bits).
 
 pub mod attention;
+pub mod huffman;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
