@@ -33,12 +33,12 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub portable: bool,
     /// Token table bits: 4 or 8 (GatherBlockQuantized), 5 to 7 (bit-packed, our GatherQ op; 8 with --portable),
-    /// 32 = fp32. Default: the scheme's (int8: 6, int4: 4).
+    /// 32 = fp32. The width of the fixed-width table where the scheme entropy-codes it (`--embed-step`): int8 6, int4 4.
     #[arg(long)]
     pub embed_bits: Option<u8>,
-    /// Token table entropy-coded (our GatherCoded op) on a grid of this step, relative to each row's spread: 0.125
-    /// is about 5.1 bits per value; smaller is finer and larger. 0 = fixed-width codes (`--embed-bits`). Given
-    /// `--embed-bits` alone, fixed-width codes. Default: the scheme's (int8: 0.125; --portable: 8-bit codes).
+    /// Token table entropy-coded (our GatherCoded op) on a grid of this step, relative to each row's spread (int8:
+    /// 0.125, about 5.2 bits per value; int4: 0.3, about 4). 0 = fixed-width codes (`--embed-bits`), as does
+    /// `--embed-bits` given alone and, always, `--portable`.
     #[arg(long)]
     pub embed_step: Option<f32>,
     /// Quantization block for linear layers.
