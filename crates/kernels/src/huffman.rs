@@ -152,11 +152,46 @@ impl Decoder {
     pub fn next(&self, data: &[u8], bit: &mut usize) -> u16 {
         let p = *bit / 8;
         let window = u64::from_be_bytes(data[p..p + 8].try_into().unwrap()) << (*bit % 8);
+        self.symbol(window, bit)
+    }
+}
+
+impl Decoder {
+    /// Decodes `out.len()` symbols from byte `start` of `data` into `out[j] = ((s + min_code) · step) · col_scale[j]
+    /// + col_mean[j]`. Never reads out of bounds: symbols past the end of `data` (corrupt offsets or codes) decode
+    /// as `min_code`.
+    pub fn decode_scaled(&self, data: &[u8], start: usize, min_code: i32, step: f32, col_scale: &[f32], col_mean: &[f32], out: &mut [f32]) {
+        let n = out.len().min(col_scale.len()).min(col_mean.len());
+        let mut bit = start * 8;
+        // Whatever the codes, `n` symbols span at most n · max_len bits: check once, then read without bounds checks.
+        let worst_end = start + (n * self.max_len.max(1) as usize).div_ceil(8) + READ_PADDING;
+        if worst_end <= data.len() {
+            for j in 0..n {
+                // SAFETY: bit / 8 + 8 <= worst_end <= data.len() for every symbol (each consumes at most max_len bits).
+                let window = unsafe { u64::from_be_bytes(data.as_ptr().add(bit / 8).cast::<[u8; 8]>().read_unaligned()) } << (bit % 8);
+                let q = self.symbol(window, &mut bit) as i32 + min_code;
+                out[j] = (q as f32 * step) * col_scale[j] + col_mean[j];
+            }
+        } else {
+            for j in 0..n {
+                let q = if bit / 8 + 8 <= data.len() { self.next(data, &mut bit) as i32 + min_code } else { min_code };
+                out[j] = (q as f32 * step) * col_scale[j] + col_mean[j];
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn symbol(&self, window: u64, bit: &mut usize) -> u16 {
         let e = self.fast[(window >> (64 - FAST_BITS)) as usize];
         if e != 0 {
             *bit += (e & 0xFF) as usize;
             return (e >> 8) as u16;
         }
+        self.slow_symbol(window, bit)
+    }
+
+    #[cold]
+    fn slow_symbol(&self, window: u64, bit: &mut usize) -> u16 {
         for l in FAST_BITS + 1..=self.max_len {
             let code = (window >> (64 - l)) as u32;
             let k = code.wrapping_sub(self.first[l as usize]);
@@ -231,6 +266,30 @@ mod tests {
         }
         let bits: u64 = symbols.iter().map(|&s| lens[s] as u64).sum();
         assert_eq!(bit as u64, bits);
+    }
+
+    #[test]
+    fn scaled_rows_decode_like_single_symbols_even_at_the_end_of_the_data() {
+        let lens = code_lengths(&[40, 30, 20, 5, 3, 1, 1]);
+        let codes = canonical_codes(&lens);
+        let mut s = 7u64;
+        let syms: Vec<usize> = (0..300).map(|_| (xorshift(&mut s) % 7) as usize).collect();
+        let mut w = BitWriter::default();
+        syms.iter().for_each(|&x| w.put(codes[x], lens[x]));
+        let mut data = w.finish();
+        data.extend([0u8; READ_PADDING]);
+        let dec = Decoder::new(&lens).unwrap();
+        let (scale, mean) = (vec![2.0f32; 300], vec![0.5f32; 300]);
+        let mut out = vec![0f32; 300];
+        dec.decode_scaled(&data, 0, -3, 0.25, &scale, &mean, &mut out);
+        for (j, &x) in syms.iter().enumerate() {
+            assert_eq!(out[j], ((x as i32 - 3) as f32 * 0.25) * 2.0 + 0.5, "symbol {j}");
+        }
+        // Past the end: no panic, and what is there still decodes.
+        let tail = data.len() - READ_PADDING - 2;
+        dec.decode_scaled(&data, tail, -3, 0.25, &scale, &mean, &mut out);
+        dec.decode_scaled(&data, data.len(), -3, 0.25, &scale, &mean, &mut out);
+        assert_eq!(out[0], -3.0 * 0.25 * 2.0 + 0.5);
     }
 
     #[test]
