@@ -147,8 +147,8 @@ impl Kernel for GatherCodedKernel {
         // A coded row takes ~1 µs to decode: tasks of a few rows spread even one text's lookups over the threads.
         const ROWS: usize = 4;
         par_for(ctx, ids.len().div_ceil(ROWS), &|task| {
-            for r in task * ROWS..((task + 1) * ROWS).min(ids.len()) {
-                let id = ids[r] as usize;
+            for (r, &id) in ids.iter().enumerate().skip(task * ROWS).take(ROWS) {
+                let id = id as usize;
                 let step = deposium_kernels::f16_value(steps[id]);
                 // SAFETY: each id writes only its own `dim` values of the output, allocated above.
                 let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(r * dim), dim) };

@@ -160,6 +160,7 @@ impl Decoder {
     /// Decodes `out.len()` symbols from byte `start` of `data` into `out[j] = ((s + min_code) · step) · col_scale[j]
     /// + col_mean[j]`. Never reads out of bounds: symbols past the end of `data` (corrupt offsets or codes) decode
     /// as `min_code`.
+    #[allow(clippy::too_many_arguments)]
     pub fn decode_scaled(&self, data: &[u8], start: usize, min_code: i32, step: f32, col_scale: &[f32], col_mean: &[f32], out: &mut [f32]) {
         let n = out.len().min(col_scale.len()).min(col_mean.len());
         let mut bit = start * 8;

@@ -196,11 +196,14 @@ fn run_tiles(x: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], scratch: 
     scratch.quantize(x, m, k);
     let qa: &QuantizedRows = scratch;
     let tiles = n / TILE;
-    let tasks = tiles.div_ceil(TILES_PER_TASK);
+    // Few rows: tasks of up to 8 tiles (at least 8 tasks), so that the pair of tiles a task prefetches next is
+    // mostly its own.
+    let per_task = if m <= 64 { (tiles / 8).clamp(TILES_PER_TASK, 8) & !1 } else { TILES_PER_TASK };
+    let tasks = tiles.div_ceil(per_task);
     let outp = OutPtr(out.as_mut_ptr());
     par(tasks, &|task| {
-        let t0 = task * TILES_PER_TASK;
-        let t1 = (t0 + TILES_PER_TASK).min(tiles);
+        let t0 = task * per_task;
+        let t1 = (t0 + per_task).min(tiles);
         tiles_fn(qa, outp.get(), t0, t1);
     });
 }
