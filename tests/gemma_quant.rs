@@ -1,12 +1,14 @@
-//! EmbeddingGemma int8 / int4 graphs: fidelity to the fp32 reference and batch invariance.
+//! EmbeddingGemma int8 / int4 graphs: size, fidelity to the fp32 reference and batch invariance.
 mod common;
 
 use deposium_engine::{fidelity, registry};
 
-fn check(spec: &str, mean_min: f32, min_min: f32) {
+fn check(spec: &str, mean_min: f32, min_min: f32, max_bytes: u64) {
     common::require_model("embeddinggemma-300m");
     let r = common::gemma_reference();
     let model = registry::load(spec).expect("load");
+    let size = model.info().size_bytes;
+    assert!(size > 0 && size < max_bytes, "{spec}: {size} bytes on disk (< {max_bytes})");
     let f = fidelity::measure(&model, &r).unwrap();
     eprintln!("{spec} fidelity: {}", serde_json::to_string(&f).unwrap());
     assert!(f.all.mean >= mean_min && f.all.min >= min_min, "{spec}: mean {} (≥ {mean_min}), min {} (≥ {min_min})", f.all.mean, f.all.min);
@@ -16,12 +18,12 @@ fn check(spec: &str, mean_min: f32, min_min: f32) {
 
 #[test]
 fn int8_default_is_faithful_and_batch_invariant() {
-    check("embeddinggemma", 0.9995, 0.998);
+    check("embeddinggemma", 0.9995, 0.998, 250_000_000);
 }
 
 #[test]
 fn int4_is_faithful_and_batch_invariant() {
-    check("embeddinggemma:int4", 0.99, 0.97);
+    check("embeddinggemma:int4", 0.99, 0.97, 200_000_000);
 }
 
 /// EmbeddingGemma converted with `scheme`'s settings changed by `edit`, into a fresh temporary directory.
