@@ -223,6 +223,7 @@ impl OnnxModel {
         let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
         let env = init_ort()?;
         let threads = thread_count();
+        deposium_kernels::set_pool_threads(threads);
         let mut b = Session::builder(env)
             .map_err(load_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)

@@ -184,6 +184,17 @@ pub fn matmul<const BITS: u8>(x: &[f32], m: usize, w: Packed<'_, BITS>, out: &mu
     });
 }
 
+static POOL_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
+
+/// Threads that run the `ParFor` tasks (a hint for task sizes; results do not depend on it).
+pub fn set_pool_threads(n: usize) {
+    POOL_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn pool_threads() -> usize {
+    POOL_THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 type TileFn<'a> = &'a (dyn Fn(&QuantizedRows, *mut f32, usize, usize) + Sync);
 
 /// Quantizes `x`, then runs `tiles(t0, t1)` over groups of output tiles, in parallel.
@@ -196,9 +207,9 @@ fn run_tiles(x: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], scratch: 
     scratch.quantize(x, m, k);
     let qa: &QuantizedRows = scratch;
     let tiles = n / TILE;
-    // Few rows: tasks of up to 8 tiles (at least 8 tasks), so that the pair of tiles a task prefetches next is
+    // Few rows: tasks of up to 8 tiles (at least 4 per thread), so that the pair of tiles a task prefetches next is
     // mostly its own.
-    let per_task = if m <= 64 { (tiles / 8).clamp(TILES_PER_TASK, 8) & !1 } else { TILES_PER_TASK };
+    let per_task = if m <= 64 { (tiles / (4 * pool_threads())).clamp(TILES_PER_TASK, 8) & !1 } else { TILES_PER_TASK };
     let tasks = tiles.div_ceil(per_task);
     let outp = OutPtr(out.as_mut_ptr());
     par(tasks, &|task| {
