@@ -99,7 +99,7 @@ impl QuantConfig {
         };
         Ok(match scheme {
             "fp32" => base,
-            // Token table entropy-coded (our GatherCoded op, step 0.125: 5.15 bits per value, 129.7 MB; the 6-bit
+            // Token table entropy-coded (our GatherCoded op, step 0.125: 5.16 bits per value, 129.7 MB; the 6-bit
             // fixed-width table took 160.4 MB, 8 bits 204.5), fixtures 0.99964 / 0.99806 (6-bit: 0.99973 / 0.99849;
             // fp32 table: 0.99979 / 0.99759: the minimum is a 500-token repetition whose int8 error does not average
             // out). `--portable` graphs store it at 8 bits (`embed_bits` 6 → 8 there). Dense heads unquantized (fp16

@@ -1,6 +1,6 @@
 //! The token-table lookups the graph builder emits (GatherBlockQuantized: 8-bit, 4-bit asymmetric with fp16 scales,
-//! and mixed tables with id ranges at 8 bits; our bit-packed GatherQ: 6-bit; our entropy-coded GatherCoded), run by ONNX Runtime on a small random
-//! table and compared with the rows dequantized in Rust.
+//! and mixed tables with id ranges at 8 bits; our bit-packed GatherQ: 6-bit; our entropy-coded GatherCoded), run by
+//! ONNX Runtime on a small random table and compared with the rows dequantized in Rust.
 use deposium_convert::builder::{sym, Builder};
 use deposium_convert::proto::DType;
 use deposium_convert::quant::{embedding, quantize_blocks, quantize_blocks_asym4, quantize_row_asym, QuantConfig};
@@ -61,6 +61,12 @@ fn f16_round(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
 
+/// `‖got − row · scale‖ / ‖row · scale‖`.
+fn relative_error(got: &[f32], row: &[f32], scale: f32) -> f32 {
+    let err = got.iter().zip(row).map(|(g, x)| (g - x * scale).powi(2)).sum::<f32>().sqrt();
+    err / row.iter().map(|x| (x * scale).powi(2)).sum::<f32>().sqrt()
+}
+
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     for (j, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}: component {j}: got {g}, want {w}");
@@ -119,9 +125,7 @@ fn six_bit_packed_table_matches_its_dequantized_rows() {
             let want: Vec<f32> = c.iter().enumerate().map(|(j, &c)| (c as f32 - z[j / block] as f32) * s[j / block]).collect();
             assert_close(r, &want, 1e-6, &format!("id {id}, block {block}"));
             // And close to the fp32 row (the blocks holding the table's ×8 outliers have 8× coarser steps).
-            let err = r.iter().zip(row).map(|(g, x)| (g - x * scale).powi(2)).sum::<f32>().sqrt();
-            let norm = row.iter().map(|x| (x * scale).powi(2)).sum::<f32>().sqrt();
-            assert!(err < 0.05 * norm, "id {id}: relative error {}", err / norm);
+            assert!(relative_error(r, row, scale) < 0.05, "id {id}: relative error {}", relative_error(r, row, scale));
         }
     }
 }
@@ -139,9 +143,7 @@ fn entropy_coded_table_matches_its_dequantized_rows() {
     for (r, &id) in got.iter().zip(&ids) {
         assert_close(r, &coded.dequantized_row(id as usize), 1e-6, &format!("id {id}"));
         let row = &t[id as usize * DIM..(id as usize + 1) * DIM];
-        let err = r.iter().zip(row).map(|(g, x)| (g - x * scale).powi(2)).sum::<f32>().sqrt();
-        let norm = row.iter().map(|x| (x * scale).powi(2)).sum::<f32>().sqrt();
-        assert!(err < 0.05 * norm, "id {id}: relative error {}", err / norm);
+        assert!(relative_error(r, row, scale) < 0.05, "id {id}: relative error {}", relative_error(r, row, scale));
     }
 }
 

@@ -53,13 +53,18 @@ fn unbounded_lengths(counts: &[u64], floor: u64) -> Vec<u8> {
     lens
 }
 
-/// Canonical codes for `lengths`: symbols sorted by (length, symbol) take consecutive codes.
-pub fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
+/// The symbols that have a code, sorted by (length, symbol): the canonical order.
+fn canonical_order(lengths: &[u8]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..lengths.len()).filter(|&s| lengths[s] > 0).collect();
     order.sort_by_key(|&s| (lengths[s], s));
+    order
+}
+
+/// Canonical codes for `lengths`: symbols in canonical order take consecutive codes.
+pub fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
     let mut codes = vec![0u32; lengths.len()];
     let (mut code, mut len) = (0u32, 0u8);
-    for s in order {
+    for s in canonical_order(lengths) {
         code <<= lengths[s] - len;
         len = lengths[s];
         codes[s] = code;
@@ -125,8 +130,7 @@ impl Decoder {
             return Err("code lengths do not form a complete prefix code".into());
         }
         let codes = canonical_codes(lengths);
-        let mut order: Vec<usize> = (0..lengths.len()).filter(|&s| lengths[s] > 0).collect();
-        order.sort_by_key(|&s| (lengths[s], s));
+        let order = canonical_order(lengths);
         let (mut first, mut count, mut index) = ([0u32; 64], [0u32; 64], [0u32; 64]);
         let mut fast = vec![0u32; 1 << FAST_BITS];
         for (i, &s) in order.iter().enumerate() {

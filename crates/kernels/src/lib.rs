@@ -8,7 +8,7 @@
 pub mod attention;
 pub mod huffman;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512;
+mod avx512;
 
 pub const BLOCK: usize = 32;
 pub const TILE: usize = 16;
