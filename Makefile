@@ -18,6 +18,7 @@ serve: fetch build
 	$(BIN) serve --model $(MODELS) --host $(HOST) --port $(PORT)
 
 test: fetch
+	scripts/clients-venv.sh
 	cargo test --workspace --all-targets -- --test-threads=2
 
 # Eval + bench of fp32, int8, int4 and potion-base-8M, then the decision report in docs/.
