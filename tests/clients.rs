@@ -29,7 +29,9 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("openai embeddings.create (encoding_format=float)", MODELS),
     ("openai embeddings.create (encoding_format=base64)", MODELS),
     ("openai embeddings.create (token-id input)", MODELS),
+    ("openai embeddings.create (dimensions=256)", &["embeddinggemma"]),
     ("ollama Client.embed/embeddings/list", MODELS),
+    ("ollama Client.show/ps, embeddings() with no prompt, dimensions=0", MODELS),
 ];
 
 /// The venv's python; `scripts/clients-venv.sh` is a no-op when the venv is current (`make test` runs it first).

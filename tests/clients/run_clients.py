@@ -239,6 +239,10 @@ def checks(base, proxy_url, models, singles):
             one = c.feature_extraction(TEXTS[0])
             detail = same_vectors(got, reference(base, model, TEXTS))
             same_vectors(np.asarray(one).reshape(1, -1), reference(base, model, TEXTS[:1]))
+            if model in PROMPTS:
+                q = c.feature_extraction(QUERY, prompt_name=PROMPTS[model][0])
+                same_vectors(np.asarray(q).reshape(1, -1), reference(base, model, [QUERY], PROMPTS[model][0]))
+                return detail + f"; one text, prompt_name={PROMPTS[model][0]} too"
             return detail + "; one text too"
 
         def hf_similarity(url=url, model=model):
@@ -345,6 +349,20 @@ def checks(base, proxy_url, models, singles):
             yield name, "openai", model, (lambda fmt=fmt, f=openai_sdk: f(fmt))
         yield "openai embeddings.create (token-id input)", "openai", model, openai_token_ids
 
+        if model in PROMPTS:  # Matryoshka (EmbeddingGemma)
+
+            def openai_dimensions(model=model):
+                from openai import OpenAI
+
+                c = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+                r = c.embeddings.create(model=model, input=TEXTS, dimensions=256, encoding_format="float")
+                want = np.asarray(
+                    post_json(base, "/api/embed", {"model": model, "input": TEXTS, "dimensions": 256})["embeddings"]
+                )
+                return same_vectors([d.embedding for d in r.data], want)
+
+            yield "openai embeddings.create (dimensions=256)", "openai", model, openai_dimensions
+
         def ollama_sdk(model=model):
             import ollama
 
@@ -357,6 +375,23 @@ def checks(base, proxy_url, models, singles):
             return detail + f"; embeddings() too; list() names {names}"
 
         yield "ollama Client.embed/embeddings/list", "ollama", model, ollama_sdk
+
+        def ollama_conventions(model=model):
+            import ollama
+
+            c = ollama.Client(host=url, timeout=60)
+            caps = c.show(model).capabilities
+            if "embedding" not in (caps or []):
+                raise Mismatch(f"show().capabilities is {caps}, without 'embedding'")
+            if not any(m.model.split(":")[0] == model for m in c.ps().models):
+                raise Mismatch(f"ps() does not list {model}")
+            loaded = c.embeddings(model=model).embedding  # no prompt: Ollama loads the model, answers []
+            if loaded != []:
+                raise Mismatch(f"embeddings() with no prompt gave {short(repr(loaded), 80)}, Ollama gives []")
+            same_vectors(c.embed(model=model, input=TEXTS, dimensions=0).embeddings, reference(base, model, TEXTS))
+            return f"show().capabilities {caps}; ps() lists it; embeddings() with no prompt -> []; dimensions=0 = unset"
+
+        yield "ollama Client.show/ps, embeddings() with no prompt, dimensions=0", "ollama", model, ollama_conventions
 
 
 def main():
