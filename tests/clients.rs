@@ -1,8 +1,8 @@
-//! The Python clients people use, unchanged, against the real binary: huggingface_hub's InferenceClient, LangChain's
-//! OllamaEmbeddings and OpenAIEmbeddings, LlamaIndex's TEI embedding and rerank classes, the openai and ollama SDKs
-//! (tests/clients/run_clients.py, in the pinned venv of scripts/clients-venv.sh). Each one's vectors must equal
-//! /api/embed's (cosine >= 0.99999), on EmbeddingGemma int8 and potion-base-8M; where a client would get wrong
-//! vectors (LangChain's default tiktoken ids), it must fail loudly instead.
+//! The Python clients people use, unchanged, against the real binary: huggingface_hub's InferenceClient,
+//! LangChain's OllamaEmbeddings and OpenAIEmbeddings, LlamaIndex's TEI embedding and rerank classes, the openai,
+//! ollama and cohere SDKs (tests/clients/run_clients.py, in the pinned venv of scripts/clients-venv.sh). Each one's
+//! vectors must equal /api/embed's (cosine >= 0.99999), on EmbeddingGemma int8 and potion-base-8M; where a client
+//! would get wrong vectors (LangChain's default tiktoken ids), it must fail loudly instead.
 mod server_support;
 
 use std::io::Read;
@@ -32,6 +32,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("openai embeddings.create (dimensions=256)", &["embeddinggemma"]),
     ("ollama Client.embed/embeddings/list", MODELS),
     ("ollama Client.show/ps, embeddings() with no prompt, dimensions=0", MODELS),
+    ("cohere Client.rerank (/v1/rerank)", MODELS),
 ];
 
 /// The venv's python; `scripts/clients-venv.sh` is a no-op when the venv is current (`make test` runs it first).

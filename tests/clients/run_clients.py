@@ -99,7 +99,7 @@ class Recorder:
                 rec.add(entry)
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
-                    if k.lower() not in HOP | {"content-length"}:
+                    if k.lower() not in HOP | {"content-length", "date", "server"}:
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -178,6 +178,13 @@ def same_scores(got, want, what="scores"):
     if got.shape != want.shape or np.abs(got - want).max() > SCORE_TOL:
         raise Mismatch(f"{what} {np.round(got, 6).tolist()}, cosines of /api/embed {np.round(want, 6).tolist()}")
     return f"{what} {np.round(got, 5).tolist()} = cosines of /api/embed"
+
+
+def rerank_reference(base, model, top_n):
+    """Cosines of QUERY (query prompt) to DOCS (document prompt) from /api/embed, and the top_n indices."""
+    qp, dp = PROMPTS.get(model, (None, None))
+    want = cosines(reference(base, model, DOCS, dp), np.repeat(reference(base, model, [QUERY], qp), len(DOCS), 0))
+    return want, [int(i) for i in np.argsort(-want, kind="stable")[:top_n]]
 
 
 def refused_token_ids(call):
@@ -269,9 +276,7 @@ def checks(base, proxy_url, models, singles):
             r = TextEmbeddingInference(base_url=url, top_n=2, timeout=60)
             nodes = [NodeWithScore(node=TextNode(text=d), score=0.0) for d in DOCS]
             out = r.postprocess_nodes(nodes, query_str=QUERY)
-            qp, dp = PROMPTS.get(model, (None, None))
-            want = cosines(reference(base, model, DOCS, dp), np.repeat(reference(base, model, [QUERY], qp), 3, 0))
-            order = list(np.argsort(-want, kind="stable")[:2])
+            want, order = rerank_reference(base, model, 2)
             got_texts = [n.node.get_content() for n in out]
             if got_texts != [DOCS[i] for i in order]:
                 raise Mismatch(f"top 2 {got_texts}, cosines of /api/embed rank {[DOCS[i] for i in order]}")
@@ -375,6 +380,19 @@ def checks(base, proxy_url, models, singles):
             return detail + f"; embeddings() too; list() names {names}"
 
         yield "ollama Client.embed/embeddings/list", "ollama", model, ollama_sdk
+
+        def cohere_rerank(model=model):
+            import cohere
+
+            c = cohere.Client(base_url=url, api_key="unused", timeout=60)
+            r = c.rerank(model=model, query=QUERY, documents=DOCS, top_n=2)
+            want, order = rerank_reference(base, model, 2)
+            got = [x.index for x in r.results]
+            if got != order:
+                raise Mismatch(f"results rank {got}, cosines of /api/embed rank {order}")
+            return same_scores([x.relevance_score for x in r.results], want[order], "top-2 relevance_score")
+
+        yield "cohere Client.rerank (/v1/rerank)", "cohere", model, cohere_rerank
 
         def ollama_conventions(model=model):
             import ollama
