@@ -137,7 +137,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     if let Some(v) = a.awq {
         q.awq = v;
     }
-    let mut manifest = deposium_engine::calibrate::convert(&spec.dir, &out, &q)?;
+    let mut manifest = deposium_engine::conversion::convert(&spec.dir, &out, &q)?;
     eprintln!("converted in {:.1}s → {} ({:.1} MB)", t0.elapsed().as_secs_f32(), out.display(), manifest.sizes.total_on_disk as f64 / 1e6);
     let reference = a.reference.clone().or_else(|| {
         let d = PathBuf::from("../shared/fixtures");

@@ -127,8 +127,8 @@ mod tests {
     use super::*;
 
     fn qdq_rows(x: &[f32], k: usize) -> Vec<f32> {
-        let (codes, scales, zps) = crate::quant::quantize_blocks_asym4(x, x.len() / k, k, 32);
-        crate::quant::dequantize_blocks4(&codes, &scales, &zps, x.len() / k, k, 32)
+        let (codes, scales, zps) = crate::blocks::quantize_blocks_asym4(x, x.len() / k, k, 32);
+        crate::blocks::dequantize_blocks4(&codes, &scales, &zps, x.len() / k, k, 32)
     }
 
     #[test]

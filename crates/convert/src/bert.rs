@@ -4,7 +4,8 @@ use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
 use crate::proto::{attr_f, attr_i, attr_s, DType};
-use crate::quant::{linear, QuantConfig};
+use crate::emit::linear;
+use crate::scheme::QuantConfig;
 use crate::st_config::Pooling;
 use crate::weights::Weights;
 use crate::DenseHead;

@@ -6,7 +6,6 @@ pub const MS: &str = "com.microsoft";
 pub const CUSTOM_DOMAIN: &str = "ai.deposium";
 pub const QMATMUL8: &str = "QMatMul8";
 pub const QMATMUL4: &str = "QMatMul4";
-pub const GEMMA_ATTN_PREP: &str = "GemmaAttnPrep";
 pub const GEMMA_NORM_ADD_NORM: &str = "GemmaNormAddNorm";
 pub const GEMMA_ATTENTION: &str = "GemmaAttention";
 pub const GATHER_Q: &str = "GatherQ";

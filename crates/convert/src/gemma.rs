@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
 use crate::proto::{attr_f, attr_i, attr_s, DType};
-use crate::quant::{embedding, linear, QuantConfig};
+use crate::emit::{embedding, linear};
+use crate::scheme::QuantConfig;
 use crate::weights::Weights;
 use crate::DenseHead;
 
@@ -335,9 +336,9 @@ fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize,
     let prod = if q.fused_ops {
         let mut stacked = gate_up_stacked(w, cfg, prefix, l, q)?;
         if let Some(s) = q.awq_scales(&lp(GATE_UP), &stacked, 2 * inter, h) {
-            stacked = crate::quant::scale_columns(&stacked, h, &s);
+            stacked = crate::blocks::scale_columns(&stacked, h, &s);
         }
-        match crate::quant::geglu_linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, q) {
+        match crate::emit::geglu_linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, q) {
             Some(prod) => prod,
             None => {
                 let gu = linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, None, q);
@@ -354,7 +355,7 @@ fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize,
     };
     let mut wd = down_weight(w, cfg, prefix, l)?;
     if let Some(s) = down_scales(w, cfg, prefix, l, q)? {
-        wd = crate::quant::scale_columns(&wd, inter, &s);
+        wd = crate::blocks::scale_columns(&wd, inter, &s);
     }
     Ok(linear(b, &prod, &lp(DOWN), &wd, h, inter, None, q))
 }
@@ -385,7 +386,7 @@ fn attention_fused(
     let (mut stacked, sizes) = qkv_stacked(w, prefix, l, h)?;
     let n_total: usize = sizes.iter().sum();
     if let Some(s) = q.awq_scales(&lp(QKV), &stacked, n_total, h) {
-        stacked = crate::quant::scale_columns(&stacked, h, &s);
+        stacked = crate::blocks::scale_columns(&stacked, h, &s);
     }
     let qkv = linear(b, hn, &lp(QKV), &stacked, n_total, h, None, q);
     let ctx = if uses_custom_ops(q) {

@@ -1,6 +1,6 @@
 //! GPTQ (Frantar et al. 2022) for 4-bit asymmetric blocks: quantize the input columns one at a time and spread
 //! each column's rounding error over the columns not yet quantized, weighted by the inverse of the layer's input
-//! second moment `H = E[xᵀx]` (measured on calibration texts). Output format as `quant::quantize_blocks_asym4`.
+//! second moment `H = E[xᵀx]` (measured on calibration texts). Output format as `blocks::quantize_blocks_asym4`.
 
 /// Relative diagonal damping of H (GPTQ's default).
 const DAMP: f64 = 0.01;
@@ -112,7 +112,7 @@ fn rows(w: &[f32], k: usize, block: usize, u: &[f32], g0: usize, g1: usize, code
         if j % block == 0 {
             let end = ((b + 1) * block).min(k);
             for (i, row) in work.iter().enumerate() {
-                let (scale, zp) = crate::quant::asym4_block_params(&row[j..end]);
+                let (scale, zp) = crate::blocks::asym4_block_params(&row[j..end]);
                 params[i] = (scale, zp as f32);
                 scales[i * kb + b] = scale;
                 zps[i * kb + b] = zp;
@@ -171,7 +171,7 @@ mod tests {
         }
         let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
         let out_err = |codes: &[u8], scales: &[f32], zps: &[u8]| -> f64 {
-            let deq = crate::quant::dequantize_blocks4(codes, scales, zps, n, k, 32);
+            let deq = crate::blocks::dequantize_blocks4(codes, scales, zps, n, k, 32);
             (0..tokens)
                 .map(|t| {
                     (0..n)
@@ -180,7 +180,7 @@ mod tests {
                 })
                 .sum()
         };
-        let (c0, s0, z0) = crate::quant::quantize_blocks_asym4(&w, n, k, 32);
+        let (c0, s0, z0) = crate::blocks::quantize_blocks_asym4(&w, n, k, 32);
         let (c1, s1, z1) = gptq_asym4(&w, n, k, 32, &h).expect("factorable");
         let (rtn, gptq) = (out_err(&c0, &s0, &z0), out_err(&c1, &s1, &z1));
         assert!(gptq < 0.7 * rtn, "gptq {gptq} vs round-to-nearest {rtn}");

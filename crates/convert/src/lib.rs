@@ -4,12 +4,14 @@
 //! configs, and `deposium.json` (the manifest: scheme, source sha256, sizes, measured fidelity when known).
 pub mod awq;
 pub mod bert;
+pub mod blocks;
 pub mod gptq;
 pub mod builder;
 pub mod coded_table;
 pub mod gemma;
 pub mod proto;
-pub mod quant;
+pub mod scheme;
+pub mod emit;
 pub mod st_config;
 pub mod weights;
 
@@ -21,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use builder::Builder;
 use proto::attr_i;
-pub use builder::{CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, GEMMA_ATTENTION, GEMMA_ATTN_PREP, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
-pub use quant::QuantConfig;
+pub use builder::{CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, GEMMA_ATTENTION, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
+pub use scheme::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;
 
@@ -122,9 +124,9 @@ pub fn dense_heads(b: &mut Builder, x: &str, heads: &[DenseHead], q: &QuantConfi
     for d in heads {
         let (n, k, bias) = (d.out_features, d.in_features, d.bias.as_deref());
         y = if q.heads_f16 && q.linear_bits_for(&d.name).is_none() {
-            quant::float_linear(b, &y, &d.name, &d.w, n, k, bias, true)
+            emit::float_linear(b, &y, &d.name, &d.w, n, k, bias, true)
         } else {
-            quant::linear(b, &y, &d.name, &d.w, n, k, bias, q)
+            emit::linear(b, &y, &d.name, &d.w, n, k, bias, q)
         };
     }
     Ok(y)

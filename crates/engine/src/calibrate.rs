@@ -4,11 +4,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use deposium_convert::awq::{CalibMode, Calibration, CALIBRATION_TEXTS, CALIB_PREFIX};
-use deposium_convert::QuantConfig;
+use deposium_convert::awq::{Calibration, CALIBRATION_TEXTS, CALIB_PREFIX};
 use ort::value::Tensor;
 
-use crate::onnx::OnnxModel;
+use crate::runtime;
 use crate::{paths, EngineError, Result};
 
 /// Prompts per text (rotating through the model's prompts).
@@ -18,19 +17,9 @@ fn err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Load(format!("calibration: {e}"))
 }
 
-/// `deposium_convert::convert`, with calibration statistics measured first when `q` wants them (int4): the one
-/// conversion path of the CLI and of models converted on first load.
-pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<deposium_convert::Manifest> {
-    let mut q = q.clone();
-    if q.wants_calibration() {
-        q.calib = CalibMode::Apply(calibration_for(src)?);
-    }
-    deposium_convert::convert(src, out, &q).map_err(|e| EngineError::Load(format!("converting {}: {e:#}", src.display())))
-}
-
 /// Statistics for the safetensors model in `src`, measured now (a few seconds; conversions are cached, these are
 /// not: `E[xᵀx]` of every layer is ~300 MB for EmbeddingGemma).
-fn calibration_for(src: &Path) -> Result<Arc<Calibration>> {
+pub(crate) fn calibration_for(src: &Path) -> Result<Arc<Calibration>> {
     let t0 = std::time::Instant::now();
     let dir = paths::home().join("calibration").join(format!("graph-{}", deposium_convert::unique_suffix()));
     std::fs::create_dir_all(&dir).map_err(err)?;
@@ -55,8 +44,8 @@ fn calibration_inputs(src: &Path) -> Vec<String> {
 }
 
 fn measure(src: &Path, graph_dir: &Path) -> Result<Calibration> {
-    let tokenizer = OnnxModel::tokenizer(src)?;
-    let mut session = OnnxModel::session(&graph_dir.join("model.onnx"))?;
+    let tokenizer = runtime::tokenizer(src)?;
+    let mut session = runtime::session(&graph_dir.join("model.onnx"))?;
     let mut sums: HashMap<String, Vec<f64>> = HashMap::new();
     let mut tokens = 0usize;
     for text in calibration_inputs(src) {

@@ -7,12 +7,11 @@ pub mod fidelity;
 pub mod model2vec;
 pub mod onnx;
 pub mod paths;
-mod attn_prep;
-mod gather_q;
-mod norm_add_norm;
-pub mod calibrate;
-mod qop;
+mod calibrate;
+pub mod conversion;
+mod ops;
 pub mod registry;
+pub mod runtime;
 pub mod tokenizer_load;
 pub use deposium_convert::st_config;
 

@@ -1,77 +1,14 @@
 //! ONNX Runtime backend: graphs we build from safetensors (`deposium.json` directories) and stock ONNX exports
 //! (`model.onnx` or `onnx/model*.onnx`, output `sentence_embedding`, or `last_hidden_state` + our pooling).
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
-use deposium_convert::{Manifest, QuantConfig};
-use ort::session::{builder::GraphOptimizationLevel, Session};
+use deposium_convert::Manifest;
+use ort::session::Session;
 use ort::value::Tensor;
 
 use crate::st_config::{Pooling, StConfig};
-use crate::{paths, Backend, EngineError, ModelInfo, Result};
-
-static ORT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// Where libonnxruntime is looked for, in order.
-pub fn ort_library_candidates() -> Vec<PathBuf> {
-    let mut c = Vec::new();
-    for var in ["DEPOSIUM_ORT_LIB", "ORT_DYLIB_PATH"] {
-        if let Some(p) = std::env::var_os(var) {
-            c.push(PathBuf::from(p));
-        }
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(d) = exe.parent() {
-            c.push(d.join("libonnxruntime.so.1"));
-            c.push(d.join("lib").join("libonnxruntime.so.1"));
-        }
-    }
-    c.push(paths::home().join("onnxruntime").join("libonnxruntime.so.1"));
-    c
-}
-
-/// Load ONNX Runtime once per process.
-pub fn init_ort() -> Result<&'static ort::environment::Environment> {
-    ORT.get_or_init(|| {
-        let cands = ort_library_candidates();
-        let Some(lib) = cands.iter().find(|p| p.exists()) else {
-            return Err(format!(
-                "ONNX Runtime library not found (looked at: {}); run `make fetch` (scripts/fetch.sh ort) or set DEPOSIUM_ORT_LIB",
-                cands.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            ));
-        };
-        let env = ort::init_from(lib)
-            .map_err(|e| format!("cannot load {}: {e}", lib.display()))?
-            .with_name("deposium")
-            .with_telemetry(false)
-            .build()
-            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
-        tracing::debug!(lib = %lib.display(), "onnxruntime loaded");
-        Ok(env)
-    })
-    .as_ref()
-    .map_err(|e| EngineError::Load(e.clone()))
-}
-
-/// Our ONNX Runtime custom operators (`ai.deposium`), which every session of the engine registers.
-pub fn operator_domain() -> ort::Result<ort::operator::OperatorDomain> {
-    crate::qop::domain()
-}
-
-/// Intra-op threads: `DEPOSIUM_THREADS` or the number of cores.
-pub fn thread_count() -> usize {
-    std::env::var("DEPOSIUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-}
-
-/// ONNX Runtime's CPU arena keeps the largest batch's buffers for good (2.6 GB measured); off unless
-/// `DEPOSIUM_ORT_ARENA=1`. Buffers then come from malloc, which the binary tunes to reuse them within a run.
-fn arena_enabled() -> bool {
-    std::env::var("DEPOSIUM_ORT_ARENA").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
+use crate::{Backend, EngineError, ModelInfo, Result};
 
 /// Padded tokens per run above which the heap is handed back to the system afterwards.
 const TRIM_AFTER_TOKENS: usize = 2048;
@@ -139,50 +76,6 @@ fn find_onnx(dir: &Path) -> Option<PathBuf> {
     files.iter().find(|p| p.file_name().is_some_and(|n| n == "model.onnx")).cloned().or_else(|| files.first().cloned())
 }
 
-/// Directory where a safetensors model converted with `scheme` is cached.
-pub fn converted_path(src: &Path, scheme: &str) -> Result<PathBuf> {
-    let w = src.join("model.safetensors");
-    let meta = std::fs::metadata(&w).map_err(|e| load_err(format!("{}: {e}", w.display())))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-    // The scheme's settings are part of the key: changing a scheme's defaults must not reuse an old conversion.
-    let settings = QuantConfig::from_scheme(scheme).ok().and_then(|q| serde_json::to_string(&q).ok()).unwrap_or_default();
-    let key = format!("{}|{}|{}|{settings}", std::fs::canonicalize(src).unwrap_or(src.to_path_buf()).display(), meta.len(), mtime);
-    use sha2::Digest;
-    let h = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..4]);
-    let base = src.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-    Ok(paths::converted_dir().join(format!("{base}-{scheme}-g{}-{h}", deposium_convert::GRAPH_VERSION)))
-}
-
-/// Drop other conversions of the same model directory name and scheme (`<base>-<scheme>-g<N>-<hash>`): made by an
-/// older graph builder or older scheme settings (a cache; a source elsewhere with the same name converts again).
-fn remove_stale_conversions(current: &Path) {
-    let Some(name) = current.file_name().and_then(|n| n.to_str()) else { return };
-    let Some(g) = name.rfind("-g") else { return };
-    let prefix = &name[..g + 2];
-    let Ok(rd) = std::fs::read_dir(paths::converted_dir()) else { return };
-    for e in rd.flatten() {
-        let n = e.file_name().to_string_lossy().to_string();
-        if n != name && n.starts_with(prefix) && e.path().join("deposium.json").exists() {
-            tracing::info!(dir = %e.path().display(), "removing an outdated conversion");
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// Convert `src` with `scheme` unless a valid cached conversion exists; returns its directory.
-pub fn ensure_converted(src: &Path, scheme: &str) -> Result<PathBuf> {
-    let out = converted_path(src, scheme)?;
-    if out.join("deposium.json").exists() && out.join("model.onnx").exists() {
-        return Ok(out);
-    }
-    let q = QuantConfig::from_scheme(scheme).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
-    tracing::info!(src = %src.display(), scheme, out = %out.display(), "building ONNX graph from safetensors (once; cached)");
-    std::fs::create_dir_all(paths::converted_dir()).map_err(load_err)?;
-    crate::calibrate::convert(src, &out, &q)?;
-    remove_stale_conversions(&out);
-    Ok(out)
-}
-
 /// Identity of a converted graph: source weights, scheme settings and graph builder version (caches key on it).
 fn converted_digest(m: &Manifest) -> String {
     use sha2::Digest;
@@ -207,7 +100,7 @@ impl OnnxModel {
             return Self::load_stock(dir, name);
         }
         if dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
-            let out = ensure_converted(dir, scheme)?;
+            let out = crate::conversion::ensure_converted(dir, scheme)?;
             return Self::load_converted(&out, name);
         }
         Err(EngineError::Load(format!(
@@ -216,50 +109,11 @@ impl OnnxModel {
         )))
     }
 
-    pub(crate) fn session(path: &Path) -> Result<Session> {
-        // ONNX Runtime registers a custom op domain's version in a process-wide map without a lock: two sessions
-        // built at once can both try to add `ai.deposium` and one fails ("domain is already exist").
-        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        let env = init_ort()?;
-        let threads = thread_count();
-        deposium_kernels::set_pool_threads(threads);
-        let mut b = Session::builder(env)
-            .map_err(load_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(load_err)?
-            .with_intra_threads(threads)
-            .map_err(load_err)?
-            .with_inter_threads(1)
-            .map_err(load_err)?
-            // Arena off by default (see `arena_enabled`): RSS follows the current batch.
-            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena_enabled()).build()])
-            .map_err(load_err)?
-            .with_operators(operator_domain().map_err(load_err)?)
-            .map_err(load_err)?;
-        if let Ok(p) = std::env::var("DEPOSIUM_ORT_PROFILE") {
-            b = b.with_profiling(p).map_err(load_err)?;
-        }
-        b.commit_from_file(path).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))
-    }
-
-    pub(crate) fn tokenizer(dir: &Path) -> Result<tokenizers::Tokenizer> {
-        // Converted directories hold it zstd-compressed (tokenizer.json.zst).
-        let p = dir.join("tokenizer.json");
-        let bytes = deposium_convert::read_tokenizer_json(dir)
-            .map_err(|e| EngineError::Load(format!("{e:#}")))?
-            .ok_or_else(|| EngineError::Load(format!("{}: no such file (nor {})", p.display(), deposium_convert::TOKENIZER_ZST)))?;
-        let mut t = crate::tokenizer_load::from_json(&bytes).map_err(|e| EngineError::Load(format!("{}: {e}", p.display())))?;
-        t.with_truncation(None).map_err(load_err)?;
-        t.with_padding(None);
-        Ok(t)
-    }
-
     fn load_converted(dir: &Path, name: &str) -> Result<Self> {
         let m: Manifest = crate::st_config::read_json(&dir.join("deposium.json")).map_err(|e| load_err(format!("{e:#}")))?;
         let st = StConfig::load(dir).map_err(|e| load_err(format!("{e:#}")))?;
-        let session = Self::session(&dir.join("model.onnx"))?;
-        let tokenizer = Self::tokenizer(dir)?;
+        let session = crate::runtime::session(&dir.join("model.onnx"))?;
+        let tokenizer = crate::runtime::tokenizer(dir)?;
         let info = ModelInfo {
             name: name.to_string(),
             family: m.family.clone(),
@@ -284,7 +138,7 @@ impl OnnxModel {
     fn load_stock(dir: &Path, name: &str) -> Result<Self> {
         let path = find_onnx(dir).expect("checked");
         let st = StConfig::load(dir).map_err(|e| load_err(format!("{e:#}")))?;
-        let session = Self::session(&path)?;
+        let session = crate::runtime::session(&path)?;
         let outs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
         let (output_name, kind) = if let Some(o) = outs.iter().find(|o| *o == "sentence_embedding") {
             (o.clone(), OutputKind::Pooled)
@@ -296,7 +150,7 @@ impl OnnxModel {
                 path.display()
             )));
         };
-        let tokenizer = Self::tokenizer(dir)?;
+        let tokenizer = crate::runtime::tokenizer(dir)?;
         let cfg: serde_json::Value = crate::st_config::read_json(&dir.join("config.json")).unwrap_or_default();
         let dim = cfg.get("hidden_size").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
         let max_pos = cfg.get("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(512) as usize;

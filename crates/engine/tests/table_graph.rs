@@ -3,7 +3,9 @@
 //! ONNX Runtime on a small random table and compared with the rows dequantized in Rust.
 use deposium_convert::builder::{sym, Builder};
 use deposium_convert::proto::DType;
-use deposium_convert::quant::{embedding, quantize_blocks, quantize_blocks_asym4, quantize_row_asym, QuantConfig};
+use deposium_convert::blocks::{quantize_blocks, quantize_blocks_asym4, quantize_row_asym};
+use deposium_convert::emit::embedding;
+use deposium_convert::QuantConfig;
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -30,14 +32,14 @@ fn table() -> Vec<f32> {
 
 /// Rows of `t` as a `[rows, DIM]` lookup through the graph for `q`.
 fn lookup(t: &[f32], q: &QuantConfig, ids: &[i64], scale: f32) -> Vec<Vec<f32>> {
-    let env = deposium_engine::onnx::init_ort().expect("ONNX Runtime (scripts/fetch.sh ort)");
+    let env = deposium_engine::runtime::init_ort().expect("ONNX Runtime (scripts/fetch.sh ort)");
     let mut b = Builder::new("table");
     let x = b.input("input_ids", DType::I64, vec![sym("batch"), sym("sequence")]);
     let e = embedding(&mut b, &x, "embed_tokens", t, VOCAB, DIM, scale, q);
     b.output(&e, "out", DType::F32, vec![sym("batch"), sym("sequence"), deposium_convert::builder::fixed(DIM as i64)]);
     let dir = std::env::temp_dir().join(format!("deposium-table-{}-{}", std::process::id(), ids.len()));
     b.model.write_dir(&dir).unwrap();
-    let ops = deposium_engine::onnx::operator_domain().unwrap();
+    let ops = deposium_engine::runtime::operator_domain().unwrap();
     let mut s = Session::builder(env).unwrap().with_operators(ops).unwrap().commit_from_file(dir.join("model.onnx")).unwrap();
     let input = Tensor::from_array(([1i64, ids.len() as i64], ids.to_vec())).unwrap();
     let out = s.run(ort::inputs!["input_ids" => input]).unwrap();

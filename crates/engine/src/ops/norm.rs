@@ -7,7 +7,7 @@
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
-use crate::qop::{err, par_rows};
+use super::par::{err, par_rows};
 use deposium_kernels::OutPtr as Out;
 
 pub struct GemmaNormAddNorm;
@@ -17,7 +17,7 @@ pub struct GemmaNormAddNormKernel {
 }
 
 /// `1 / sqrt(mean(x²) + eps)`.
-pub(crate) fn inv_rms(x: &[f32], eps: f32) -> f32 {
+pub fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let ms = deposium_kernels::sum_squares(x) / x.len() as f32;
     1.0 / (ms + eps).sqrt()
 }

@@ -1,18 +1,18 @@
-//! ONNX Runtime custom operators for Gemma attention:
-//! - `ai.deposium:GemmaAttention` (graphs ≥ 13): q/k RMSNorm, RoPE and the attention itself in one node;
-//! - `ai.deposium:GemmaAttnPrep` (graphs ≤ 12, still loadable): from a fused QKV projection `[B, S, (H + 2·KV)·D]`,
-//!   the per-head q/k RMSNorm (weights pre-scaled), rotate-half RoPE at positions 0..S and the kv heads repeated for
-//!   MultiHeadAttention. Inputs: qkv, q_scale `[D]`, k_scale `[D]`, cos `[P, D/2]`, sin `[P, D/2]`. Attributes:
-//!   num_heads, kv_heads, epsilon. Outputs: Q, K, V, each `[B, S, H·D]`.
+//! `ai.deposium:GemmaAttention`: from a fused QKV projection `[B, S, (H + 2·KV)·D]`, the per-head q/k RMSNorm
+//! (weights pre-scaled), rotate-half RoPE at positions 0..S, then the attention itself (`deposium_kernels::attention`),
+//! in one node. Keys of padding and, with `window_reach > 0`, keys at distance ≥ `window_reach` are left out.
+//!
+//! Inputs: qkv `[B, S, (H + 2·KV)·D]`, q_scale `[D]`, k_scale `[D]`, cos `[P, D/2]`, sin `[P, D/2]`, mask f32 `[B, S]`
+//! (1 = token). Attributes: num_heads, kv_heads, epsilon, window_reach. Output: `[B, S, H·D]`.
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
-use crate::qop::{err, par_rows};
+use super::norm::inv_rms;
+use super::par::{err, par_for, par_rows};
 use deposium_kernels::OutPtr as Out;
 
-pub struct GemmaAttnPrep;
-
-pub struct GemmaAttnPrepKernel {
+/// The head layout of the fused QKV input.
+struct Heads {
     heads: usize,
     kv_heads: usize,
     eps: f32,
@@ -23,7 +23,7 @@ pub struct GemmaAttnPrepKernel {
 fn norm_rope(x: &[f32], scale: &[f32], eps: f32, cos: &[f32], sin: &[f32], out: &mut [f32]) {
     let d = x.len();
     let half = d / 2;
-    let inv = crate::norm_add_norm::inv_rms(x, eps);
+    let inv = inv_rms(x, eps);
     for i in 0..half {
         let a = x[i] * inv * scale[i];
         let b = x[i + half] * inv * scale[i + half];
@@ -32,7 +32,7 @@ fn norm_rope(x: &[f32], scale: &[f32], eps: f32, cos: &[f32], sin: &[f32], out: 
     }
 }
 
-/// The inputs both ops share (0..5: qkv, q_scale, k_scale, cos, sin), checked against the heads.
+/// Inputs 0..5 (qkv, q_scale, k_scale, cos, sin), checked against the heads.
 struct QkvInputs<'a> {
     qkv: &'a [f32],
     q_scale: &'a [f32],
@@ -55,8 +55,8 @@ impl QkvInputs<'_> {
     }
 }
 
-impl GemmaAttnPrepKernel {
-    /// Extracts and checks the shared inputs of op `op` (head dimension a multiple of `d_multiple`), then runs `f`.
+impl Heads {
+    /// Extracts and checks the qkv inputs of op `op` (head dimension a multiple of `d_multiple`), then runs `f`.
     fn with_inputs(&self, ctx: &ComputeContext, op: &str, d_multiple: usize, f: impl FnOnce(&QkvInputs) -> ort::Result<()>) -> ort::Result<()> {
         let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("{op}: input {i} missing")));
         let (qkv, qs, ks, cos, sin) = (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?);
@@ -76,91 +76,12 @@ impl GemmaAttnPrepKernel {
         }
         f(&QkvInputs { qkv, q_scale, k_scale, cos, sin, bsz, s, d, width })
     }
-
-    /// GemmaAttnPrep's outputs: Q, K and V per head.
-    fn prep(&self, ctx: &ComputeContext, inp: &QkvInputs) -> ort::Result<()> {
-        let QkvInputs { qkv, q_scale: qs, k_scale: ks, bsz, s, d, width, .. } = *inp;
-        let (h, kv) = (self.heads, self.kv_heads);
-        let out_shape = vec![bsz as i64, s as i64, (h * d) as i64];
-        let mut outs = Vec::with_capacity(3);
-        for i in 0..3 {
-            let mut o = ctx.output(i, out_shape.clone())?.ok_or_else(|| err("GemmaAttnPrep: output missing"))?;
-            outs.push(Out(o.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr()));
-        }
-        let (qo, ko, vo) = (outs[0], outs[1], outs[2]);
-        let (eps, group) = (self.eps, h / kv);
-        let work = |rows: std::ops::Range<usize>| {
-            let mut kbuf = vec![0f32; d];
-            for row in rows {
-                let (cr, sr) = inp.rope_at(row % s);
-                let x = &qkv[row * width..(row + 1) * width];
-                // SAFETY: each row writes only its own `h·d` values of each output, allocated above.
-                let (q, k, v) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(qo.get().add(row * h * d), h * d),
-                        std::slice::from_raw_parts_mut(ko.get().add(row * h * d), h * d),
-                        std::slice::from_raw_parts_mut(vo.get().add(row * h * d), h * d),
-                    )
-                };
-                for head in 0..h {
-                    norm_rope(&x[head * d..(head + 1) * d], qs, eps, cr, sr, &mut q[head * d..(head + 1) * d]);
-                }
-                for j in 0..kv {
-                    let kx = &x[(h + j) * d..(h + j + 1) * d];
-                    norm_rope(kx, ks, eps, cr, sr, &mut kbuf);
-                    let vx = &x[(h + kv + j) * d..(h + kv + j + 1) * d];
-                    for g in 0..group {
-                        let head = j * group + g;
-                        k[head * d..(head + 1) * d].copy_from_slice(&kbuf);
-                        v[head * d..(head + 1) * d].copy_from_slice(vx);
-                    }
-                }
-            }
-        };
-        par_rows(ctx, bsz * s, &work);
-        Ok(())
-    }
 }
 
-impl Kernel for GemmaAttnPrepKernel {
-    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        self.with_inputs(ctx, "GemmaAttnPrep", 2, |x| self.prep(ctx, x))
-    }
-}
-
-impl Operator for GemmaAttnPrep {
-    type Kernel<'attr> = GemmaAttnPrepKernel;
-
-    fn name(&self) -> &str {
-        deposium_convert::GEMMA_ATTN_PREP
-    }
-
-    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
-        [TensorElementType::Float32; 5].map(OperatorInput::required)
-    }
-
-    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
-        [TensorElementType::Float32; 3].map(OperatorOutput::required)
-    }
-
-    fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        let heads = kctx.get::<i64>("num_heads").ok_or_else(|| err("GemmaAttnPrep: num_heads missing"))?;
-        let kv_heads = kctx.get::<i64>("kv_heads").ok_or_else(|| err("GemmaAttnPrep: kv_heads missing"))?;
-        let eps = kctx.get::<f32>("epsilon").ok_or_else(|| err("GemmaAttnPrep: epsilon missing"))?;
-        Ok(GemmaAttnPrepKernel { heads: heads.max(1) as usize, kv_heads: kv_heads.max(1) as usize, eps })
-    }
-}
-
-/// `ai.deposium:GemmaAttention`: GemmaAttnPrep's q/k norms and RoPE, then the attention itself
-/// (`deposium_kernels::attention`), in one node: replaces GemmaAttnPrep + MultiHeadAttention. Keys of padding and, with
-/// `window_reach > 0`, keys at distance ≥ `window_reach` are left out.
-///
-/// Inputs: qkv `[B, S, (H + 2·KV)·D]`, q_scale `[D]`, k_scale `[D]`, cos `[P, D/2]`, sin `[P, D/2]`, mask f32 `[B, S]`
-/// (1 = token). Attributes: num_heads, kv_heads, epsilon, window_reach. Output: `[B, S, H·D]`.
 pub struct GemmaAttention;
 
 pub struct GemmaAttentionKernel {
-    prep: GemmaAttnPrepKernel,
+    heads: Heads,
     reach: usize,
 }
 
@@ -177,7 +98,7 @@ thread_local! {
 
 impl Kernel for GemmaAttentionKernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        self.prep.with_inputs(ctx, "GemmaAttention", deposium_kernels::attention::KEY_TILE, |x| self.attention(ctx, x))
+        self.heads.with_inputs(ctx, "GemmaAttention", deposium_kernels::attention::KEY_TILE, |x| self.attention(ctx, x))
     }
 }
 
@@ -185,7 +106,7 @@ impl GemmaAttentionKernel {
     fn attention(&self, ctx: &ComputeContext, inp: &QkvInputs) -> ort::Result<()> {
         use deposium_kernels::attention::{attend, packed_key_index, packed_keys_len, KeyMask, QR};
         let QkvInputs { qkv, q_scale: qs, k_scale: ks, bsz, s, d, width, .. } = *inp;
-        let (h, kv, eps) = (self.prep.heads, self.prep.kv_heads, self.prep.eps);
+        let (h, kv, eps) = (self.heads.heads, self.heads.kv_heads, self.heads.eps);
         let mask = ctx.input(5)?.ok_or_else(|| err("GemmaAttention: input 5 missing"))?;
         let (mask_shape, mask) = mask.try_extract_tensor::<f32>()?;
         if mask_shape.iter().map(|&x| x as usize).product::<usize>() != bsz * s {
@@ -219,7 +140,7 @@ impl GemmaAttentionKernel {
             let keep: Vec<bool> = mask.iter().map(|&m| m > 0.5).collect();
             let chunks = s4.div_ceil(QUERY_ROWS_PER_TASK);
             let (group, reach, kbuf) = (h / kv, self.reach, &*kbuf);
-            crate::qop::par_for(ctx, bsz * h * chunks, &|task| {
+            par_for(ctx, bsz * h * chunks, &|task| {
                 let (bh, c) = (task / chunks, task % chunks);
                 let (b, head) = (bh / h, bh % h);
                 let j = head / group;
@@ -261,8 +182,11 @@ impl Operator for GemmaAttention {
     }
 
     fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        let prep = GemmaAttnPrep.create_kernel(kctx)?;
+        let heads = kctx.get::<i64>("num_heads").ok_or_else(|| err("GemmaAttention: num_heads missing"))?;
+        let kv_heads = kctx.get::<i64>("kv_heads").ok_or_else(|| err("GemmaAttention: kv_heads missing"))?;
+        let eps = kctx.get::<f32>("epsilon").ok_or_else(|| err("GemmaAttention: epsilon missing"))?;
+        let heads = Heads { heads: heads.max(1) as usize, kv_heads: kv_heads.max(1) as usize, eps };
         let reach = kctx.get::<i64>("window_reach").unwrap_or(0).max(0) as usize;
-        Ok(GemmaAttentionKernel { prep, reach })
+        Ok(GemmaAttentionKernel { heads, reach })
     }
 }

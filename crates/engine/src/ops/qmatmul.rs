@@ -7,16 +7,16 @@
 //! `[..., N]`; with attribute `geglu = 1`, `gelu_tanh(Y[.., :N/2]) ⊙ Y[.., N/2:]` `[..., N/2]` (a gate/up projection
 //! and its activation in one node).
 use deposium_kernels::{geglu_rows, matmul, OutPtr, Packed4, Packed8, QuantizedRows, TILE};
-use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
+use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
-pub const DOMAIN: &str = deposium_convert::CUSTOM_DOMAIN;
+use super::par::{err, par_for, par_rows};
 
-struct QMatMul {
+pub struct QMatMul {
     bits: u8,
 }
 
-struct QMatMulKernel {
+pub struct QMatMulKernel {
     bits: u8,
     geglu: bool,
     /// 4-bit scales in the kernel's layout, expanded from stored scales and zero points.
@@ -31,26 +31,6 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<QuantizedRows> = std::cell::RefCell::new(QuantizedRows::default());
     /// The gate/up product before its GeGLU epilogue.
     static GATE_UP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `f(i)` for `i in 0..total` on ONNX Runtime's intra-op thread pool (in the calling thread when there is one task
-/// or the pool refuses).
-pub(crate) fn par_for(ctx: &ComputeContext, total: usize, f: &(dyn Fn(usize) + Sync)) {
-    if total <= 1 || ctx.par_for(total, 0, f).is_err() {
-        (0..total).for_each(f);
-    }
-}
-
-/// Rows per parallel task of the row-wise ops (norms, GemmaAttnPrep, the GeGLU epilogue).
-const ROWS_PER_TASK: usize = 16;
-
-/// `f(r0..r1)` over `0..rows` in groups of `ROWS_PER_TASK` rows, on ONNX Runtime's intra-op thread pool.
-pub(crate) fn par_rows(ctx: &ComputeContext, rows: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
-    par_for(ctx, rows.div_ceil(ROWS_PER_TASK), &|c| f(c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(rows)));
-}
-
-pub(crate) fn err(msg: impl Into<String>) -> ort::Error {
-    ort::Error::new(msg.into())
 }
 
 impl Kernel for QMatMulKernel {
@@ -110,6 +90,11 @@ impl Kernel for QMatMulKernel {
     }
 }
 
+impl QMatMul {
+    pub const INT8: QMatMul = QMatMul { bits: 8 };
+    pub const INT4: QMatMul = QMatMul { bits: 4 };
+}
+
 impl Operator for QMatMul {
     type Kernel<'attr> = QMatMulKernel;
 
@@ -151,9 +136,4 @@ impl Operator for QMatMul {
         };
         Ok(QMatMulKernel { bits: self.bits, geglu, scales })
     }
-}
-
-/// The operator domain every session registers.
-pub fn domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(QMatMul { bits: 8 })?.add(QMatMul { bits: 4 })?.add(crate::attn_prep::GemmaAttnPrep)?.add(crate::norm_add_norm::GemmaNormAddNorm)?.add(crate::attn_prep::GemmaAttention)?.add(crate::gather_q::GatherQ)?.add(crate::gather_q::GatherCoded)
 }

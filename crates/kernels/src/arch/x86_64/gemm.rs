@@ -1,18 +1,14 @@
-//! AVX-512 VNNI kernels: `vpdpbusd` (u8 weights × s8 activations) per block of 32, then one float multiply-add
-//! per block with the product of both scales.
+//! AVX-512 VNNI int8 GEMM: `vpdpbusd` (u8 weights × s8 activations) per block of 32, then one float multiply-add
+//! per block with the product of both scales; and the activation quantizer it reads from.
+//! Callers check `Caps::int8` (F + BW + VNNI) before calling anything here.
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
-use crate::{Packed, QuantizedRows, BLOCK, EXP2_C, GELU_K, LOG2E, TILE};
-
-pub fn available() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni")
-    })
-}
+use crate::layout::{Packed, QuantizedRows, BLOCK, TILE};
 
 /// 16 fp16 scales → fp32.
+///
+/// # Safety
+/// `p` must be valid for reads of 16 `u16`; the CPU must have AVX-512 F.
 #[inline(always)]
 unsafe fn scales16(p: *const u16) -> __m512 {
     _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
@@ -21,6 +17,10 @@ unsafe fn scales16(p: *const u16) -> __m512 {
 /// Rows per micro-tile.
 const MR: usize = 4;
 
+/// `portable::quantize_rows` with AVX-512 (identical codes and scales).
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW; `x` holds `m × k` values, `q` `m × k`, `scale` and `corr` `m × k/32`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
     let nb = k / BLOCK;
@@ -47,7 +47,11 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
 
 /// Output tiles `t0..t1` (16 columns each) for all rows. While it works on a pair of tiles, it prefetches the next
 /// pair's weights, spread over its row passes and blocks: few rows (one text) are otherwise bound by the latency of
-/// weights streamed from memory (one text, int8: 6.6 → 5.0 ms per text, `deposium-embed bench`).
+/// weights streamed from memory.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VNNI; `qa` must be quantized with `qa.k == w.k`; `out` must be valid for
+/// writes of `qa.m × w.n` floats, and no other thread may write the columns of tiles `t0..t1`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn gemm_tiles<const BITS: u8>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t0: usize, t1: usize) {
     let tiles = w.n / TILE;
@@ -63,6 +67,10 @@ pub unsafe fn gemm_tiles<const BITS: u8>(qa: &QuantizedRows, w: Packed<'_, BITS>
     }
 }
 
+/// Tiles `t..t+NT` for all rows, prefetching tile `next`'s weights meanwhile.
+///
+/// # Safety
+/// As `gemm_tiles`, and `t + NT` (and `next + NT`) ≤ the tile count.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn rows<const BITS: u8, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t: usize, next: Option<usize>) {
     let tile_bytes = w.k * TILE * BITS as usize / 8;
@@ -94,6 +102,10 @@ struct Prefetch {
 }
 
 /// Block `b` of `nb`'s share of the lines.
+///
+/// # Safety
+/// `pf.base` must point into the weights with lines `pf.from..pf.to` inside them (prefetches never fault, but the
+/// address arithmetic must stay in the allocation).
 #[inline(always)]
 unsafe fn prefetch_share(pf: Prefetch, b: usize, nb: usize) {
     let n = pf.to - pf.from;
@@ -103,6 +115,9 @@ unsafe fn prefetch_share(pf: Prefetch, b: usize, nb: usize) {
 }
 
 /// Rows `r0..r0+R`, tiles `t..t+NT`.
+///
+/// # Safety
+/// As `rows`, and `r0 + R ≤ qa.m`. `micro8` and `micro4` below have the same contract.
 #[inline(always)]
 unsafe fn micro<const BITS: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, r0: usize, t: usize, pf: Prefetch) {
     if BITS == 4 {
@@ -112,6 +127,8 @@ unsafe fn micro<const BITS: u8, const R: usize, const NT: usize>(qa: &QuantizedR
     }
 }
 
+/// # Safety
+/// As `micro`.
 #[inline(always)]
 unsafe fn micro8<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, r0: usize, t: usize, pf: Prefetch) {
     let (k, n) = (w.k, w.n);
@@ -159,6 +176,8 @@ unsafe fn micro8<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRow
     }
 }
 
+/// # Safety
+/// As `micro`.
 #[inline(always)]
 unsafe fn micro4<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, r0: usize, t: usize, pf: Prefetch) {
     let (k, n) = (w.k, w.n);
@@ -206,63 +225,6 @@ unsafe fn micro4<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRow
     for (i, row) in f.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
             _mm512_storeu_ps(out.add((r0 + i) * n + (t + j) * TILE), *v);
-        }
-    }
-}
-
-/// `e^x` per lane as `2^n · p(f)` with `vscalefps` (x clamped to [lo, hi]; `c` = `EXP2_C`).
-#[inline(always)]
-pub unsafe fn exp_ps(x: __m512, c: &[__m512; 8], lo: __m512, hi: __m512, log2e: __m512) -> __m512 {
-    let t = _mm512_mul_ps(_mm512_min_ps(_mm512_max_ps(x, lo), hi), log2e);
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-    let f = _mm512_sub_ps(t, n);
-    let mut p = c[7];
-    for ci in c[..7].iter().rev() {
-        p = _mm512_fmadd_ps(p, f, *ci);
-    }
-    _mm512_scalef_ps(p, n)
-}
-
-/// Softmax numerators in place: `e^(x − max)` per value, 0 where `x − max < SOFTMAX_FLOOR` (−∞ included);
-/// returns the sum, added in 16 lanes by position (then lane 0..15).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
-    let c: [__m512; 8] = EXP2_C.map(|v| _mm512_set1_ps(v));
-    let (lo, hi, log2e) = (_mm512_set1_ps(-87.0), _mm512_set1_ps(88.0), _mm512_set1_ps(LOG2E));
-    let (vmax, floor) = (_mm512_set1_ps(max), _mm512_set1_ps(crate::attention::SOFTMAX_FLOOR));
-    let mut sum = _mm512_setzero_ps();
-    for chunk in row.chunks_exact_mut(16) {
-        let t = _mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), vmax);
-        let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(t, floor);
-        let e = _mm512_maskz_mov_ps(live, exp_ps(t, &c, lo, hi, log2e));
-        _mm512_storeu_ps(chunk.as_mut_ptr(), e);
-        sum = _mm512_add_ps(sum, e);
-    }
-    let mut lanes = [0f32; 16];
-    _mm512_storeu_ps(lanes.as_mut_ptr(), sum);
-    lanes.iter().sum()
-}
-
-/// `geglu_rows` 16 columns at a time: `e^x` as `2^n · p(f)` with `vscalefps`.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
-    let full = half / 16 * 16;
-    let c: [__m512; 8] = EXP2_C.map(|v| _mm512_set1_ps(v));
-    let (k, a3, one) = (_mm512_set1_ps(GELU_K), _mm512_set1_ps(0.044_715), _mm512_set1_ps(1.0));
-    let (lo, hi, log2e, m2) = (_mm512_set1_ps(-87.0), _mm512_set1_ps(88.0), _mm512_set1_ps(LOG2E), _mm512_set1_ps(-2.0));
-    for (row, o) in y.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
-        let (gp, up, op) = (row.as_ptr(), row.as_ptr().add(half), o.as_mut_ptr());
-        let mut j = 0;
-        while j < full {
-            let g = _mm512_loadu_ps(gp.add(j));
-            let u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(a3, _mm512_mul_ps(g, g)), g, g));
-            let e = exp_ps(_mm512_mul_ps(m2, u), &c, lo, hi, log2e);
-            let gelu = _mm512_div_ps(g, _mm512_add_ps(one, e));
-            _mm512_storeu_ps(op.add(j), _mm512_mul_ps(gelu, _mm512_loadu_ps(up.add(j))));
-            j += 16;
-        }
-        for j in full..half {
-            *op.add(j) = crate::gelu_tanh(*gp.add(j)) * *up.add(j);
         }
     }
 }

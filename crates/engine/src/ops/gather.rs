@@ -12,7 +12,7 @@
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
-use crate::qop::{err, par_for, par_rows};
+use super::par::{err, par_for, par_rows};
 use deposium_kernels::huffman::{Decoder, READ_PADDING};
 use deposium_kernels::OutPtr as Out;
 

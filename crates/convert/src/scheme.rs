@@ -1,0 +1,201 @@
+//! Quantization schemes: what each preset (`fp32`, `int8`, `int4`) stores at which precision, and the per-layer
+//! decisions that follow (bits, calibrated scales and rounding). Emission is `emit`'s, block codes `blocks`'.
+use serde::{Deserialize, Serialize};
+
+use crate::awq::CalibMode;
+use crate::blocks::{dequantize_blocks4, quantize_blocks, quantize_blocks_asym4};
+
+/// How to store weights.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QuantConfig {
+    /// Scheme name (`fp32`, `int8`, `int4`).
+    pub scheme: String,
+    /// Bits for linear layers (None = fp32).
+    pub linear_bits: Option<u8>,
+    /// Quantization block along K for linear layers.
+    pub block: usize,
+    /// MatMulNBits accuracy_level (4 = int8 activations per block).
+    pub accuracy_level: i64,
+    /// Bits for the token embedding table (None = fp32).
+    pub embed_bits: Option<u8>,
+    pub embed_block: usize,
+    /// Token table entropy-coded on a uniform grid of this step (relative to each row's RMS after the columns are
+    /// standardized; see `coded_table`), by our `GatherCoded` op; None for fixed-width codes (`embed_bits`). Graphs
+    /// without our ops fall back to `embed_bits`.
+    #[serde(default)]
+    pub embed_step: Option<f32>,
+    /// Weight names (substring match) kept in fp32.
+    pub keep_fp32: Vec<String>,
+    /// Weight names (substring match) stored at 8 bits in a 4-bit scheme.
+    #[serde(default)]
+    pub keep_int8: Vec<String>,
+    /// 4-bit linear weights with per-block zero points and an error-minimising scale search.
+    #[serde(default)]
+    pub asymmetric: bool,
+    /// 4-bit token table rows with per-block zero points and an error-minimising scale search.
+    #[serde(default)]
+    pub embed_asymmetric: bool,
+    /// Token table scales stored in fp16 (the lookup's output is cast back to fp32).
+    #[serde(default)]
+    pub embed_scales_f16: bool,
+    /// In a 4-bit token table, id ranges `[start, end)` stored at 8 bits (block 128) instead: the frequent tokens.
+    /// Ranges past the vocabulary are ignored.
+    #[serde(default)]
+    pub embed_int8_ids: Vec<[u32; 2]>,
+    /// MatMulNBits accuracy_level for quantized Dense heads (None: `accuracy_level`). They see one pooled row per
+    /// text, so fp32 activations (0) cost nothing and avoid int8 activation error.
+    #[serde(default)]
+    pub heads_accuracy_level: Option<i64>,
+    /// Emit fused ONNX Runtime contrib ops (QKV and gate/up MatMuls, RotaryEmbedding, MultiHeadAttention,
+    /// SkipSimplifiedLayerNormalization); false gives the plain-op reference graph.
+    #[serde(default = "yes")]
+    pub fused_ops: bool,
+    /// Quantized linear layers run by our own per-block kernels (`ai.deposium:QMatMul8` / `QMatMul4`: int8
+    /// activations per block of 32, the numerics of MatMulNBits accuracy_level 4, faster); false keeps stock ONNX
+    /// Runtime ops only (a portable graph).
+    #[serde(default)]
+    pub custom_kernel: bool,
+    /// 4-bit layers scaled by calibration statistics (see `awq`).
+    #[serde(default)]
+    pub awq: bool,
+    /// 4-bit layers rounded by GPTQ from calibration statistics (see `gptq`).
+    #[serde(default)]
+    pub gptq: bool,
+    /// Calibration for this build (never serialized: the manifest records `awq`, the statistics are re-measured).
+    #[serde(skip)]
+    pub calib: CalibMode,
+    /// Dense heads kept unquantized are stored in fp16 (computed in fp32).
+    #[serde(default)]
+    pub heads_f16: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl QuantConfig {
+    pub fn from_scheme(scheme: &str) -> anyhow::Result<Self> {
+        let base = QuantConfig {
+            scheme: scheme.into(),
+            linear_bits: None,
+            block: 32,
+            accuracy_level: 4,
+            embed_bits: None,
+            embed_block: 32,
+            embed_step: None,
+            keep_fp32: vec![],
+            keep_int8: vec![],
+            asymmetric: false,
+            embed_asymmetric: false,
+            embed_scales_f16: false,
+            embed_int8_ids: vec![],
+            heads_accuracy_level: None,
+            fused_ops: true,
+            custom_kernel: true,
+            awq: false,
+            gptq: false,
+            calib: CalibMode::Off,
+            heads_f16: false,
+        };
+        Ok(match scheme {
+            "fp32" => base,
+            // int8: every linear layer 8-bit per block of 32 (our QMatMul8); token table entropy-coded at step 0.125
+            // (`--portable`: 8-bit fixed width); Dense heads unquantized, stored in fp16. Measurements behind each
+            // choice: docs/quantization.md.
+            "int8" => QuantConfig {
+                linear_bits: Some(8),
+                embed_bits: Some(6),
+                embed_block: 64,
+                embed_step: Some(0.125),
+                embed_scales_f16: true,
+                keep_fp32: vec!["dense".into()],
+                heads_f16: true,
+                ..base
+            },
+            // int4: QKV and gate/up projections 4-bit, scaled and rounded from calibration statistics (AWQ + GPTQ);
+            // o_proj and down_proj, the most sensitive, stay 8-bit; token table entropy-coded at step 0.3
+            // (`--portable`: 4-bit asymmetric block 64); Dense heads as in int8. Measurements: docs/quantization.md.
+            "int4" => QuantConfig {
+                linear_bits: Some(4),
+                embed_bits: Some(4),
+                embed_block: 64,
+                embed_step: Some(0.3),
+                asymmetric: true,
+                embed_asymmetric: true,
+                embed_scales_f16: true,
+                keep_fp32: vec!["dense".into()],
+                keep_int8: vec!["o_proj".into(), "down_proj".into()],
+                heads_f16: true,
+                awq: true,
+                gptq: true,
+                ..base
+            },
+            s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, int4)"),
+        })
+    }
+
+    /// Whether weight `name` stays fp32 (`keep_fp32`).
+    pub fn keeps(&self, name: &str) -> bool {
+        self.keep_fp32.iter().any(|p| name.contains(p.as_str()))
+    }
+
+    /// Bits of linear layer `name` (None: fp32).
+    pub fn linear_bits_for(&self, name: &str) -> Option<u8> {
+        if self.keeps(name) {
+            None
+        } else if self.linear_bits == Some(4) && self.keep_int8.iter().any(|p| name.contains(p.as_str())) {
+            Some(8)
+        } else {
+            self.linear_bits
+        }
+    }
+
+    /// Whether this build needs calibration statistics (4-bit layers with `awq`).
+    pub fn wants_calibration(&self) -> bool {
+        (self.awq || self.gptq) && self.linear_bits == Some(4)
+    }
+
+    /// Asymmetric 4-bit codes, scales and zero points of layer `name` (weight `[n, k]`, already multiplied by its
+    /// activation-aware scales if any): GPTQ when calibrated, else round-to-nearest.
+    pub fn quantize_asym4(&self, name: &str, w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
+        if let (true, CalibMode::Apply(cal)) = (self.gptq, &self.calib) {
+            if let Some(h) = cal.second_moment.get(name).filter(|h| h.len() == k * k) {
+                // The layer sees x / s: its second moment is H / (s sᵀ).
+                let h = match cal.chosen_scales(name, &self.awq_variant()) {
+                    Some(s) => h.iter().enumerate().map(|(i, v)| v / (s[i / k] * s[i % k])).collect(),
+                    None => h.clone(),
+                };
+                if let Some(q) = crate::gptq::gptq_asym4(w, n, k, self.block, &h) {
+                    return q;
+                }
+                tracing::warn!(layer = name, "GPTQ: input second moment not factorable; rounding to nearest");
+            }
+        }
+        quantize_blocks_asym4(w, n, k, self.block)
+    }
+
+    fn awq_variant(&self) -> String {
+        format!("b{}a{}", self.block, self.asymmetric)
+    }
+
+    /// Activation-aware input scales for 4-bit layer `name` (weight `[n, k]`), when calibrated; the caller
+    /// multiplies the weight's columns by them and divides the layer's input upstream.
+    pub fn awq_scales(&self, name: &str, w: &[f32], n: usize, k: usize) -> Option<Vec<f32>> {
+        let CalibMode::Apply(cal) = &self.calib else { return None };
+        if !self.awq || self.linear_bits_for(name) != Some(4) {
+            return None;
+        }
+        let (block, asym) = (self.block, self.asymmetric);
+        let qdq = move |x: &[f32]| -> Vec<f32> {
+            let rows = x.len() / k;
+            let (codes, scales, zps) = if asym {
+                quantize_blocks_asym4(x, rows, k, block)
+            } else {
+                let (c, s) = quantize_blocks(x, rows, k, block, 4);
+                (c, s, vec![8u8; rows * k.div_ceil(block)])
+            };
+            dequantize_blocks4(&codes, &scales, &zps, rows, k, block)
+        };
+        cal.scales(name, &self.awq_variant(), w, n, k, &qdq)
+    }
+}

@@ -1,0 +1,217 @@
+//! Per-block int8 matrix multiply `y = x · Wᵀ` (weights 8- or 4-bit in `layout`'s packed form, activations
+//! quantized per row and block of 32), the quantizer of its activations, and the task split over a pool.
+
+#[cfg(target_arch = "x86_64")]
+use crate::arch::x86_64::gemm as simd;
+use crate::cpu::caps;
+use crate::layout::{Packed, QuantizedRows, BLOCK, TILE};
+use crate::par::{pool_threads, OutPtr, ParFor};
+use crate::portable;
+
+/// Output tiles per unit of parallel work.
+const TILES_PER_TASK: usize = 2;
+
+impl QuantizedRows {
+    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+        assert!(k.is_multiple_of(BLOCK) && x.len() == m * k);
+        let nb = k / BLOCK;
+        self.m = m;
+        self.k = k;
+        self.q.resize(m * k, 0);
+        self.scale.resize(m * nb, 0.0);
+        self.corr.resize(m * nb, 0);
+        self.ssum.resize(m * nb, 0.0);
+        quantize_rows(x, m, k, &mut self.q, &mut self.scale, &mut self.corr);
+        for ((ss, &s), &c) in self.ssum.iter_mut().zip(&self.scale).zip(&self.corr) {
+            *ss = s * (c / -128) as f32;
+        }
+    }
+}
+
+fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if caps().int8() {
+        // SAFETY: the CPU has the features; `quantize` sized the buffers for `m × k`.
+        return unsafe { simd::quantize_rows(x, m, k, q, scale, corr) };
+    }
+    portable::quantize_rows(x, m, k, q, scale, corr)
+}
+
+/// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
+pub fn matmul<const BITS: u8>(x: &[f32], m: usize, w: Packed<'_, BITS>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
+    assert!(x.len() == m * w.k && out.len() == m * w.n);
+    if m == 0 {
+        return;
+    }
+    scratch.quantize(x, m, w.k);
+    let qa: &QuantizedRows = scratch;
+    let tiles = w.n / TILE;
+    // Few rows: tasks of up to 8 tiles (at least 4 per thread), so that the pair of tiles a task prefetches next is
+    // mostly its own.
+    let per_task = if m <= 64 { (tiles / (4 * pool_threads())).clamp(TILES_PER_TASK, 8) & !1 } else { TILES_PER_TASK };
+    let tasks = tiles.div_ceil(per_task);
+    let outp = OutPtr(out.as_mut_ptr());
+    let fast = caps().int8();
+    par(tasks, &|task| {
+        let t0 = task * per_task;
+        let t1 = (t0 + per_task).min(tiles);
+        // SAFETY: `out` holds `m × n` floats (asserted) and outlives `par`; each task writes only the columns of its
+        // own tiles `t0..t1`; the fast path runs only where the CPU has its features.
+        unsafe { gemm_tiles(fast, qa, w, outp.get(), t0, t1) }
+    });
+}
+
+/// # Safety
+/// As `portable::gemm8_tiles`; `fast` only where `caps().int8()`.
+unsafe fn gemm_tiles<const BITS: u8>(fast: bool, qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t0: usize, t1: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        return simd::gemm_tiles(qa, w, out, t0, t1);
+    }
+    let _ = fast;
+    if BITS == 4 {
+        portable::gemm4_tiles(qa, w, out, t0, t1)
+    } else {
+        portable::gemm8_tiles(qa, w, out, t0, t1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{pack, Packed8};
+    use crate::par::sequential;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+
+    fn quantize_weights(w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+        let nb = k / BLOCK;
+        let mut codes = vec![0u8; n * k];
+        let mut scales = vec![0f32; n * nb];
+        for col in 0..n {
+            for b in 0..nb {
+                let v = &w[col * k + b * BLOCK..col * k + (b + 1) * BLOCK];
+                let amax = v.iter().fold(0f32, |a, x| a.max(x.abs()));
+                let s = amax / 127.0;
+                scales[col * nb + b] = s;
+                for (j, x) in v.iter().enumerate() {
+                    codes[col * k + b * BLOCK + j] = ((x / s).round() as i32 + 128) as u8;
+                }
+            }
+        }
+        (codes, scales)
+    }
+
+    pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+        let (dot, na, nb) = a.iter().zip(b).fold((0f64, 0f64, 0f64), |(d, p, q), (&x, &y)| {
+            (d + x as f64 * y as f64, p + (x as f64).powi(2), q + (y as f64).powi(2))
+        });
+        dot / (na.sqrt() * nb.sqrt())
+    }
+
+    pub fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                y[r * n + c] = (0..k).map(|i| x[r * k + i] as f64 * w[c * k + i] as f64).sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn fast_and_portable_agree_and_track_fp32() {
+        let mut seed = 7;
+        for (m, n, k) in [(1, 16, 32), (3, 48, 64), (7, 96, 768), (16, 256, 1152), (9, 32, 96)] {
+            let mut x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            x[0] = 0.0;
+            if m > 1 {
+                x[k..2 * k].iter_mut().for_each(|v| *v = 0.0); // an all-zero row
+            }
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 0.1).collect();
+            let (codes, scales) = quantize_weights(&w, n, k);
+            let (pc, ps) = pack(&codes, &scales, n, k);
+            let packed = Packed8::new(n, k, &pc, &ps).unwrap();
+            let mut y = vec![0f32; m * n];
+            let mut scratch = QuantizedRows::default();
+            matmul(&x, m, packed, &mut y, &mut scratch, &sequential);
+
+            let mut yp = vec![0f32; m * n];
+            let mut qp = QuantizedRows { m, k, q: vec![0; m * k], scale: vec![0.0; m * k / BLOCK], corr: vec![0; m * k / BLOCK], ssum: vec![] };
+            portable::quantize_rows(&x, m, k, &mut qp.q, &mut qp.scale, &mut qp.corr);
+            assert_eq!(qp.q, scratch.q, "activation codes");
+            unsafe { portable::gemm8_tiles(&qp, packed, yp.as_mut_ptr(), 0, n / TILE) };
+            assert_eq!(y, yp, "fast path == portable path (m={m} n={n} k={k})");
+
+            let cos = cosine(&reference(&x, &w, m, n, k), &y);
+            assert!(cos > 0.9998, "cosine to fp32 {cos} (m={m} n={n} k={k})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod four_bit {
+    use super::*;
+    use crate::layout::{f16_bits, f16_value, pack4, Packed4};
+    use crate::par::sequential;
+
+    #[test]
+    fn fast_and_portable_agree_and_track_the_dequantized_weights() {
+        let mut seed = 11u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        for (m, n, k) in [(1, 16, 32), (5, 48, 96), (13, 64, 768), (4, 32, 1152)] {
+            let nb = k / BLOCK;
+            let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 16) as u8).collect();
+            let scales: Vec<f32> = (0..n * nb).map(|_| 0.001 + (rnd() % 100) as f32 * 1e-4).collect();
+            let zps: Vec<u8> = (0..n * nb).map(|_| (rnd() % 16) as u8).collect();
+            let x: Vec<f32> = (0..m * k).map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let (pc, ps) = pack4(&codes, &scales, &zps, n, k);
+            let w = Packed4::new(n, k, &pc, &ps).unwrap();
+            let mut scratch = QuantizedRows::default();
+            let mut y = vec![0f32; m * n];
+            matmul(&x, m, w, &mut y, &mut scratch, &sequential);
+            let mut yp = vec![0f32; m * n];
+            unsafe { portable::gemm4_tiles(&scratch, w, yp.as_mut_ptr(), 0, n / TILE) };
+            assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
+            // Against x · dequantized W: only activation rounding remains.
+            let w_deq: Vec<f32> =
+                (0..n * k).map(|i| (codes[i] as f32 - zps[i / BLOCK] as f32) * f16_value(f16_bits(scales[i / BLOCK]))).collect();
+            let cos = super::tests::cosine(&super::tests::reference(&x, &w_deq, m, n, k), &y);
+            assert!(cos > 0.9999, "cosine {cos} (m={m} n={n} k={k})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod invariance {
+    use super::*;
+    use crate::layout::{pack, Packed8};
+    use crate::par::sequential;
+
+    /// A row's result must not depend on the other rows (batch invariance).
+    #[test]
+    fn rows_are_independent() {
+        let (n, k) = (64, 768);
+        let w: Vec<u8> = (0..n * k).map(|i| ((i * 37) % 255) as u8).collect();
+        let s: Vec<f32> = (0..n * k / BLOCK).map(|i| 0.001 + (i % 7) as f32 * 1e-4).collect();
+        let (pc, ps) = pack(&w, &s, n, k);
+        let p = Packed8::new(n, k, &pc, &ps).unwrap();
+        let x: Vec<f32> = (0..130 * k).map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0).collect();
+        let mut scratch = QuantizedRows::default();
+        let mut small = vec![0f32; 4 * n];
+        matmul(&x[..4 * k], 4, p, &mut small, &mut scratch, &sequential);
+        let mut big = vec![0f32; 130 * n];
+        matmul(&x, 130, p, &mut big, &mut scratch, &sequential);
+        assert_eq!(small[..], big[..4 * n]);
+        let mut one = vec![0f32; n];
+        matmul(&x[129 * k..], 1, p, &mut one, &mut scratch, &sequential);
+        assert_eq!(one[..], big[129 * n..]);
+    }
+}
+
