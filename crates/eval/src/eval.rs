@@ -140,12 +140,16 @@ pub fn embed_texts(
     Ok((vecs, cached))
 }
 
-/// Evaluate `model` on `tasks`.
+/// Evaluate `model` on `tasks` with its `STS` prompt (when it has one).
 pub fn evaluate(model: &Model, tasks: &[StsTask], opts: &EvalOptions) -> Result<ModelEval> {
+    evaluate_with_prompt(model, tasks, opts, sts_prompt(model))
+}
+
+/// Evaluate `model` on `tasks` with `prompt` on every sentence.
+pub fn evaluate_with_prompt(model: &Model, tasks: &[StsTask], opts: &EvalOptions, prompt: Prompt) -> Result<ModelEval> {
     let start = Instant::now();
     let info = model.info();
     model.check_dimensions(opts.dimensions)?;
-    let prompt = sts_prompt(model);
     let prefix = model.resolve_prompt(&prompt)?;
 
     // Distinct texts over all tasks, in first-seen order.

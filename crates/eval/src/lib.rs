@@ -1,15 +1,18 @@
 //! deposium-eval: STS evaluation (MTEB-style), latency benchmark, and a comparison report.
 //!
-//! - `eval`: STS tasks from TSV files → `<out>/<model>/<Task>.json` (MTEB layout) + `model_meta.json`.
+//! - `eval`: STS tasks from TSV files and retrieval tasks from BEIR directories → `<out>/<model>/<Task>.json`
+//!   (MTEB layout) + `model_meta.json`.
 //! - `bench`: latency of `Model::embed` → `<out>/<model>/bench.json`.
 //! - `report`: reads those files → Markdown decision document + SVG plots.
 
+pub mod beir;
 pub mod bench;
 pub mod cache;
 pub mod data;
 pub mod eval;
 pub mod metrics;
 pub mod report;
+pub mod retrieval;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,12 +24,17 @@ pub struct EvalArgs {
     /// Model spec (`embeddinggemma:fp32`, `potion-base-8M`, `NAME=PATH`); repeat for several.
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
-    /// Comma-separated tasks; a task is `<TASK>_<split>.tsv` or `<TASK>_<subset>_<split>.tsv` in the data dir.
-    #[arg(long, value_delimiter = ',', default_value = "BIOSSES,STSBenchmark,STS17")]
+    /// Comma-separated tasks [default: BIOSSES,STSBenchmark,STS17]. An STS task is `<TASK>_<split>.tsv` or
+    /// `<TASK>_<subset>_<split>.tsv` in the STS data dir; a retrieval task (e.g. SciFact) is a BEIR directory
+    /// `<retrieval data>/<TASK>/`.
+    #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
-    /// STS data directory [default: ../shared/data/sts if present, else $DEPOSIUM_STS_DATA].
+    /// STS data directory [default: ../shared/data/sts if present, else $DEPOSIUM_STS_DATA]. A BEIR directory
+    /// (with corpus.jsonl) here is evaluated as a retrieval task named after the directory.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub retrieval: RetrievalArgs,
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Results root: each model writes `<out>/<model-name>/`.
@@ -44,6 +52,40 @@ pub struct EvalArgs {
     /// Embed everything again, read and write no cache.
     #[arg(long)]
     pub no_cache: bool,
+}
+
+/// Retrieval options of `eval`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RetrievalArgs {
+    /// Retrieval data: a folder of BEIR directories, or one BEIR directory [default: ../shared/data/retrieval
+    /// if present, else $DEPOSIUM_RETRIEVAL_DATA].
+    #[arg(long)]
+    pub retrieval_data: Option<PathBuf>,
+    /// Retrieval: evaluate only the first N queries (file order) that have qrels.
+    #[arg(long)]
+    pub max_queries: Option<usize>,
+    /// Retrieval: keep only the evaluated queries' relevant documents plus the first others (file order), M in all.
+    #[arg(long)]
+    pub max_corpus: Option<usize>,
+    /// Retrieval: prompt name for queries [default: `query` when the model defines it, else none].
+    #[arg(long, conflicts_with = "query_prompt")]
+    pub query_prompt_name: Option<String>,
+    /// Retrieval: prompt name for documents [default: `document` when the model defines it, else none].
+    #[arg(long, conflicts_with = "document_prompt")]
+    pub document_prompt_name: Option<String>,
+    /// Retrieval: literal prefix for queries (instead of a prompt name).
+    #[arg(long)]
+    pub query_prompt: Option<String>,
+    /// Retrieval: literal prefix for documents (instead of a prompt name).
+    #[arg(long)]
+    pub document_prompt: Option<String>,
+    /// No prompt anywhere (STS and retrieval); results go to `<out>/<model>-noprompt/`.
+    #[arg(long)]
+    pub no_prompts: bool,
+    /// Retrieval: cosine of every document vector to this model's vector of the same text and prompt (from its
+    /// cache, embedding what is missing): mean / 1st percentile / min in the JSON's `deposium.fidelity_to`.
+    #[arg(long)]
+    pub fidelity_to: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -96,36 +138,119 @@ pub struct ReportArgs {
     pub out: PathBuf,
 }
 
+/// Default `eval --tasks`.
+pub const DEFAULT_STS_TASKS: [&str; 3] = ["BIOSSES", "STSBenchmark", "STS17"];
+
 pub fn run_eval(args: EvalArgs) -> Result<()> {
-    let data_dir = data::resolve_data_dir(args.data.as_deref())?;
-    let tasks = args
-        .tasks
-        .iter()
-        .map(|t| data::load_task(&data_dir, t.trim(), &args.split))
-        .collect::<Result<Vec<_>>>()?;
+    let ra = &args.retrieval;
+    // `--data` naming a BEIR directory is a retrieval task of that name.
+    let beir_data = args.data.as_deref().filter(|d| beir::is_beir_dir(d));
+    let mut task_names: Vec<String> = args.tasks.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+    if task_names.is_empty() {
+        task_names = match beir_data.and_then(|d| d.file_name()) {
+            Some(n) => vec![n.to_string_lossy().to_string()],
+            None => DEFAULT_STS_TASKS.iter().map(|s| s.to_string()).collect(),
+        };
+    }
+    let retrieval_root = match beir_data {
+        Some(d) if ra.retrieval_data.is_none() => Some(d.to_path_buf()),
+        _ => beir::resolve_root(ra.retrieval_data.as_deref())?,
+    };
+    let slice = beir::Slice { max_queries: ra.max_queries, max_corpus: ra.max_corpus };
+    let (mut sts_names, mut retrieval_tasks) = (Vec::new(), Vec::new());
+    for t in &task_names {
+        match retrieval_root.as_deref().and_then(|r| beir::find_task(r, t)) {
+            Some(dir) => retrieval_tasks.push(beir::load(&dir, t, &args.split, slice)?),
+            None => sts_names.push(t.clone()),
+        }
+    }
+    let tasks = if sts_names.is_empty() {
+        Vec::new()
+    } else {
+        let data_dir = data::resolve_data_dir(args.data.as_deref().filter(|d| !beir::is_beir_dir(d)))?;
+        sts_names.iter().map(|t| data::load_task(&data_dir, t, &args.split)).collect::<Result<Vec<_>>>()?
+    };
     let cache_dir = (!args.no_cache)
         .then(|| args.cache.clone().unwrap_or_else(|| deposium_engine::paths::home().join("cache").join("eval")));
-    let opts = eval::EvalOptions { batch: args.batch, cache_dir, dimensions: args.dimensions, progress: true };
-    let mut evals = Vec::new();
+    let opts = eval::EvalOptions { batch: args.batch, cache_dir: cache_dir.clone(), dimensions: args.dimensions, progress: true };
+    let prompt_of = |name: &Option<String>, raw: &Option<String>| match (name, raw) {
+        (Some(n), _) => Some(deposium_engine::Prompt::Named(n.clone())),
+        (None, Some(r)) => Some(deposium_engine::Prompt::Raw(r.clone())),
+        (None, None) => None,
+    };
+    let ropts = retrieval::RetrievalOptions {
+        batch: args.batch,
+        cache_dir,
+        dimensions: args.dimensions,
+        prompts: retrieval::PromptChoice {
+            query: prompt_of(&ra.query_prompt_name, &ra.query_prompt),
+            document: prompt_of(&ra.document_prompt_name, &ra.document_prompt),
+            none: ra.no_prompts,
+        },
+        progress: true,
+    };
+    let suffix = if ra.no_prompts { "-noprompt" } else { "" };
+    let (mut evals, mut revals) = (Vec::new(), Vec::new());
     for spec in &args.models {
         let t = Instant::now();
         let model = deposium_engine::registry::load(spec).with_context(|| format!("loading {spec}"))?;
         let load_seconds = t.elapsed().as_secs_f64();
-        let ev = eval::evaluate(&model, &tasks, &opts)?;
-        let dir = args.out.join(eval::result_dir_name(&ev.model, ev.dimensions));
-        eval::write_results(&dir, &model, &ev, load_seconds)?;
-        eprintln!(
-            "{}: {} texts ({} cached) embedded in {:.1} s, total {:.1} s → {}",
-            ev.model,
-            ev.unique_texts,
-            ev.cached_texts,
-            ev.embed_seconds,
-            ev.total_seconds,
-            dir.display()
-        );
-        evals.push(ev);
+        if !tasks.is_empty() {
+            let prompt = if ra.no_prompts { deposium_engine::Prompt::None } else { eval::sts_prompt(&model) };
+            let ev = eval::evaluate_with_prompt(&model, &tasks, &opts, prompt)?;
+            let dir = args.out.join(eval::result_dir_name(&ev.model, ev.dimensions) + suffix);
+            eval::write_results(&dir, &model, &ev, load_seconds)?;
+            eprintln!(
+                "{}: {} texts ({} cached) embedded in {:.1} s, total {:.1} s → {}",
+                ev.model,
+                ev.unique_texts,
+                ev.cached_texts,
+                ev.embed_seconds,
+                ev.total_seconds,
+                dir.display()
+            );
+            evals.push(ev);
+        }
+        let mut model_revals = Vec::new();
+        for task in &retrieval_tasks {
+            let ev = retrieval::evaluate(&model, task, &ropts)?;
+            eprintln!(
+                "{} {}: nDCG@10 {:.4}, {} texts embedded ({} cached) in {:.1} s, total {:.1} s",
+                ev.model, ev.task, ev.scores.ndcg_at_10, ev.embedded_texts, ev.cached_texts, ev.embed_seconds, ev.total_seconds
+            );
+            model_revals.push(ev);
+        }
+        if let Some(base_spec) = ra.fidelity_to.as_deref().filter(|_| !model_revals.is_empty()) {
+            let base = deposium_engine::registry::resolve(base_spec).with_context(|| format!("resolving {base_spec}"))?;
+            if base.name == model.info().name {
+                eprintln!("{}: --fidelity-to names the model itself; skipped", base.name);
+            } else {
+                let t = Instant::now();
+                let baseline =
+                    deposium_engine::registry::load_spec(&base).with_context(|| format!("loading {base_spec}"))?;
+                for (task, ev) in retrieval_tasks.iter().zip(&mut model_revals) {
+                    let f = retrieval::fidelity_to(&baseline, task, ev, &ropts)?;
+                    eprintln!(
+                        "{} vs {} on {} {} documents: cosine mean {:.6}, p1 {:.6}, min {:.6} ({:.1} s)",
+                        ev.model, f.baseline, f.n, ev.task, f.mean, f.p1, f.min, t.elapsed().as_secs_f64()
+                    );
+                    ev.fidelity = Some(f);
+                }
+            }
+        }
+        for ev in &mut model_revals {
+            let dir = args.out.join(retrieval::result_dir_name(ev));
+            let path = retrieval::write_results(&dir, &model, ev, load_seconds)?;
+            eprintln!("→ {}", path.display());
+            ev.document_vectors = Vec::new();
+        }
+        revals.extend(model_revals);
     }
     print!("{}", eval::markdown_table(&evals));
+    if !evals.is_empty() && !revals.is_empty() {
+        println!();
+    }
+    print!("{}", retrieval::markdown_table(&revals));
     Ok(())
 }
 

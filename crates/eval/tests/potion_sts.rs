@@ -62,6 +62,7 @@ fn cli_eval_bench_report_end_to_end() {
         models: vec![MODEL.into()],
         tasks: vec!["STSBenchmark".into(), "STS17".into()],
         data: Some(data_dir()),
+        retrieval: Default::default(),
         split: "test".into(),
         out: results.clone(),
         batch: 64,
