@@ -18,9 +18,18 @@
 #       deposium-embed:slim pull embeddinggemma
 #
 # An image with EmbeddingGemma inside redistributes Gemma: read NOTICE (Gemma Terms of Use) before you push it.
+#
+# Without a registry (what `make container-test` does, scripts/container-test.sh): the target `prebuilt` takes the
+# host-built release binary, ONNX Runtime and the models from a build context named `host` instead of the `build`
+# and `models` stages (building Rust inside the container takes long on small machines, and a Rust toolchain image
+# comes from no package registry), and RUNTIME_IMAGE names a local stand-in for debian:bookworm-slim, made with
+# `debootstrap --variant=minbase bookworm DIR && tar -C DIR -c . | podman import - deposium-debian:bookworm`:
+#    podman build --target prebuilt --build-arg RUNTIME_IMAGE=localhost/deposium-debian:bookworm \
+#      --build-context host=DIR_WITH_deposium-embed_onnxruntime_models -t deposium-embed:test .
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG RUNTIME_IMAGE=debian:${DEBIAN_RELEASE}-slim
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 # x86-64-v3 (AVX2 + FMA) by default; x86-64-v4 for AVX-512 fleets; x86-64 for any x86-64 CPU.
@@ -58,19 +67,14 @@ RUN if [ -f /models/embeddinggemma-300m/model.safetensors ]; then \
       && mv /tmp/embeddinggemma-int8 /models/embeddinggemma-300m; \
     fi
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS base
 # Numeric uid/gid 10001 (deploy/kubernetes runs as it, runAsNonRoot needs a number).
 RUN groupadd --system --gid 10001 deposium \
  && useradd --system --uid 10001 --gid deposium --home-dir /var/lib/deposium --shell /usr/sbin/nologin deposium \
  && mkdir -p /models /var/lib/deposium/converted \
  && ln -s /models /var/lib/deposium/models \
  && chown -R deposium:deposium /var/lib/deposium /models
-COPY --from=build /out/deposium-embed /opt/deposium/deposium-embed
-# ONNX Runtime beside the binary, where deposium-embed looks first.
-COPY --from=models /var/lib/deposium/onnxruntime/libonnxruntime.so.1.31.1 /opt/deposium/libonnxruntime.so.1
-COPY --from=models /var/lib/deposium/onnxruntime/LICENSE /var/lib/deposium/onnxruntime/ThirdPartyNotices.txt /opt/deposium/licenses/onnxruntime/
 COPY LICENSE NOTICE /opt/deposium/
-COPY --from=models --chown=deposium:deposium /models /models
 ENV PATH=/opt/deposium:$PATH \
     DEPOSIUM_HOME=/var/lib/deposium \
     DEPOSIUM_MODELS=embeddinggemma \
@@ -84,3 +88,19 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PORT:-11435} && printf 'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
 ENTRYPOINT ["/opt/deposium/deposium-embed"]
 CMD ["serve"]
+
+# The host's release binary, ONNX Runtime and models (build context `host`: deposium-embed,
+# onnxruntime/{libonnxruntime.so.1.31.1,LICENSE,ThirdPartyNotices.txt}, models/): see the header.
+FROM base AS prebuilt
+COPY --from=host deposium-embed /opt/deposium/deposium-embed
+COPY --from=host onnxruntime/libonnxruntime.so.1.31.1 /opt/deposium/libonnxruntime.so.1
+COPY --from=host onnxruntime/LICENSE onnxruntime/ThirdPartyNotices.txt /opt/deposium/licenses/onnxruntime/
+COPY --from=host --chown=10001:10001 models /models
+
+# The default target: everything built in the stages above.
+FROM base AS runtime
+COPY --from=build /out/deposium-embed /opt/deposium/deposium-embed
+# ONNX Runtime beside the binary, where deposium-embed looks first.
+COPY --from=models /var/lib/deposium/onnxruntime/libonnxruntime.so.1.31.1 /opt/deposium/libonnxruntime.so.1
+COPY --from=models /var/lib/deposium/onnxruntime/LICENSE /var/lib/deposium/onnxruntime/ThirdPartyNotices.txt /opt/deposium/licenses/onnxruntime/
+COPY --from=models --chown=deposium:deposium /models /models
