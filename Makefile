@@ -35,6 +35,20 @@ soak: fetch build
 	target/release/deposium-soak --bin $(BIN) --model embeddinggemma --model potion-base-8M \
 		--duration $(SOAK_DURATION) --concurrency $(SOAK_CONCURRENCY) --out results/soak
 
+# Mixed load: 8 clients flood potion-base-8M with 1,000-text requests beside EmbeddingGemma single texts and SciFact
+# documents; phases of SOAK_PHASE (EmbeddingGemma alone, potion alone, both): p50/p95/p99, texts/s, RSS →
+# results/soak-mixed.{json,md}. Exits 1 on a lost request or a vector off its reference (cosine < 0.99999).
+.PHONY: soak-mixed container-test
+SOAK_PHASE ?= 60s
+soak-mixed: fetch build
+	cargo build --release -p deposium-soak
+	target/release/deposium-soak --scenario mixed --bin $(BIN) --phase $(SOAK_PHASE) --out results/soak-mixed
+
+# Build the Dockerfile with podman (local Debian base, the host's release binary and models) and run it read-only
+# as a pod would: /health, vectors equal to the host binary's, non-root, SIGTERM drain (scripts/container-test.sh).
+container-test: fetch build
+	scripts/container-test.sh
+
 # Hostile-input fuzzing (proptest, in-process router, real potion-base-8M): FUZZ_SECONDS per target (default 600).
 FUZZ_SECONDS ?= 600
 fuzz: fetch

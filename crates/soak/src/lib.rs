@@ -8,7 +8,9 @@
 //! - [`http`]: a small HTTP/1.1 client on std sockets (keep-alive, timeouts, a body sent in parts).
 //! - [`texts`]: a pool of distinct texts of 1 … ~2048 tokens built from the STS Benchmark sentences.
 //! - [`soak`]: the mixed-route, mixed-length, mixed-batch load run with its checks and report.
+//! - [`mixed`]: issue 22's scenarios: a potion-base-8M flood beside EmbeddingGemma traffic, and the memory ceiling.
 pub mod http;
+pub mod mixed;
 pub mod server;
 pub mod soak;
 pub mod texts;

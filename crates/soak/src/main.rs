@@ -6,12 +6,14 @@
 //! deposium-soak --duration 600s --concurrency 64            # make soak
 //! deposium-soak --duration 30s --concurrency 8 --pool 64 --heavy-pool 12 --max-tokens 512
 //! deposium-soak --url 127.0.0.1:11435 --pid $(pgrep -n deposium-embed) --duration 60s
+//! deposium-soak --scenario mixed --phase 60s      # make soak-mixed: potion flood beside EmbeddingGemma
+//! deposium-soak --scenario memory --clients 64    # peak RSS under 64 requests of 2,048-token documents
 //! ```
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use deposium_soak::{parse_duration, soak};
+use deposium_soak::{mixed, parse_duration, soak};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,6 +22,49 @@ use deposium_soak::{parse_duration, soak};
     about = "Load/soak harness for deposium-embed serve (loopback only)"
 )]
 struct Args {
+    /// What to run: `soak` (every route, both models), `mixed` (potion flood beside EmbeddingGemma: alone vs
+    /// mixed latency and throughput) or `memory` (peak RSS under `--clients` requests of 2,048-token documents).
+    #[arg(long, default_value = "soak", value_parser = ["soak", "mixed", "memory"])]
+    scenario: String,
+    /// mixed: length of each phase (EmbeddingGemma alone, potion alone, both).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    phase: Duration,
+    /// mixed: clients flooding potion-base-8M.
+    #[arg(long, default_value_t = 8)]
+    flood_clients: usize,
+    /// mixed: texts per flood request.
+    #[arg(long, default_value_t = 1000)]
+    flood_batch: usize,
+    /// mixed: clients sending EmbeddingGemma one short text at a time.
+    #[arg(long, default_value_t = 2)]
+    single_clients: usize,
+    /// mixed: clients sending EmbeddingGemma one SciFact document at a time.
+    #[arg(long, default_value_t = 2)]
+    doc_clients: usize,
+    /// mixed: distinct SciFact documents.
+    #[arg(long, default_value_t = 48)]
+    docs: usize,
+    /// mixed: share of documents over the 2,048-token limit (12 abstracts joined; the server cuts them).
+    #[arg(long, default_value_t = 0.125)]
+    long_share: f64,
+    /// memory: concurrent clients, each with one request.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// memory: inputs per request (the server's --max-inputs), cut to what fits in --max-body-bytes.
+    #[arg(long, default_value_t = 2048)]
+    max_inputs: usize,
+    /// memory: the server's --max-body-bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// memory: how long the clients wait before hanging up.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    hold: Duration,
+    /// memory: the limit the peak RSS is judged against, MiB (deploy/kubernetes: 2 Gi).
+    #[arg(long, default_value_t = 2048.0)]
+    limit_mib: f64,
+    /// The SciFact corpus (default: ../shared/data/retrieval/SciFact/corpus.jsonl).
+    #[arg(long)]
+    scifact: Option<PathBuf>,
     /// Connect to a running server (127.0.0.1:PORT or http://127.0.0.1:PORT) instead of starting one.
     #[arg(long)]
     url: Option<String>,
@@ -90,6 +135,62 @@ struct Args {
 
 fn main() {
     let a = Args::parse();
+    if a.scenario != "soak" {
+        let gemma = a.models.first().cloned().unwrap_or_else(|| "embeddinggemma".into());
+        let out = if a.out == Path::new("results/soak") {
+            PathBuf::from(format!("results/soak-{}", a.scenario))
+        } else {
+            a.out.clone()
+        };
+        let result = if a.scenario == "mixed" {
+            mixed::run_mixed(mixed::MixedConfig {
+                url: a.url,
+                pid: a.pid,
+                bin: a.bin,
+                server_args: a.server_args,
+                potion: a.models.get(1).cloned().unwrap_or_else(|| "potion-base-8M".into()),
+                gemma,
+                phase: a.phase,
+                flood_clients: a.flood_clients,
+                flood_batch: a.flood_batch,
+                single_clients: a.single_clients,
+                doc_clients: a.doc_clients,
+                docs: a.docs,
+                long_share: a.long_share,
+                timeout: a.timeout,
+                seed: a.seed,
+                out,
+                sts: a.sts,
+                scifact: a.scifact,
+            })
+        } else {
+            mixed::run_memory(mixed::MemoryConfig {
+                url: a.url,
+                pid: a.pid,
+                bin: a.bin,
+                server_args: a.server_args,
+                model: gemma,
+                clients: a.clients,
+                max_inputs: a.max_inputs,
+                max_body_bytes: a.max_body_bytes,
+                hold: a.hold,
+                limit_mib: a.limit_mib,
+                out,
+                scifact: a.scifact,
+            })
+        };
+        match result {
+            Ok(r) if r["pass"] == true => return,
+            Ok(_) => {
+                eprintln!("[soak] FAIL: a check failed (see the report)");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("[soak] error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     let models = if a.models.is_empty() && a.url.is_none() {
         vec!["embeddinggemma".into(), "potion-base-8M".into()]
     } else {
