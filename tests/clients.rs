@@ -30,6 +30,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("openai embeddings.create (encoding_format=base64)", MODELS),
     ("openai embeddings.create (token-id input)", MODELS),
     ("openai embeddings.create (dimensions=256)", &["embeddinggemma"]),
+    ("openai and ollama SDKs with NAME@query/@document", &["embeddinggemma"]),
     ("ollama Client.embed/embeddings/list", MODELS),
     ("ollama Client.show/ps, embeddings() with no prompt, dimensions=0", MODELS),
     ("cohere Client.rerank (/v1/rerank)", MODELS),

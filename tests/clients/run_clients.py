@@ -368,6 +368,18 @@ def checks(base, proxy_url, models, singles):
 
             yield "openai embeddings.create (dimensions=256)", "openai", model, openai_dimensions
 
+            def sdk_selectors(model=model):
+                import ollama
+                from openai import OpenAI
+
+                c = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+                q = c.embeddings.create(model=f"{model}@query", input=[QUERY], encoding_format="float").data[0]
+                same_vectors(q.embedding, reference(base, model, [QUERY], "query"))
+                d = ollama.Client(host=url, timeout=60).embed(model=f"{model}@document", input=DOCS).embeddings
+                return same_vectors(d, reference(base, model, DOCS, "document")) + " (ollama @document), openai @query too"
+
+            yield "openai and ollama SDKs with NAME@query/@document", "openai", model, sdk_selectors
+
         def ollama_sdk(model=model):
             import ollama
 
