@@ -33,5 +33,5 @@ if [ -n "$RETRIEVAL_TASKS" ]; then
     "$BIN" eval --model "$m" --tasks "$RETRIEVAL_TASKS" --no-prompts --out "$RESULTS"
   done
 fi
-"$BIN" report --results "$RESULTS" --out docs
+"$BIN" report --results "$RESULTS" --out docs --references docs/reference-points.json
 echo "report: docs/eval-report.md" >&2

@@ -1,8 +1,9 @@
 //! Latency benchmark: short (~16 tokens) and long (~256 tokens) texts built from STSBenchmark sentences,
-//! with the STS prompt where the model has one, in batches of 1, 5, 32.
+//! with the STS prompt where the model has one, in batches of 1, 5, 32; and `documents`: a fixed sample of a
+//! BEIR corpus (SciFact) as it is, with the model's `document` prompt, truncated at the model's limit.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,13 +22,40 @@ pub struct BenchOptions {
     pub max_seconds: f64,
     pub short_tokens: usize,
     pub long_tokens: usize,
+    /// Scenario kinds to run: `short`, `long`, `documents`.
+    pub scenarios: Vec<String>,
+    /// BEIR `corpus.jsonl` for `documents` (required when that scenario runs).
+    pub corpus: Option<PathBuf>,
+    /// Documents in the fixed sample (every k-th of the corpus).
+    pub documents: usize,
+    /// Batch sizes for `documents`.
+    pub document_batches: Vec<usize>,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { batches: vec![1, 5, 32], iters: 30, warmup: 3, min_seconds: 1.0, max_seconds: 20.0, short_tokens: 16, long_tokens: 256 }
+        Self {
+            batches: vec![1, 5, 32],
+            iters: 30,
+            warmup: 3,
+            min_seconds: 1.0,
+            max_seconds: 20.0,
+            short_tokens: 16,
+            long_tokens: 256,
+            scenarios: vec!["short".into(), "long".into()],
+            corpus: None,
+            documents: DEFAULT_DOCUMENTS,
+            document_batches: vec![1, 32],
+        }
     }
 }
+
+pub const SCENARIO_KINDS: &[&str] = &["short", "long", "documents"];
+pub const DEFAULT_DOCUMENTS: usize = 256;
+/// Where `bench` looks for the documents corpus by default (relative to the current directory).
+pub const DEFAULT_CORPUS: &str = "../shared/data/retrieval/SciFact/corpus.jsonl";
+/// The prompt name `documents` uses where the model defines it.
+pub const DOCUMENT_PROMPT: &str = "document";
 
 const MIN_ITERS: usize = 3;
 const MAX_ITERS: usize = 1_000_000;
@@ -68,9 +96,28 @@ pub struct Scenario {
     pub mean_tokens_per_text: f64,
     pub ms_per_call: Stats,
     pub ms_per_text: Stats,
-    /// From the median call.
+    /// From the median call (`documents`: from the total time, as call sizes vary).
     pub texts_per_s: f64,
     pub tokens_per_s: f64,
+    /// `documents` only: the sample the calls cycle through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<CorpusSample>,
+}
+
+/// The fixed document sample of a `documents` scenario.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CorpusSample {
+    pub path: String,
+    pub corpus_documents: usize,
+    /// Every `stride`-th document, from the first.
+    pub stride: usize,
+    pub documents: usize,
+    /// Over the whole sample, prompt and special tokens included, after truncation.
+    pub mean_tokens: f64,
+    pub max_tokens: usize,
+    /// Documents cut at the model's token limit.
+    pub truncated: usize,
+    pub prompt_name: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -193,13 +240,37 @@ pub fn long_texts(model: &Model, prefix: &str, sentences: &[String], target: usi
 
 /// Time `model.embed` on batches cut from `pool`, cycling through it.
 pub fn run_scenario(model: &Model, prompt: &Prompt, kind: &str, pool: &[String], batch: usize, opts: &BenchOptions) -> Result<Scenario> {
+    timed_calls(model, prompt, kind, pool, batch, opts.warmup, opts.iters.max(1), opts, false)
+}
+
+/// The `documents` scenario on a document sample: one warm-up call at most (documents are slow), at least one
+/// pass over the sample (and `--min-seconds`), stopped by `--max-seconds`; throughput from the total time.
+pub fn run_documents(model: &Model, prompt: &Prompt, sample: &[String], batch: usize, opts: &BenchOptions) -> Result<Scenario> {
+    timed_calls(model, prompt, "documents", sample, batch, opts.warmup.min(1), sample.len().div_ceil(batch), opts, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn timed_calls(
+    model: &Model,
+    prompt: &Prompt,
+    kind: &str,
+    pool: &[String],
+    batch: usize,
+    warmup: usize,
+    min_calls: usize,
+    opts: &BenchOptions,
+    throughput_from_total: bool,
+) -> Result<Scenario> {
+    if pool.is_empty() || batch == 0 {
+        bail!("{kind}: nothing to embed (pool of {}, batch {batch})", pool.len());
+    }
     let request = |i: usize| {
         let inputs = (0..batch).map(|j| pool[(i * batch + j) % pool.len()].clone()).collect();
         let mut r = EmbedRequest::new(inputs);
         r.prompt = prompt.clone();
         r
     };
-    for i in 0..opts.warmup {
+    for i in 0..warmup {
         model.embed(&request(i))?;
     }
     let budget = Duration::from_secs_f64(opts.max_seconds);
@@ -208,38 +279,146 @@ pub fn run_scenario(model: &Model, prompt: &Prompt, kind: &str, pool: &[String],
     let min_time = Duration::from_secs_f64(opts.min_seconds.min(opts.max_seconds));
     let mut i = 0;
     loop {
-        let req = request(opts.warmup + i);
+        let req = request(warmup + i);
         let t = Instant::now();
         let resp = model.embed(&req)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         tokens += resp.token_counts.iter().sum::<usize>();
         i += 1;
         let elapsed = started.elapsed();
-        let enough = ms.len() >= opts.iters.max(1) && elapsed >= min_time;
+        let enough = ms.len() >= min_calls && elapsed >= min_time;
         let over_budget = ms.len() >= MIN_ITERS && elapsed > budget;
         if enough || over_budget || ms.len() >= MAX_ITERS {
             break;
         }
     }
     let ms_per_call = Stats::of(&ms);
-    let mean_tokens = tokens as f64 / (ms.len() * batch) as f64;
-    let secs = ms_per_call.p50 / 1e3;
+    let texts = ms.len() * batch;
+    let mean_tokens = tokens as f64 / texts as f64;
+    let (texts_per_s, tokens_per_s) = if throughput_from_total {
+        let secs = ms.iter().sum::<f64>() / 1e3;
+        (texts as f64 / secs, tokens as f64 / secs)
+    } else {
+        let secs = ms_per_call.p50 / 1e3;
+        (batch as f64 / secs, mean_tokens * batch as f64 / secs)
+    };
     Ok(Scenario {
         name: format!("{kind}-b{batch}"),
         kind: kind.into(),
         batch,
         iters: ms.len(),
-        warmup: opts.warmup,
+        warmup,
         mean_tokens_per_text: mean_tokens,
         ms_per_text: ms_per_call.scaled(1.0 / batch as f64),
         ms_per_call,
-        texts_per_s: batch as f64 / secs,
-        tokens_per_s: mean_tokens * batch as f64 / secs,
+        texts_per_s,
+        tokens_per_s,
+        corpus: None,
     })
 }
 
-/// Load `spec` and run every scenario.
-pub fn bench_model(spec: &str, data_dir: &Path, opts: &BenchOptions, progress: bool) -> Result<BenchResult> {
+/// Document texts of a BEIR `corpus.jsonl`, MTEB's way: `title + " " + text`, stripped. A line that is not a JSON
+/// object with a string `text` (and, if present, a string `title`) is an error naming the file and line.
+pub fn read_corpus(path: &Path) -> Result<Vec<String>> {
+    let raw = std::fs::read_to_string(path).with_context(|| format!("reading corpus {}", path.display()))?;
+    let mut docs = Vec::new();
+    for (n, line) in raw.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not a JSON object (BEIR corpus line)", at()))?;
+        let text = v.get("text").and_then(|t| t.as_str()).with_context(|| format!("{}: no \"text\" string", at()))?;
+        let title = match v.get("title") {
+            None | Some(serde_json::Value::Null) => "",
+            Some(t) => t.as_str().with_context(|| format!("{}: \"title\" is not a string", at()))?,
+        };
+        docs.push(format!("{title} {text}").trim().to_string());
+    }
+    if docs.is_empty() {
+        bail!("{}: no documents", path.display());
+    }
+    Ok(docs)
+}
+
+/// Every k-th document (k = corpus size / `n`, at least 1), from the first: `n` documents or the whole corpus.
+pub fn sample_documents(docs: &[String], n: usize) -> (usize, Vec<String>) {
+    let stride = (docs.len() / n.max(1)).max(1);
+    (stride, docs.iter().step_by(stride).take(n.max(1)).cloned().collect())
+}
+
+/// The corpus `bench` uses: `explicit`, else [`DEFAULT_CORPUS`], else `<sts data>/../retrieval/SciFact/corpus.jsonl`.
+pub fn resolve_corpus(explicit: Option<&Path>, sts_data: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let default = PathBuf::from(DEFAULT_CORPUS);
+    if default.is_file() {
+        return Some(default);
+    }
+    let beside = sts_data?.join("../retrieval/SciFact/corpus.jsonl");
+    beside.is_file().then_some(beside)
+}
+
+/// The `document` prompt where the model defines it, else none.
+pub fn document_prompt(model: &Model) -> Prompt {
+    if model.info().prompts.contains_key(DOCUMENT_PROMPT) {
+        Prompt::Named(DOCUMENT_PROMPT.into())
+    } else {
+        Prompt::None
+    }
+}
+
+/// Tokenize the sample once (as `embed` will: prompt, truncation) for its length statistics.
+fn describe_sample(model: &Model, prompt: &Prompt, path: &Path, corpus_documents: usize, stride: usize, sample: &[String]) -> Result<CorpusSample> {
+    let prefix = model.resolve_prompt(prompt)?;
+    let max = model.info().max_tokens;
+    let (mut total, mut longest, mut truncated) = (0usize, 0usize, 0usize);
+    for d in sample {
+        let n = model.backend().tokenize(&format!("{prefix}{d}"))?.len();
+        truncated += usize::from(n > max);
+        let n = n.min(max);
+        total += n;
+        longest = longest.max(n);
+    }
+    Ok(CorpusSample {
+        path: path.display().to_string(),
+        corpus_documents,
+        stride,
+        documents: sample.len(),
+        mean_tokens: total as f64 / sample.len() as f64,
+        max_tokens: longest,
+        truncated,
+        prompt_name: match prompt {
+            Prompt::Named(n) => Some(n.clone()),
+            _ => None,
+        },
+    })
+}
+
+/// Load `spec` and run every scenario of `opts.scenarios` (`data_dir`: STS data for short/long).
+pub fn bench_model(spec: &str, data_dir: Option<&Path>, opts: &BenchOptions, progress: bool) -> Result<BenchResult> {
+    for k in &opts.scenarios {
+        if !SCENARIO_KINDS.contains(&k.as_str()) {
+            bail!("unknown bench scenario '{k}'; known: {}", SCENARIO_KINDS.join(", "));
+        }
+    }
+    let wants = |k: &str| opts.scenarios.iter().any(|s| s == k);
+    // Read the corpus before the (slow) model load, so a bad file fails fast.
+    let corpus = if wants("documents") {
+        let path = opts.corpus.clone().context("the documents scenario needs a corpus (--corpus FILE)")?;
+        let docs = read_corpus(&path)?;
+        Some((path, docs))
+    } else {
+        None
+    };
+    let sentences = if wants("short") || wants("long") {
+        let dir = data_dir.context("short/long scenarios need the STS data directory")?;
+        Some(source_sentences(dir)?)
+    } else {
+        None
+    };
     let peak_reset = reset_peak_rss();
     let t = Instant::now();
     let model = deposium_engine::registry::load(spec).with_context(|| format!("loading {spec}"))?;
@@ -249,17 +428,27 @@ pub fn bench_model(spec: &str, data_dir: &Path, opts: &BenchOptions, progress: b
     let prompt = crate::eval::sts_prompt(&model);
     let prefix = model.resolve_prompt(&prompt)?;
 
-    let sentences = source_sentences(data_dir)?;
     let max_batch = opts.batches.iter().copied().max().unwrap_or(1);
-    let pools = [
-        ("short", short_texts(&model, &prefix, &sentences, opts.short_tokens, (2 * max_batch).max(64))?),
-        ("long", long_texts(&model, &prefix, &sentences, opts.long_tokens, max_batch.max(8))?),
-    ];
-    let bar = if progress {
-        indicatif::ProgressBar::new((pools.len() * opts.batches.len()) as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
+    let mut pools = Vec::new();
+    if let Some(sentences) = &sentences {
+        if wants("short") {
+            pools.push(("short", short_texts(&model, &prefix, sentences, opts.short_tokens, (2 * max_batch).max(64))?));
+        }
+        if wants("long") {
+            pools.push(("long", long_texts(&model, &prefix, sentences, opts.long_tokens, max_batch.max(8))?));
+        }
+    }
+    let doc_prompt = document_prompt(&model);
+    let doc_sample = match &corpus {
+        Some((path, docs)) => {
+            let (stride, sample) = sample_documents(docs, opts.documents);
+            let meta = describe_sample(&model, &doc_prompt, path, docs.len(), stride, &sample)?;
+            Some((sample, meta))
+        }
+        None => None,
     };
+    let n_runs = pools.len() * opts.batches.len() + doc_sample.as_ref().map_or(0, |_| opts.document_batches.len());
+    let bar = if progress { indicatif::ProgressBar::new(n_runs as u64) } else { indicatif::ProgressBar::hidden() };
     let mut scenarios = Vec::new();
     for (kind, pool) in &pools {
         for &b in &opts.batches {
@@ -269,6 +458,15 @@ pub fn bench_model(spec: &str, data_dir: &Path, opts: &BenchOptions, progress: b
             if (s.mean_tokens_per_text - target).abs() > 0.25 * target {
                 tracing::warn!(model = %info.name, kind, tokens = s.mean_tokens_per_text, target, "texts far from the target length");
             }
+            scenarios.push(s);
+            bar.inc(1);
+        }
+    }
+    if let Some((sample, meta)) = &doc_sample {
+        for &b in &opts.document_batches {
+            bar.set_message(format!("{} documents batch {b}", info.name));
+            let mut s = run_documents(&model, &doc_prompt, sample, b, opts)?;
+            s.corpus = Some(meta.clone());
             scenarios.push(s);
             bar.inc(1);
         }
@@ -327,6 +525,20 @@ pub fn markdown(results: &[BenchResult]) -> String {
                 s.texts_per_s,
                 s.tokens_per_s,
                 s.iters
+            );
+        }
+        if let Some(c) = r.scenarios.iter().find_map(|s| s.corpus.as_ref()) {
+            out += &format!(
+                "\ndocuments: {} of the {} documents of {} (every {}th), prompt {}, {:.0} tokens on average, longest {}, \
+                 {} cut at the model's limit; texts/s and tokens/s from the total time of the calls.\n",
+                c.documents,
+                c.corpus_documents,
+                c.path,
+                c.stride,
+                c.prompt_name.as_deref().unwrap_or("none"),
+                c.mean_tokens,
+                c.max_tokens,
+                c.truncated,
             );
         }
         out += "\n";

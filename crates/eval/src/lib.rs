@@ -114,6 +114,19 @@ pub struct BenchArgs {
     /// STS data directory (texts come from STSBenchmark_test.tsv).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Scenarios to run: short, long, documents [default: short,long, plus documents when the corpus is found].
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Option<Vec<String>>,
+    /// BEIR corpus.jsonl for `documents` [default: ../shared/data/retrieval/SciFact/corpus.jsonl, else
+    /// <STS data>/../retrieval/SciFact/corpus.jsonl].
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Documents in the `documents` sample (every k-th of the corpus).
+    #[arg(long, default_value_t = bench::DEFAULT_DOCUMENTS)]
+    pub documents: usize,
+    /// Batch sizes for `documents`.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub document_batches: Vec<usize>,
     /// Results root: writes `<out>/<model-name>/bench.json`.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -133,6 +146,10 @@ pub struct ReportArgs {
     /// Also show a reference score file (e.g. ../shared/sts_reference.json) as a row.
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// External points (other runtimes, published scores): a JSON array of {name, score, latency_ms or
+    /// docs_per_s, metric: sts|retrieval, task, machine, source}, e.g. docs/reference-points.json.
+    #[arg(long)]
+    pub references: Option<PathBuf>,
     /// Output directory for the Markdown document and the plots.
     #[arg(long, default_value = "docs")]
     pub out: PathBuf,
@@ -259,18 +276,42 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         // Read by the ONNX backend when it builds its session.
         std::env::set_var("DEPOSIUM_THREADS", n.to_string());
     }
-    let data_dir = data::resolve_data_dir(args.data.as_deref())?;
+    let explicit = args.scenarios.is_some();
+    let mut scenarios: Vec<String> = args
+        .scenarios
+        .clone()
+        .unwrap_or_else(|| vec!["short".into(), "long".into()])
+        .iter()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let needs_sts = scenarios.iter().any(|s| s == "short" || s == "long");
+    let data_dir = if needs_sts || args.data.is_some() { Some(data::resolve_data_dir(args.data.as_deref())?) } else { None };
+    let corpus = bench::resolve_corpus(args.corpus.as_deref(), data_dir.as_deref());
+    if !explicit {
+        if let Some(c) = &corpus {
+            eprintln!("documents scenario on {}", c.display());
+            scenarios.push("documents".into());
+        }
+    }
+    if scenarios.iter().any(|s| s == "documents") && corpus.is_none() {
+        anyhow::bail!("the documents scenario needs a corpus: pass --corpus FILE (BEIR corpus.jsonl); {} not found", bench::DEFAULT_CORPUS);
+    }
     let opts = bench::BenchOptions {
         batches: args.batches.clone(),
         iters: args.iters,
         warmup: args.warmup,
         min_seconds: args.min_seconds,
         max_seconds: args.max_seconds,
+        scenarios,
+        corpus,
+        documents: args.documents,
+        document_batches: args.document_batches.clone(),
         ..Default::default()
     };
     let mut results = Vec::new();
     for spec in &args.models {
-        let r = bench::bench_model(spec, &data_dir, &opts, true)?;
+        let r = bench::bench_model(spec, data_dir.as_deref(), &opts, true)?;
         let dir = args.out.join(cache::sanitize(&r.model));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&r)? + "\n")?;
@@ -286,7 +327,13 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
 }
 
 pub fn run_report(args: ReportArgs) -> Result<()> {
-    let path = report::write_report(&args.results, args.baseline.as_deref(), args.reference.as_deref(), &args.out)?;
+    let path = report::write_report_with(
+        &args.results,
+        args.baseline.as_deref(),
+        args.reference.as_deref(),
+        args.references.as_deref(),
+        &args.out,
+    )?;
     println!("{}", std::fs::read_to_string(&path)?);
     eprintln!("report → {}", path.display());
     Ok(())

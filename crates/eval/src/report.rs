@@ -1,5 +1,7 @@
-//! Comparison report: reads `<results>/<model>/{<Task>.json, bench.json, model_meta.json}`, writes a Markdown
-//! decision document and two SVG plots.
+//! Comparison report: reads `<results>/<model>/{<Task>.json, bench.json, model_meta.json}` (STS and retrieval
+//! results, benches) and optional external reference points, writes a Markdown decision document and SVG plots.
+
+pub mod layout;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use crate::data::is_cross_lingual;
 pub const REPORT_FILE: &str = "eval-report.md";
 pub const SCATTER_FILE: &str = "eval-quality-vs-latency.svg";
 pub const BARS_FILE: &str = "eval-sts-tasks.svg";
+pub const RETRIEVAL_FILE: &str = "eval-retrieval.svg";
 
 /// Tasks in this order first, the rest alphabetically.
 const TASK_ORDER: &[&str] = &["BIOSSES", "STSBenchmark", "STS17"];
@@ -29,6 +32,30 @@ pub struct ModelRow {
     /// task → subset → cosine Spearman.
     pub scores: BTreeMap<String, BTreeMap<String, f64>>,
     pub bench: Option<BenchResult>,
+    /// Retrieval task (`SciFact`) → scores.
+    pub retrieval: BTreeMap<String, RetrievalRow>,
+    /// The engine's model name (`deposium.model`), shared by a model's `-noprompt` twin.
+    pub model: Option<String>,
+    /// A `<model>-noprompt/` directory: retrieval without the query/document prompts.
+    pub no_prompts: bool,
+}
+
+/// One retrieval result file (MTEB layout, `deposium.kind = "retrieval"`).
+#[derive(Debug, Clone, Default)]
+pub struct RetrievalRow {
+    pub split: String,
+    pub ndcg_at_10: f64,
+    pub recall_at_100: Option<f64>,
+    pub map_at_10: Option<f64>,
+    pub mrr_at_10: Option<f64>,
+    pub query_prompt: Option<String>,
+    pub document_prompt: Option<String>,
+    pub n_queries: Option<u64>,
+    pub n_documents: Option<u64>,
+    /// A slice of the task (`--max-queries` / `--max-corpus`), not the whole of it.
+    pub subset: bool,
+    /// Cosine of the document vectors to a baseline model's: (baseline, mean, p1, min).
+    pub fidelity: Option<(String, f64, f64, f64)>,
 }
 
 impl ModelRow {
@@ -90,6 +117,49 @@ fn read_mteb(path: &Path) -> Result<Option<MtebFile>> {
     Ok(Some(MtebFile { task: task.to_string(), subsets, doc: v }))
 }
 
+/// A retrieval result: `deposium.kind == "retrieval"`, or scores carrying `ndcg_at_10`.
+fn is_retrieval(doc: &Value) -> bool {
+    doc["deposium"]["kind"] == "retrieval"
+        || doc["scores"].as_object().is_some_and(|s| s.values().any(|e| e[0].get("ndcg_at_10").is_some()))
+}
+
+fn prompt_label(name: &Value, text: &Value) -> Option<String> {
+    match (name.as_str(), text.as_str()) {
+        (Some(n), _) => Some(n.to_string()),
+        (None, Some(t)) if !t.is_empty() => Some(format!("\"{t}\"")),
+        _ => None,
+    }
+}
+
+fn read_retrieval(path: &Path, doc: &Value) -> Result<RetrievalRow> {
+    let scores = doc["scores"].as_object().context("no scores")?;
+    let split = if scores.contains_key("test") { "test".to_string() } else { scores.keys().next().cloned().unwrap_or_default() };
+    let e = &scores[&split][0];
+    let ndcg = e["ndcg_at_10"]
+        .as_f64()
+        .or_else(|| e["main_score"].as_f64())
+        .with_context(|| format!("{}: retrieval scores without ndcg_at_10", path.display()))?;
+    let d = &doc["deposium"];
+    let fid = if d["fidelity_to"].is_object() { &d["fidelity_to"] } else { &d["fidelity"] };
+    let fidelity = match (fid["mean"].as_f64(), fid["p1"].as_f64(), fid["min"].as_f64()) {
+        (Some(m), Some(p), Some(n)) => Some((fid["baseline"].as_str().unwrap_or("baseline").to_string(), m, p, n)),
+        _ => None,
+    };
+    Ok(RetrievalRow {
+        split,
+        ndcg_at_10: ndcg,
+        recall_at_100: e["recall_at_100"].as_f64(),
+        map_at_10: e["map_at_10"].as_f64(),
+        mrr_at_10: e["mrr_at_10"].as_f64(),
+        query_prompt: prompt_label(&d["query_prompt_name"], &d["query_prompt"]),
+        document_prompt: prompt_label(&d["document_prompt_name"], &d["document_prompt"]),
+        n_queries: d["n_queries"].as_u64(),
+        n_documents: d["n_documents"].as_u64(),
+        subset: d["subset"].as_bool().unwrap_or(false),
+        fidelity,
+    })
+}
+
 /// Load every model subdirectory of `results`.
 pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)
@@ -101,7 +171,8 @@ pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
     let mut rows = Vec::new();
     for dir in dirs {
         let dir_name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
-        let mut row = ModelRow { name: dir_name.clone(), dir: dir_name, ..Default::default() };
+        let mut row = ModelRow { name: dir_name.clone(), dir: dir_name.clone(), ..Default::default() };
+        row.no_prompts = dir_name.ends_with("-noprompt");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
         for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
@@ -110,6 +181,7 @@ pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
                 let b: BenchResult = serde_json::from_str(&std::fs::read_to_string(f)?)
                     .with_context(|| format!("parsing {}", f.display()))?;
                 row.name = b.model.clone();
+                row.model.get_or_insert(b.model.clone());
                 row.quantization.get_or_insert(b.quantization.clone());
                 row.size_bytes.get_or_insert(b.size_bytes);
                 row.bench = Some(b);
@@ -118,7 +190,20 @@ pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
                 row.quantization = m["quantization"].as_str().map(String::from).or(row.quantization);
                 row.size_bytes = m["size_bytes"].as_u64().or(row.size_bytes);
             } else if let Some(MtebFile { task, subsets, doc }) = read_mteb(f)? {
+                if is_retrieval(&doc) {
+                    let r = read_retrieval(f, &doc)?;
+                    row.no_prompts |= doc["deposium"]["no_prompts"].as_bool().unwrap_or(false);
+                    if let Some(model) = doc["deposium"]["model"].as_str() {
+                        row.model = Some(model.to_string());
+                        if row.bench.is_none() && row.scores.is_empty() {
+                            row.name = model.to_string();
+                        }
+                    }
+                    row.retrieval.insert(task, r);
+                    continue;
+                }
                 if let Some(model) = doc["deposium"]["model"].as_str() {
+                    row.model = Some(model.to_string());
                     row.name = match doc["deposium"]["dimensions"].as_u64() {
                         Some(d) => format!("{model} d={d}"),
                         None => model.to_string(),
@@ -127,7 +212,10 @@ pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
                 row.scores.insert(task, subsets);
             }
         }
-        if !row.scores.is_empty() || row.bench.is_some() {
+        if row.no_prompts && !row.name.ends_with("(no prompts)") {
+            row.name = format!("{} (no prompts)", row.name);
+        }
+        if !row.scores.is_empty() || row.bench.is_some() || !row.retrieval.is_empty() {
             rows.push(row);
         }
     }
@@ -393,41 +481,146 @@ fn axis_number(x: f64) -> String {
     }
 }
 
-/// Scatter against ms/text (batch of 5 short texts, log scale): mean STS (filled) and, where the data has
-/// cross-lingual subsets, their mean (hollow), one colour per model. False when no model has both axes.
-pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], path: &Path) -> Result<bool> {
-    struct Point<'a> {
-        ms: f64,
-        mean: f64,
-        cross: Option<f64>,
-        name: &'a str,
-        color: RGBColor,
+/// A labelled point of a scatter, in data coordinates.
+struct Mark {
+    x: f64,
+    y: f64,
+    color: RGBColor,
+    shape: Shape,
+    label: Option<(String, u32)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Filled,
+    Hollow,
+    Square,
+    Triangle,
+}
+
+const MARKER_R: i32 = 7;
+
+/// Draw marks on `chart`, then their labels on `root` placed by [`layout::place_labels`] (no label over
+/// another label or a marker); a thin leader line joins a label placed away from its point. Returns the boxes.
+fn draw_marks<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    to_px: &dyn Fn(f64, f64) -> (i32, i32),
+    area: layout::Rect,
+    marks: &[Mark],
+    extra_obstacles: &[layout::Rect],
+) -> Result<Vec<layout::Rect>>
+where
+    DB::ErrorType: 'static,
+{
+    let px: Vec<(i32, i32)> = marks.iter().map(|m| to_px(m.x, m.y)).collect();
+    for (m, &(x, y)) in marks.iter().zip(&px) {
+        let r = if m.shape == Shape::Square { 4 } else { MARKER_R };
+        match m.shape {
+            Shape::Filled => root.draw(&Circle::new((x, y), r, m.color.filled())),
+            Shape::Hollow => root.draw(&Circle::new((x, y), r, m.color.stroke_width(2))),
+            Shape::Square => root.draw(&Rectangle::new([(x - r, y - r), (x + r, y + r)], m.color.filled())),
+            Shape::Triangle => root.draw(&TriangleMarker::new((x, y), r + 1, m.color.filled())),
+        }
+        .map_err(plot_err)?;
     }
-    let points: Vec<Point> = rows
+    let mut obstacles: Vec<layout::Rect> = px.iter().map(|&(x, y)| layout::Rect::around(x as f64, y as f64, MARKER_R as f64)).collect();
+    obstacles.extend_from_slice(extra_obstacles);
+    let mid = (area.x0 + area.x1) / 2.0;
+    let labelled: Vec<usize> = (0..marks.len()).filter(|&i| marks[i].label.is_some()).collect();
+    let requests: Vec<layout::Label> = labelled
         .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let ms = r.batch5_ms().filter(|&m| m > 0.0)?;
-            Some(Point { ms, mean: r.mean(tasks)?, cross: r.cross_lingual_mean(), name: &r.name, color: color(i) })
+        .map(|&i| {
+            let (text, size) = marks[i].label.as_ref().expect("filtered");
+            layout::Label {
+                anchor: (px[i].0 as f64, px[i].1 as f64),
+                size: layout::text_box(text, *size as f64),
+                prefer_left: px[i].0 as f64 > mid,
+            }
         })
         .collect();
-    if points.is_empty() {
-        return Ok(false);
+    let boxes = layout::place_labels(&requests, &obstacles, area, MARKER_R as f64 + 5.0);
+    for (&i, b) in labelled.iter().zip(&boxes) {
+        let (text, size) = marks[i].label.as_ref().expect("filtered");
+        let (ax, ay) = (px[i].0 as f64, px[i].1 as f64);
+        let (nx, ny) = b.nearest_point(ax, ay);
+        if ((nx - ax).powi(2) + (ny - ay).powi(2)).sqrt() > MARKER_R as f64 + 9.0 {
+            root.draw(&PathElement::new(vec![(ax as i32, ay as i32), (nx as i32, ny as i32)], m_color(&marks[i]).mix(0.6).stroke_width(1)))
+                .map_err(plot_err)?;
+        }
+        // Text drawn from the box's top-left; the box's extra height is the line gap.
+        let tc = m_color(&marks[i]);
+        let style = TextStyle::from(("sans-serif", *size).into_font()).color(&tc).pos(Pos::new(HPos::Left, VPos::Top));
+        root.draw(&Text::new(text.clone(), (b.x0 as i32, (b.y0 + 0.1 * *size as f64) as i32), style)).map_err(plot_err)?;
     }
-    let (xmin, xmax) = points.iter().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.ms), hi.max(p.ms)));
-    let ys = points.iter().flat_map(|p| std::iter::once(p.mean).chain(p.cross));
-    let (ymin, ymax) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
-    let (x0, x1) = (xmin / 4.0, xmax * 4.0);
-    let root = SVGBackend::new(path, (900, 640)).into_drawing_area();
+    Ok(boxes)
+}
+
+/// Label text colour: the mark's, darkened a little for contrast on white.
+fn m_color(m: &Mark) -> RGBColor {
+    let RGBColor(r, g, b) = m.color;
+    RGBColor((r as f64 * 0.8) as u8, (g as f64 * 0.8) as u8, (b as f64 * 0.8) as u8)
+}
+
+const REF_COLOR: RGBColor = RGBColor(60, 60, 60);
+
+/// Scatter against ms/text (batch of 5 short texts, log scale): mean STS (filled) and, where the data has
+/// cross-lingual subsets, their mean (hollow), one colour per model; with STS reference points, their score (▲)
+/// beside our models' score on the same task (■). False when no model has both axes. Returns the label boxes.
+pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], refs: &[ReferencePoint], path: &Path) -> Result<Option<Vec<layout::Rect>>> {
+    let refs: Vec<&ReferencePoint> =
+        refs.iter().filter(|p| p.metric == RefMetric::Sts && p.latency_ms.is_some() && p.same_machine(rows)).collect();
+    let ref_tasks: Vec<&str> = {
+        let mut t: Vec<&str> = refs.iter().map(|p| p.task()).collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    let mut marks = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let (Some(ms), Some(mean)) = (r.batch5_ms().filter(|&m| m > 0.0), r.mean(tasks)) else { continue };
+        let c = color(i);
+        marks.push(Mark { x: ms, y: mean, color: c, shape: Shape::Filled, label: Some((format!("{} ({mean:.3}, {} ms)", r.name, fmt_ms(ms)), 14)) });
+        if let Some(x) = r.cross_lingual_mean() {
+            marks.push(Mark { x: ms, y: x, color: c, shape: Shape::Hollow, label: Some((format!("cross-lingual {x:.3}"), 13)) });
+        }
+        if let [t] = ref_tasks[..] {
+            if let Some(v) = r.task_score(t) {
+                marks.push(Mark { x: ms, y: v, color: c, shape: Shape::Square, label: None });
+            }
+        }
+    }
+    if marks.is_empty() {
+        return Ok(None);
+    }
+    for p in &refs {
+        let ms = p.latency_ms.expect("filtered");
+        marks.push(Mark { x: ms, y: p.score, color: REF_COLOR, shape: Shape::Triangle, label: Some((format!("{} ({:.3}, {} ms)", p.name, p.score, fmt_ms(ms)), 13)) });
+    }
+    let (xmin, xmax) = marks.iter().fold((f64::INFINITY, 0f64), |(lo, hi), m| (lo.min(m.x), hi.max(m.x)));
+    let (ymin, ymax) = marks.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| (lo.min(m.y), hi.max(m.y)));
+    let (x0, x1) = (xmin / 6.0, xmax * 6.0);
+    let (w, h) = (1000u32, 720u32);
+    let root = SVGBackend::new(path, (w, h)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let (top, body) = root.split_vertically(70);
     let centered = TextStyle::from(("sans-serif", 24).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
-    top.draw(&Text::new("STS quality vs latency", (450, 12), centered)).map_err(plot_err)?;
+    root.draw(&Text::new("STS quality vs latency", (w as i32 / 2, 12), centered)).map_err(plot_err)?;
+    let mut legend = vec![format!("● mean of {}", tasks.join(", "))];
+    if rows.iter().any(|r| r.cross_lingual_mean().is_some()) {
+        legend.push("○ mean of cross-lingual subsets".into());
+    }
+    match &ref_tasks[..] {
+        [] => {}
+        [t] => legend.push(format!("■ our {t}   ▲ external runtimes, {t}")),
+        _ => legend.push("▲ external runtimes (task in the table)".into()),
+    }
+    root.draw(&Text::new(legend.join("   "), (90, 46), ("sans-serif", 14))).map_err(plot_err)?;
+    let (_, body) = root.split_vertically(70);
+    let pad = 0.06 * (ymax - ymin).max(0.05);
     let mut chart = ChartBuilder::on(&body)
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d((x0..x1).log_scale(), (ymin - 0.05).max(-1.0)..(ymax + 0.05).min(1.0))
+        .build_cartesian_2d((x0..x1).log_scale(), (ymin - pad).max(-1.0)..(ymax + pad).min(1.0))
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -437,35 +630,107 @@ pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], path: &Path)
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
         .map_err(plot_err)?;
-    let has_cross = points.iter().any(|p| p.cross.is_some());
-    let mean_label = format!("● mean of {}", tasks.join(", "));
-    let legend = if has_cross { format!("{mean_label}  |  ○ mean of cross-lingual subsets") } else { mean_label };
-    top.draw(&Text::new(legend, (90, 48), ("sans-serif", 14))).map_err(plot_err)?;
-    let mid = (x0 * x1).sqrt();
-    for (k, p) in points.iter().enumerate() {
-        // Labels point inwards; alternate above/below so close points stay readable.
-        let dy = if k % 2 == 0 { -20 } else { 8 };
-        let (dx, h) = if p.ms > mid { (-12, HPos::Right) } else { (12, HPos::Left) };
-        let style = TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(h, VPos::Top));
-        let text = format!("{} ({:.3}, {} ms)", p.name, p.mean, fmt_ms(p.ms));
-        chart
-            .draw_series(std::iter::once(
-                EmptyElement::at((p.ms, p.mean)) + Circle::new((0, 0), 7, p.color.filled()) + Text::new(text, (dx, dy), style),
-            ))
-            .map_err(plot_err)?;
-        if let Some(c) = p.cross {
-            let style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(h, VPos::Center));
-            chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((p.ms, c))
-                        + Circle::new((0, 0), 7, p.color.stroke_width(2))
-                        + Text::new(format!("cross-lingual {c:.3}"), (dx, 0), style),
-                ))
+    let (xr, yr) = chart.plotting_area().get_pixel_range();
+    let area = layout::Rect { x0: xr.start as f64, y0: yr.start as f64, x1: xr.end as f64, y1: yr.end as f64 };
+    let to_px = |x: f64, y: f64| chart.backend_coord(&(x, y));
+    let boxes = draw_marks(&root, &to_px, area, &marks, &[])?;
+    root.present().map_err(plot_err)?;
+    Ok(Some(boxes))
+}
+
+/// nDCG@10 against documents/s (bench `documents`, log scale): prompts (filled), no prompts (hollow, its model's
+/// colour and speed), external points with a speed (▲); published scores without speed as dashed lines named in
+/// a side list. None when no row has both axes. Returns the label boxes (points, then side list).
+pub fn plot_retrieval(rows: &[ModelRow], task: &str, refs: &[ReferencePoint], path: &Path) -> Result<Option<Vec<layout::Rect>>> {
+    let mut marks = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let Some(s) = r.retrieval.get(task) else { continue };
+        let Some(d) = bench_of(rows, r).and_then(documents_scenario) else { continue };
+        let c = color(color_index(rows, i));
+        let (shape, label) = if r.no_prompts {
+            (Shape::Hollow, format!("no prompts {:.3}", s.ndcg_at_10))
+        } else {
+            (Shape::Filled, format!("{} ({:.3}, {} docs/s)", r.name, s.ndcg_at_10, per_s(d.texts_per_s)))
+        };
+        marks.push(Mark { x: d.texts_per_s, y: s.ndcg_at_10, color: c, shape, label: Some((label, 14)) });
+    }
+    if marks.is_empty() {
+        return Ok(None);
+    }
+    let task_refs: Vec<&ReferencePoint> = refs.iter().filter(|p| p.metric == RefMetric::Retrieval && p.task() == task).collect();
+    for p in task_refs.iter().filter(|p| p.docs_per_s.is_some() && p.same_machine(rows)) {
+        let x = p.docs_per_s.expect("filtered");
+        marks.push(Mark { x, y: p.score, color: REF_COLOR, shape: Shape::Triangle, label: Some((format!("{} ({:.3})", p.name, p.score), 13)) });
+    }
+    let lines: Vec<&ReferencePoint> = task_refs.iter().copied().filter(|p| p.docs_per_s.is_none()).collect();
+    let ys = marks.iter().map(|m| m.y).chain(lines.iter().map(|p| p.score));
+    let (ymin, ymax) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    let (xmin, xmax) = marks.iter().fold((f64::INFINITY, 0f64), |(lo, hi), m| (lo.min(m.x), hi.max(m.x)));
+    let (x0, x1) = (xmin / 6.0, xmax * 6.0);
+    let side = if lines.is_empty() { 0 } else { 300 };
+    let (w, h) = (1000 + side, 680u32);
+    let root = SVGBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let centered = TextStyle::from(("sans-serif", 24).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    root.draw(&Text::new(format!("{task} retrieval quality vs long-document throughput"), (w as i32 / 2, 12), centered))
+        .map_err(plot_err)?;
+    let mut legend = vec!["● with the query / document prompts".to_string()];
+    if rows.iter().any(|r| r.no_prompts && r.retrieval.contains_key(task)) {
+        legend.push("○ the same model without prompts".into());
+    }
+    if !lines.is_empty() {
+        legend.push("- - published scores of other models".into());
+    }
+    root.draw(&Text::new(legend.join("   "), (90, 46), ("sans-serif", 14))).map_err(plot_err)?;
+    let (_, body) = root.split_vertically(70);
+    let (plot_area, side_area) = body.split_horizontally(w - side);
+    let pad = 0.08 * (ymax - ymin).max(0.05);
+    let mut chart = ChartBuilder::on(&plot_area)
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x0..x1).log_scale(), (ymin - pad).max(0.0)..(ymax + pad).min(1.0))
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("documents per second, bench documents scenario (log scale)")
+        .y_desc(format!("{task} nDCG@10"))
+        .x_label_formatter(&|x| axis_number(*x))
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .draw()
+        .map_err(plot_err)?;
+    let (xr, yr) = chart.plotting_area().get_pixel_range();
+    let area = layout::Rect { x0: xr.start as f64, y0: yr.start as f64, x1: xr.end as f64, y1: yr.end as f64 };
+    let gray = RGBColor(150, 150, 150);
+    for p in &lines {
+        let (_, y) = chart.backend_coord(&(x0, p.score));
+        let mut x = xr.start;
+        while x < xr.end {
+            root.draw(&PathElement::new(vec![(x, y), ((x + 6).min(xr.end), y)], gray.stroke_width(1))).map_err(plot_err)?;
+            x += 10;
+        }
+    }
+    let to_px = |x: f64, y: f64| chart.backend_coord(&(x, y));
+    let mut boxes = draw_marks(&root, &to_px, area, &marks, &[])?;
+    if !lines.is_empty() {
+        // Side list: one name per dashed line, spread apart vertically, joined to its line's end.
+        let (sx, _) = side_area.get_base_pixel();
+        let ys: Vec<f64> = lines.iter().map(|p| chart.backend_coord(&(x0, p.score)).1 as f64).collect();
+        let size = 13.0;
+        let spread = layout::spread_1d(&ys, 1.4 * size, area.y0 + size, area.y1 - size);
+        for ((p, &y), &ly) in lines.iter().zip(&ys).zip(&spread) {
+            let text = format!("{} {:.3}", p.name, p.score);
+            let (tw, th) = layout::text_box(&text, size);
+            let bx = layout::Rect::new(sx as f64 + 14.0, ly - th / 2.0, tw, th);
+            root.draw(&PathElement::new(vec![(xr.end, y as i32), (bx.x0 as i32 - 3, ly as i32)], gray.stroke_width(1)))
                 .map_err(plot_err)?;
+            let style = TextStyle::from(("sans-serif", size as u32).into_font()).color(&REF_COLOR).pos(Pos::new(HPos::Left, VPos::Center));
+            root.draw(&Text::new(text, (bx.x0 as i32, ly as i32), style)).map_err(plot_err)?;
+            boxes.push(bx);
         }
     }
     root.present().map_err(plot_err)?;
-    Ok(true)
+    Ok(Some(boxes))
 }
 
 /// Grouped bars: one group per task/subset, one bar per model (models without scores left out).
@@ -528,27 +793,336 @@ pub fn plot_tasks(rows: &[ModelRow], subsets: &[(String, String)], path: &Path) 
 
 /// Build the report in `out`; returns the Markdown path.
 pub fn write_report(results: &Path, baseline: Option<&str>, reference: Option<&Path>, out: &Path) -> Result<PathBuf> {
-    let mut rows = load_results(results)?;
-    if rows.is_empty() {
+    write_report_with(results, baseline, reference, None, out)
+}
+
+/// [`write_report`] with external reference points (`report --references FILE`).
+pub fn write_report_with(
+    results: &Path,
+    baseline: Option<&str>,
+    reference: Option<&Path>,
+    references: Option<&Path>,
+    out: &Path,
+) -> Result<PathBuf> {
+    let all = load_results(results)?;
+    if all.is_empty() {
         bail!("no eval or bench results under {} (expected one subdirectory per model)", results.display());
     }
+    let refs = match references {
+        Some(p) => load_references(p)?,
+        None => Vec::new(),
+    };
+    // STS sections: rows with STS scores or a bench (a retrieval-only `-noprompt` row has neither).
+    let mut rows: Vec<ModelRow> = all.iter().filter(|r| !r.scores.is_empty() || r.bench.is_some()).cloned().collect();
     if let Some(r) = reference {
         rows.push(load_reference(r)?);
     }
-    let base = pick_baseline(&rows, baseline)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let tasks = task_list(&rows);
-    let subsets = subset_list(&rows, &tasks);
-    let mut plots = Vec::new();
-    if plot_quality_vs_latency(&rows, &mean_tasks(&rows, base), &out.join(SCATTER_FILE))? {
-        plots.push((SCATTER_FILE, "quality vs latency"));
+    let mut md;
+    let mut sts_base = None;
+    if rows.is_empty() {
+        md = format!("# Embedding models: quality vs speed\n\nGenerated by `deposium-embed report` from `{}`.\n\n", results.display());
+    } else {
+        let base = pick_baseline(&rows, baseline)?;
+        sts_base = Some(rows[base].name.clone());
+        let tasks = task_list(&rows);
+        let subsets = subset_list(&rows, &tasks);
+        let mut plots = Vec::new();
+        if plot_quality_vs_latency(&rows, &mean_tasks(&rows, base), &refs, &out.join(SCATTER_FILE))?.is_some() {
+            plots.push((SCATTER_FILE, "quality vs latency"));
+        }
+        if !subsets.is_empty() {
+            plot_tasks(&rows, &subsets, &out.join(BARS_FILE))?;
+            plots.push((BARS_FILE, "STS per task"));
+        }
+        md = markdown(&rows, base, results, &plots);
+        md += "\n";
+        md += &references_markdown(&refs, &rows);
     }
-    if !subsets.is_empty() {
-        plot_tasks(&rows, &subsets, &out.join(BARS_FILE))?;
-        plots.push((BARS_FILE, "STS per task"));
+    md += &documents_markdown(&all);
+    let tasks = retrieval_tasks(&all);
+    for (k, task) in tasks.iter().enumerate() {
+        // The first retrieval task gets the plot file; others are listed without one.
+        let plot = if k == 0 && plot_retrieval(&all, task, &refs, &out.join(RETRIEVAL_FILE))?.is_some() {
+            Some(RETRIEVAL_FILE)
+        } else {
+            None
+        };
+        md += &retrieval_markdown(&all, task, sts_base.as_deref(), &refs, plot);
     }
-    let md = markdown(&rows, base, results, &plots);
     let path = out.join(REPORT_FILE);
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// What an external reference point measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefMetric {
+    /// STS cosine Spearman (of `task`, STSBenchmark by default); `latency_ms`: ms per text in a batch of 5.
+    Sts,
+    /// Retrieval nDCG@10 (of `task`, SciFact by default); `docs_per_s`: documents embedded per second.
+    Retrieval,
+}
+
+/// An external point (another runtime, a published score) from `report --references FILE`.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct ReferencePoint {
+    pub name: String,
+    pub score: f64,
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    #[serde(default)]
+    pub docs_per_s: Option<f64>,
+    pub metric: RefMetric,
+    #[serde(default)]
+    pub task: Option<String>,
+    /// The machine the numbers come from.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// A latency from one machine kind: drawn only when a benched model's `cpu` contains this (case-insensitive).
+    #[serde(default)]
+    pub cpu: Option<String>,
+    pub source: String,
+}
+
+impl ReferencePoint {
+    /// Whether this point's speed was measured on the machine kind of `rows`' benches (always, without `cpu`).
+    pub fn same_machine(&self, rows: &[ModelRow]) -> bool {
+        self.cpu.as_ref().is_none_or(|c| {
+            let c = c.to_lowercase();
+            rows.iter().filter_map(|r| r.bench.as_ref()).any(|b| b.cpu.to_lowercase().contains(&c))
+        })
+    }
+
+    pub fn task(&self) -> &str {
+        self.task.as_deref().unwrap_or(match self.metric {
+            RefMetric::Sts => "STSBenchmark",
+            RefMetric::Retrieval => "SciFact",
+        })
+    }
+}
+
+/// Read a JSON array of reference points; errors name the file (and line for JSON errors, entry otherwise).
+pub fn load_references(path: &Path) -> Result<Vec<ReferencePoint>> {
+    let raw = std::fs::read_to_string(path).with_context(|| format!("reading references {}", path.display()))?;
+    let points: Vec<ReferencePoint> = serde_json::from_str(&raw).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}: {e} (expected a JSON array of {{\"name\", \"score\", \"latency_ms\" or \"docs_per_s\", \"metric\": \"sts\"|\"retrieval\", \"source\"}})",
+            path.display(),
+            e.line()
+        )
+    })?;
+    for (i, p) in points.iter().enumerate() {
+        let at = || format!("{}: entry {} ('{}')", path.display(), i + 1, p.name);
+        if p.name.trim().is_empty() || p.source.trim().is_empty() {
+            bail!("{}: empty name or source", at());
+        }
+        if !p.score.is_finite() || !(-1.0..=1.0).contains(&p.score) {
+            bail!("{}: score {} is not in [-1, 1]", at(), p.score);
+        }
+        for (key, v) in [("latency_ms", p.latency_ms), ("docs_per_s", p.docs_per_s)] {
+            if v.is_some_and(|v| !v.is_finite() || v <= 0.0) {
+                bail!("{}: {key} must be a positive number", at());
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// The `documents` scenario a row's speed comes from: the largest batch (the indexing case).
+pub fn documents_scenario(b: &BenchResult) -> Option<&crate::bench::Scenario> {
+    b.scenarios.iter().filter(|s| s.kind == "documents").max_by_key(|s| s.batch)
+}
+
+/// The bench of a row, or of its model's other row (a `-noprompt` twin shares its model's speed).
+fn bench_of<'a>(rows: &'a [ModelRow], r: &'a ModelRow) -> Option<&'a BenchResult> {
+    r.bench.as_ref().or_else(|| {
+        let m = r.model.as_deref()?;
+        rows.iter().filter_map(|o| o.bench.as_ref()).find(|b| b.model == m)
+    })
+}
+
+/// Colour index of a row: a `-noprompt` twin takes its model's.
+fn color_index(rows: &[ModelRow], i: usize) -> usize {
+    let r = &rows[i];
+    if r.no_prompts {
+        if let Some(j) = rows.iter().position(|o| !o.no_prompts && o.model.is_some() && o.model == r.model) {
+            return j;
+        }
+    }
+    i
+}
+
+/// The retrieval baseline for `task`: the STS baseline's row with prompts, else the first with `fp32` in its
+/// name, else the first row with scores.
+fn retrieval_baseline(rows: &[ModelRow], task: &str, sts_base: Option<&str>) -> Option<usize> {
+    let with: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].retrieval.contains_key(task)).collect();
+    let pick = |f: &dyn Fn(&ModelRow) -> bool| with.iter().copied().find(|&i| f(&rows[i]));
+    sts_base
+        .and_then(|b| pick(&|r: &ModelRow| !r.no_prompts && r.name == b))
+        .or_else(|| pick(&|r: &ModelRow| !r.no_prompts && r.name.contains("fp32")))
+        .or_else(|| with.first().copied())
+}
+
+fn retrieval_tasks(rows: &[ModelRow]) -> Vec<String> {
+    let mut t: Vec<String> = rows.iter().flat_map(|r| r.retrieval.keys().cloned()).collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+fn per_s(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The retrieval section of `task`: table, the no-prompt loss, the plot, external points.
+pub fn retrieval_markdown(rows: &[ModelRow], task: &str, sts_base: Option<&str>, refs: &[ReferencePoint], plot: Option<&str>) -> String {
+    let Some(base) = retrieval_baseline(rows, task, sts_base) else { return String::new() };
+    let bv = rows[base].retrieval[task].ndcg_at_10;
+    let mut md = format!("## Retrieval: {task}\n\n");
+    md += "nDCG@10 is the main score (MTEB). Prompts: the model's `query` prompt on queries and `document` prompt on \
+           documents; \"no prompts\" rows embed both bare, as a client that sends only a model name gets them. \
+           Documents/s: `bench` documents scenario, largest batch.\n\n";
+    md += "| model | prompts (query / document) | nDCG@10 | Δ | recall@100 | MAP@10 | MRR@10 | cosine to baseline, mean / p1 / min | documents/s | tokens/s | queries × documents |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (i, r) in rows.iter().enumerate() {
+        let Some(s) = r.retrieval.get(task) else { continue };
+        let name = if i == base { format!("**{}** (baseline)", r.name) } else { r.name.clone() };
+        let prompts = match (&s.query_prompt, &s.document_prompt) {
+            (None, None) => "none".to_string(),
+            (q, d) => format!("{} / {}", q.as_deref().unwrap_or("none"), d.as_deref().unwrap_or("none")),
+        };
+        let speed = bench_of(rows, r).and_then(documents_scenario);
+        md += &format!(
+            "| {name} | {prompts} | {:.4} | {} | {} | {} | {} | {} | {} | {} | {}{} |\n",
+            s.ndcg_at_10,
+            if i == base { "—".into() } else { format!("{:+.4}", s.ndcg_at_10 - bv) },
+            f4(s.recall_at_100),
+            f4(s.map_at_10),
+            f4(s.mrr_at_10),
+            s.fidelity.as_ref().map_or("—".into(), |(_, m, p, n)| format!("{m:.5} / {p:.5} / {n:.5}")),
+            speed.map_or("—".into(), |d| format!("{} (×{})", per_s(d.texts_per_s), d.batch)),
+            speed.map_or("—".into(), |d| format!("{:.0}", d.tokens_per_s)),
+            s.n_queries.map_or("?".into(), |n| n.to_string()),
+            s.n_documents.map_or(String::new(), |n| format!(" × {n}")),
+        );
+    }
+    md += "\n";
+    let mut notes = Vec::new();
+    for r in rows.iter().filter(|r| r.no_prompts) {
+        let Some(s) = r.retrieval.get(task) else { continue };
+        let twin = rows.iter().find(|o| !o.no_prompts && o.model.is_some() && o.model == r.model);
+        if let Some(p) = twin.and_then(|t| t.retrieval.get(task)) {
+            notes.push(format!(
+                "- **{}** without its prompts: nDCG@10 {:.4} instead of {:.4} ({:+.4}).",
+                r.model.as_deref().unwrap_or(&r.name),
+                s.ndcg_at_10,
+                p.ndcg_at_10,
+                s.ndcg_at_10 - p.ndcg_at_10
+            ));
+        }
+    }
+    if rows.iter().any(|r| r.retrieval.get(task).is_some_and(|s| s.subset)) {
+        notes.push("- Rows on a slice of the task (`--max-queries` / `--max-corpus`) are not comparable with full runs.".into());
+    }
+    if let Some((b, ..)) = rows.iter().filter_map(|r| r.retrieval.get(task)?.fidelity.as_ref()).next() {
+        notes.push(format!("- Cosine to baseline: each document's vector against {b}'s, over the corpus."));
+    }
+    if !notes.is_empty() {
+        md += &(notes.join("\n") + "\n\n");
+    }
+    if let Some(file) = plot {
+        md += &format!("![retrieval quality vs documents/s]({file})\n\n");
+    }
+    let mut published: Vec<&ReferencePoint> =
+        refs.iter().filter(|p| p.metric == RefMetric::Retrieval && p.task() == task).collect();
+    if !published.is_empty() {
+        md += &format!("External {task} points (other models or runtimes, for scale):\n\n");
+        md += "| model | nDCG@10 | documents/s | machine | source |\n|---|---|---|---|---|\n";
+        published.sort_by(|a, b| b.score.total_cmp(&a.score));
+        for p in published {
+            md += &format!(
+                "| {} | {:.3} | {} | {} | {} |\n",
+                p.name,
+                p.score,
+                p.docs_per_s.map_or("—".into(), per_s),
+                p.machine.as_deref().unwrap_or("—"),
+                p.source
+            );
+        }
+        md += "\n";
+    }
+    md
+}
+
+/// The long-document bench table (`documents` scenarios).
+pub fn documents_markdown(rows: &[ModelRow]) -> String {
+    let benched: Vec<(&ModelRow, &BenchResult)> = rows
+        .iter()
+        .filter_map(|r| Some((r, r.bench.as_ref()?)))
+        .filter(|(_, b)| b.scenarios.iter().any(|s| s.kind == "documents"))
+        .collect();
+    if benched.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("## Long documents (bench `documents`)\n\n");
+    md += "| model | tokens/document | ms/document ×1 p50 | p95 | documents/s ×1 | documents/s (largest batch) | tokens/s (largest batch) | calls |\n";
+    md += "|---|---|---|---|---|---|---|---|\n";
+    for (r, b) in &benched {
+        let one = b.scenario("documents", 1);
+        let big = documents_scenario(b);
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.name,
+            big.or(one).map_or("—".into(), |s| format!("{:.0}", s.mean_tokens_per_text)),
+            one.map_or("—".into(), |s| fmt_ms(s.ms_per_call.p50)),
+            one.map_or("—".into(), |s| fmt_ms(s.ms_per_call.p95)),
+            one.map_or("—".into(), |s| per_s(s.texts_per_s)),
+            big.map_or("—".into(), |s| format!("{} (×{})", per_s(s.texts_per_s), s.batch)),
+            big.map_or("—".into(), |s| format!("{:.0}", s.tokens_per_s)),
+            b.scenarios.iter().filter(|s| s.kind == "documents").map(|s| s.iters.to_string()).collect::<Vec<_>>().join(" / "),
+        );
+    }
+    if let Some(c) = benched.iter().find_map(|(_, b)| b.scenarios.iter().find_map(|s| s.corpus.as_ref())) {
+        md += &format!(
+            "\nThe sample: {} of the {} documents of `{}` (every {}th), title + text with the model's `document` prompt \
+             where it has one, cut at the model's token limit (longest {} tokens, {} cut). Calls cycle through the \
+             sample in file order, each stopped by `--max-seconds`; documents/s and tokens/s come from the total time \
+             of the calls (lengths vary per call), tokens/document from the documents embedded; p50/p95 per call.\n\n",
+            c.documents, c.corpus_documents, c.path, c.stride, c.max_tokens, c.truncated,
+        );
+    }
+    md
+}
+
+/// The external STS reference points, with their sources.
+pub fn references_markdown(refs: &[ReferencePoint], rows: &[ModelRow]) -> String {
+    let sts: Vec<&ReferencePoint> = refs.iter().filter(|p| p.metric == RefMetric::Sts).collect();
+    if sts.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("## External reference points (STS)\n\n");
+    md += "Drawn as ▲ on the quality-vs-latency plot, beside our models' score on the same task (■), when measured on \
+           the machine kind of our benches (ms from different machines do not compare).\n\n";
+    md += "| runtime / model | task | Spearman | ms/text (batch of 5) | machine | on the plot | source |\n|---|---|---|---|---|---|---|\n";
+    for p in sts {
+        md += &format!(
+            "| {} | {} | {:.4} | {} | {} | {} | {} |\n",
+            p.name,
+            p.task(),
+            p.score,
+            p.latency_ms.map_or("—".into(), fmt_ms),
+            p.machine.as_deref().unwrap_or("—"),
+            if p.latency_ms.is_none() { "no (no latency)" } else if p.same_machine(rows) { "yes" } else { "no (other machine)" },
+            p.source
+        );
+    }
+    md + "\n"
 }

@@ -92,6 +92,10 @@ fn cli_eval_bench_report_end_to_end() {
         max_seconds: 2.0,
         batches: vec![1, 5, 32],
         data: Some(data_dir()),
+        scenarios: Some(vec!["short".into(), "long".into()]),
+        corpus: None,
+        documents: 256,
+        document_batches: vec![1, 32],
         out: results.clone(),
         json: Some(tmp.join("bench.json")),
     })
@@ -104,7 +108,7 @@ fn cli_eval_bench_report_end_to_end() {
     assert!(bench["peak_rss_bytes"].as_u64().unwrap() > 0);
 
     let docs = tmp.join("docs");
-    deposium_eval::run_report(ReportArgs { results, baseline: None, reference: None, out: docs.clone() }).unwrap();
+    deposium_eval::run_report(ReportArgs { results, baseline: None, reference: None, references: None, out: docs.clone() }).unwrap();
     let md = std::fs::read_to_string(docs.join(deposium_eval::report::REPORT_FILE)).unwrap();
     assert!(md.contains("**potion-base-8M** (baseline)"), "{md}");
     assert!(docs.join(deposium_eval::report::SCATTER_FILE).is_file());
