@@ -18,21 +18,42 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Checks every run must report: (client, models). Clients that cannot name a model run once per server.
 const EXPECTED: &[(&str, &[&str])] = &[
     ("huggingface_hub InferenceClient.feature_extraction", MODELS),
-    ("huggingface_hub InferenceClient.sentence_similarity", MODELS),
+    (
+        "huggingface_hub InferenceClient.sentence_similarity",
+        MODELS,
+    ),
     ("llama-index TextEmbeddingsInference", MODELS),
     ("llama-index TextEmbeddingInference (TEI rerank)", MODELS),
     ("langchain-ollama OllamaEmbeddings", MODELS),
-    ("langchain-ollama OllamaEmbeddings @query/@document", &["embeddinggemma"]),
-    ("langchain-openai OpenAIEmbeddings (default settings)", MODELS),
-    ("langchain-openai OpenAIEmbeddings check_embedding_ctx_length=False", MODELS),
+    (
+        "langchain-ollama OllamaEmbeddings @query/@document",
+        &["embeddinggemma"],
+    ),
+    (
+        "langchain-openai OpenAIEmbeddings (default settings)",
+        MODELS,
+    ),
+    (
+        "langchain-openai OpenAIEmbeddings check_embedding_ctx_length=False",
+        MODELS,
+    ),
     ("openai embeddings.create (encoding_format=default)", MODELS),
     ("openai embeddings.create (encoding_format=float)", MODELS),
     ("openai embeddings.create (encoding_format=base64)", MODELS),
     ("openai embeddings.create (token-id input)", MODELS),
-    ("openai embeddings.create (dimensions=256)", &["embeddinggemma"]),
-    ("openai and ollama SDKs with NAME@query/@document", &["embeddinggemma"]),
+    (
+        "openai embeddings.create (dimensions=256)",
+        &["embeddinggemma"],
+    ),
+    (
+        "openai and ollama SDKs with NAME@query/@document",
+        &["embeddinggemma"],
+    ),
     ("ollama Client.embed/embeddings/list", MODELS),
-    ("ollama Client.show/ps, embeddings() with no prompt, dimensions=0", MODELS),
+    (
+        "ollama Client.show/ps, embeddings() with no prompt, dimensions=0",
+        MODELS,
+    ),
     ("cohere Client.rerank (/v1/rerank)", MODELS),
 ];
 
@@ -42,7 +63,11 @@ fn venv_python() -> PathBuf {
     let st = Command::new(&script)
         .status()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(st.success(), "{} failed (its message is above)", script.display());
+    assert!(
+        st.success(),
+        "{} failed (its message is above)",
+        script.display()
+    );
     deposium_engine::paths::home().join("venv-clients/bin/python")
 }
 
@@ -94,12 +119,24 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let (stdout, stderr) = (out_t.join().unwrap(), err_t.join().unwrap());
-    let context = || format!("run_clients.py stderr:\n{stderr}\nserver log (tail):\n{}", tail(&main.log(), 30));
-    assert!(status.is_some(), "run_clients.py ran over 300 s\n{stdout}\n{}", context());
+    let context = || {
+        format!(
+            "run_clients.py stderr:\n{stderr}\nserver log (tail):\n{}",
+            tail(&main.log(), 30)
+        )
+    };
+    assert!(
+        status.is_some(),
+        "run_clients.py ran over 300 s\n{stdout}\n{}",
+        context()
+    );
 
     let lines: Vec<Value> = stdout
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{}", context())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{}", context()))
+        })
         .collect();
     for l in &lines {
         eprintln!(
@@ -114,7 +151,10 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
     let mut problems = Vec::new();
     for (client, models) in EXPECTED {
         for m in *models {
-            if !lines.iter().any(|l| l["client"] == *client && l["model"] == *m) {
+            if !lines
+                .iter()
+                .any(|l| l["client"] == *client && l["model"] == *m)
+            {
                 problems.push(format!("{client} on {m}: no result line"));
             }
         }
