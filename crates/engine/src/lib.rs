@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use error::{EngineError, Result};
+pub use tokenizers::Tokenizer;
 
 /// What a model is, for listing and validation.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,6 +64,11 @@ pub trait Backend: Send + Sync {
     /// vector independent of its batch.
     fn batch_buckets(&self) -> &[usize] {
         &[]
+    }
+    /// The tokenizer behind [`Backend::tokenize`], for token texts and offsets and for decoding ids (TEI `/tokenize`,
+    /// `/decode`); `None` when the backend has none.
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        None
     }
 }
 

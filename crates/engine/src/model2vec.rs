@@ -345,6 +345,10 @@ impl Backend for StaticModel {
         self.tokenize_reference(text)
     }
 
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        Some(&self.tokenizer)
+    }
+
     fn embed_tokens(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         batch
             .iter()

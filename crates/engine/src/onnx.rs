@@ -257,6 +257,10 @@ impl Backend for OnnxModel {
         &self.buckets
     }
 
+    fn tokenizer(&self) -> Option<&tokenizers::Tokenizer> {
+        Some(&self.tokenizer)
+    }
+
     fn truncate_tokens(&self, ids: &mut Vec<u32>) {
         let max = self.info.max_tokens;
         if ids.len() > max {

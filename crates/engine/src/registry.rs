@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::{paths, EngineError, Model, Result};
+use crate::{paths, EngineError, Model, ModelInfo, Result};
 
 /// Known models: canonical name, directory under `$DEPOSIUM_HOME/models`, default scheme, aliases.
 pub const KNOWN: &[(&str, &str, &str, &[&str])] = &[
@@ -157,4 +157,36 @@ impl Registry {
             available: self.entries.iter().map(|(s, _)| s.name.clone()).collect::<Vec<_>>().join(", "),
         })
     }
+}
+
+/// Split a prompt selector off a model name: `embeddinggemma:int4@query` → (`embeddinggemma:int4`, `query`).
+/// An Ollama `:latest` tag after the selector (`embeddinggemma@query:latest`) is dropped.
+pub fn split_prompt_selector(name: &str) -> Option<(&str, &str)> {
+    let (base, selector) = name.rsplit_once('@')?;
+    let selector = selector.strip_suffix(":latest").unwrap_or(selector);
+    Some((base, selector))
+}
+
+/// The model's prompt names, `query` and `document` first, then the rest in name order.
+pub fn prompt_names(info: &ModelInfo) -> Vec<String> {
+    let mut names: Vec<String> = info.prompts.keys().cloned().collect();
+    names.sort_by_key(|n| (n != "query", n != "document", n.clone()));
+    names
+}
+
+/// The model's prompt a selector names: exact match, else the one name equal ignoring case.
+pub fn prompt_selector(info: &ModelInfo, selector: &str) -> Result<String> {
+    if info.prompts.contains_key(selector) {
+        return Ok(selector.to_string());
+    }
+    let mut folded = info.prompts.keys().filter(|k| k.eq_ignore_ascii_case(selector));
+    if let (Some(k), None) = (folded.next(), folded.next()) {
+        return Ok(k.clone());
+    }
+    let known = prompt_names(info);
+    Err(EngineError::InvalidInput(format!(
+        "'{selector}' is not a prompt of model '{}'; known prompts: {}",
+        info.name,
+        if known.is_empty() { "none (this model takes no prompt selector)".to_string() } else { known.join(", ") }
+    )))
 }

@@ -56,14 +56,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad_request(
             "request body is empty; expected a JSON object",
-        ));
+        )
+        .code("malformed_json"));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Data => "invalid request",
-            _ => "malformed JSON",
-        };
-        ApiError::bad_request(format!("{what}: {e}"))
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_request(format!("invalid request: {e}")),
+        _ => ApiError::bad_request(format!("malformed JSON: {e}")).code("malformed_json"),
     })
 }
 

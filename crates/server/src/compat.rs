@@ -29,10 +29,10 @@ pub async fn rerank(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<RerankRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let served = state.lookup(req.model.as_deref())?;
-    let ranked = rerank::rank(
+    let target = state.target(req.model.as_deref())?;
+    let (ranked, _) = rerank::rank(
         &state,
-        &served,
+        &target,
         rerank::Query {
             query: req.query,
             documents: req.documents.or(req.texts),
@@ -47,7 +47,7 @@ pub async fn rerank(
         .map(|r| json!({ "index": r.index, "document": r.text, "relevance_score": r.score }))
         .collect();
     Ok(Json(
-        json!({ "model": req.model.unwrap_or_else(|| served.name.clone()), "results": results }),
+        json!({ "model": req.model.unwrap_or_else(|| target.served.name.clone()), "results": results }),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! API errors, rendered in the shape of the route family that produced them.
 //!
-//! Ollama and seed routes: `{"error": "..."}`. TEI routes: `{"error": "...", "error_type": "..."}`.
+//! Ollama and seed routes: `{"error": "..."}`. TEI routes: `{"error": "...", "error_type": "..."}` with TEI's status
+//! codes (422 validation, 400 empty batch, 413 size, 424 backend, 429 overloaded, 503 unhealthy).
 //! OpenAI routes: `{"error": {"message", "type", "param", "code"}}`.
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,7 @@ impl Family {
             Family::OpenAi
         } else if matches!(
             path,
-            "/embed" | "/rerank" | "/similarity" | "/tokenize" | "/info"
+            "/embed" | "/rerank" | "/similarity" | "/tokenize" | "/decode" | "/info"
         ) {
             Family::Tei
         } else {
@@ -78,15 +79,20 @@ impl ApiError {
         }
     }
 
-    /// TEI `error_type` for this status.
-    fn tei_type(&self) -> &'static str {
-        match self.status {
-            StatusCode::TOO_MANY_REQUESTS => "overloaded",
-            StatusCode::SERVICE_UNAVAILABLE => "unhealthy",
-            StatusCode::UNAUTHORIZED => "unauthorized",
-            s if s.is_server_error() => "backend",
-            StatusCode::PAYLOAD_TOO_LARGE => "validation",
-            _ => "validation",
+    /// TEI's status and `error_type` (lowercase, as TEI serializes its `ErrorType`): a client error becomes 422
+    /// `validation` (TEI answers malformed fields with 422), an over-long input 422 `tokenizer`, an empty batch 400
+    /// `empty`, malformed JSON stays 400, sizes 413, a backend failure 424 `backend`.
+    fn tei_status(&self) -> (StatusCode, &'static str) {
+        match (self.status, self.code) {
+            (_, Some("empty")) => (StatusCode::BAD_REQUEST, "empty"),
+            (_, Some("context_length_exceeded")) => (StatusCode::UNPROCESSABLE_ENTITY, "tokenizer"),
+            (StatusCode::BAD_REQUEST, Some("malformed_json")) => (StatusCode::BAD_REQUEST, "validation"),
+            (StatusCode::BAD_REQUEST, _) => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            (StatusCode::TOO_MANY_REQUESTS, _) => (self.status, "overloaded"),
+            (StatusCode::SERVICE_UNAVAILABLE, _) => (self.status, "unhealthy"),
+            (StatusCode::UNAUTHORIZED, _) => (self.status, "unauthorized"),
+            (s, _) if s.is_server_error() => (StatusCode::FAILED_DEPENDENCY, "backend"),
+            (s, _) => (s, "validation"),
         }
     }
 
@@ -94,9 +100,14 @@ impl ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = self.status.as_u16(), "{}", self.message);
         }
+        let mut status = self.status;
         let body = match family {
             Family::Ollama => json!({ "error": self.message }),
-            Family::Tei => json!({ "error": self.message, "error_type": self.tei_type() }),
+            Family::Tei => {
+                let (tei_status, error_type) = self.tei_status();
+                status = tei_status;
+                json!({ "error": self.message, "error_type": error_type })
+            }
             Family::OpenAi => json!({ "error": {
                 "message": self.message,
                 "type": self.openai_type(),
@@ -104,7 +115,7 @@ impl ApiError {
                 "code": self.code,
             }}),
         };
-        (self.status, Json(body)).into_response()
+        (status, Json(body)).into_response()
     }
 }
 

@@ -69,6 +69,20 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on every route but /health and /.
     #[arg(long, env = "DEPOSIUM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Prompt used when a request names none (no `prompt_name`/`prompt`, no NAME@PROMPT), for every model that
+    /// defines it (e.g. `query`, `STS`); start-up fails when no served model defines it.
+    #[arg(long, env = "DEPOSIUM_DEFAULT_PROMPT_NAME")]
+    pub default_prompt_name: Option<String>,
+    /// Accept token-id arrays on /v1/embeddings as this model's own ids (refused by default: clients such as
+    /// LangChain send another tokenizer's ids).
+    #[arg(long, env = "DEPOSIUM_ALLOW_TOKEN_IDS")]
+    pub allow_token_ids: bool,
+    /// Origins allowed by CORS (repeatable or comma-separated; `*` for any). Default: no CORS headers.
+    #[arg(long, env = "DEPOSIUM_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
+    /// Log as JSON lines (one object per event, access log included) instead of text.
+    #[arg(long, env = "DEPOSIUM_JSON_LOGS")]
+    pub json_logs: bool,
 }
 
 impl ServeArgs {
@@ -84,6 +98,8 @@ impl ServeArgs {
                 workers: self.workers_per_model,
             },
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+            default_prompt_name: self.default_prompt_name.clone().filter(|p| !p.is_empty()),
+            allow_token_ids: self.allow_token_ids,
         }
     }
 }
@@ -92,7 +108,7 @@ impl ServeArgs {
 pub fn router(state: AppState) -> Router {
     Router::new()
         // Ollama
-        .route("/", get(ollama::root))
+        .route("/", get(ollama::root).post(tei::root))
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
         .route("/api/tags", get(ollama::tags))
@@ -106,11 +122,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
+        .route("/v1/rerank", post(openai::rerank))
         // TEI-style
         .route("/embed", post(tei::embed))
         .route("/rerank", post(tei::rerank))
         .route("/similarity", post(tei::similarity))
         .route("/tokenize", post(tei::tokenize))
+        .route("/decode", post(tei::decode))
         .route("/info", get(tei::info))
         // Operations
         .route("/health", get(ops::health))
@@ -122,7 +140,34 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), ops::guard))
         .layer(CatchPanicLayer::custom(ops::panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), ops::track))
+        .layer(middleware::from_fn(ops::access_log))
         .with_state(state)
+}
+
+/// [`router`] with CORS for these origins (`*`: any), as `--cors-allow-origin` asks; none: no CORS headers.
+pub fn router_with_cors(state: AppState, origins: &[String]) -> anyhow::Result<Router> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let app = router(state);
+    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    if origins.is_empty() {
+        return Ok(app);
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .map(|o| o.parse().with_context(|| format!("--cors-allow-origin: invalid origin '{o}'")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+    };
+    Ok(app.layer(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
+    ))
 }
 
 /// Serve until SIGINT/SIGTERM, then answer in-flight requests and return.
@@ -131,6 +176,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if state.slots().is_empty() {
         anyhow::bail!("no model to serve: pass --model NAME[=PATH]");
     }
+    if let Some(name) = &state.config().default_prompt_name {
+        check_default_prompt(&state, name)?;
+    }
+    let app = router_with_cors(state.clone(), &args.cors_allow_origin)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -154,7 +203,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state.clone()))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
@@ -165,6 +214,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || batchers.shutdown()),
     )
     .await;
+    Ok(())
+}
+
+/// `--default-prompt-name` must name a prompt of at least one served model (TEI refuses to start otherwise); models
+/// without it are served without a default prompt (logged).
+fn check_default_prompt(state: &AppState, name: &str) -> anyhow::Result<()> {
+    let mut found = false;
+    let mut listing = Vec::new();
+    for slot in state.slots() {
+        let Some(spec) = &slot.spec else { continue };
+        let prompts = deposium_engine::st_config::StConfig::load(&spec.dir)
+            .map(|c| c.prompts)
+            .unwrap_or_default();
+        if prompts.contains_key(name) {
+            found = true;
+        } else {
+            tracing::warn!(model = %spec.name, "--default-prompt-name {name}: this model has no such prompt; none applied");
+        }
+        let names: Vec<&str> = prompts.keys().map(String::as_str).collect();
+        listing.push(format!(
+            "{}: {}",
+            spec.name,
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        ));
+    }
+    if !found {
+        anyhow::bail!(
+            "--default-prompt-name '{name}' is not a prompt of any served model (prompts: {})",
+            listing.join("; ")
+        );
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::body::{self, JsonBody};
 use crate::embed::{self, Options};
 use crate::error::ApiError;
-use crate::state::{AppState, Served};
+use crate::state::{AppState, Served, Target};
 use crate::util::{human_count, rfc3339};
 
 /// The Ollama version we answer to `/api/version` (clients gate features such as `/api/embed` on it).
@@ -49,7 +49,8 @@ pub async fn embed(
     JsonBody(req): JsonBody<EmbedRequest>,
 ) -> Result<Response, ApiError> {
     let t0 = Instant::now();
-    let served = state.lookup(req.model.as_deref())?;
+    let target = state.target(req.model.as_deref())?;
+    let served = target.served.clone();
     // Ollama skips an empty string: `"input": ""` gives no embeddings.
     let inputs: Vec<String> = body::texts(req.input, "input")?;
     let inputs = if inputs.len() == 1 && inputs[0].is_empty() {
@@ -58,9 +59,10 @@ pub async fn embed(
         inputs
     };
     let opts = Options {
-        prompt: embed::prompt_choice(req.prompt_name, req.prompt)?,
+        prompt: target.prompt(embed::prompt_choice(req.prompt_name, req.prompt)?),
         truncate: req.truncate.unwrap_or(true),
-        dimensions: req.dimensions,
+        // Ollama treats `dimensions: 0` as unset.
+        dimensions: req.dimensions.filter(|&d| d > 0),
         ..Options::default()
     };
     let out = embed::texts(&state, &served, inputs, &opts, "input").await?;
@@ -115,19 +117,21 @@ pub async fn embeddings(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<LegacyRequest>,
 ) -> Result<Response, ApiError> {
-    let opts = Options {
-        prompt: embed::prompt_choice(req.prompt_name, None)?,
+    let body_prompt = embed::prompt_choice(req.prompt_name, None)?;
+    let opts = |target: &Target| Options {
+        prompt: target.prompt(body_prompt.clone()),
         truncate: req.truncate.unwrap_or(true),
-        dimensions: req.dimensions,
+        dimensions: req.dimensions.filter(|&d| d > 0),
         ..Options::default()
     };
     match (req.prompt, req.input) {
         (Some(Value::String(text)), None) => {
-            let served = state.lookup(req.model.as_deref())?;
+            let target = state.target(req.model.as_deref())?;
+            let (served, opts) = (&target.served, opts(&target));
             if text.is_empty() {
                 return Ok(Json(LegacyResponse { embedding: Vec::new() }).into_response());
             }
-            let mut out = embed::texts(&state, &served, vec![text], &opts, "prompt").await?;
+            let mut out = embed::texts(&state, served, vec![text], &opts, "prompt").await?;
             let embedding = out.embeddings.pop().unwrap_or_default();
             Ok(Json(LegacyResponse { embedding }).into_response())
         }
@@ -136,12 +140,13 @@ pub async fn embeddings(
             body::kind(&other)
         ))),
         (None, Some(input)) => {
-            let served = state.lookup(req.model.as_deref())?;
+            let target = state.target(req.model.as_deref())?;
+            let (served, opts) = (&target.served, opts(&target));
             let texts = body::texts(Some(input), "input")?;
             if texts.is_empty() {
                 return Err(ApiError::bad_request("`input` is empty"));
             }
-            let out = embed::texts(&state, &served, texts, &opts, "input").await?;
+            let out = embed::texts(&state, served, texts, &opts, "input").await?;
             Ok(Json(LegacyListResponse {
                 model: req.model.unwrap_or_else(|| served.name.clone()),
                 embeddings: out.embeddings,
@@ -149,9 +154,11 @@ pub async fn embeddings(
             .into_response())
         }
         (Some(_), Some(_)) => Err(ApiError::bad_request("give either `prompt` (one text) or `input`, not both")),
-        (None, None) => Err(ApiError::bad_request(
-            "the body needs `prompt` (one text, Ollama's shape) or `input` (a text or a list of texts)",
-        )),
+        // Ollama answers a request without text with an empty embedding (clients use it to load a model).
+        (None, None) => {
+            state.target(req.model.as_deref())?;
+            Ok(Json(LegacyResponse { embedding: Vec::new() }).into_response())
+        }
     }
 }
 
@@ -193,18 +200,47 @@ fn modified_at(m: &Served) -> String {
     rfc3339(when)
 }
 
-/// One model as `/api/tags` lists it.
-pub fn tag_entry(m: &Served) -> Value {
+/// An unknown-model error (not a bad `@PROMPT` selector).
+fn target_is_plain(e: &ApiError) -> bool {
+    e.message.contains("; available: ")
+}
+
+/// One model as `/api/tags` lists it; with a selector, the `NAME@PROMPT` entry for one of its prompts.
+pub fn tag_entry(m: &Served, selector: Option<&str>) -> Value {
     let info = m.model.info();
-    json!({
-        "name": tagged(&m.name),
-        "model": tagged(&m.name),
+    let name = match selector {
+        Some(p) => tagged(&format!("{}@{p}", m.name)),
+        None => tagged(&m.name),
+    };
+    let mut entry = json!({
+        "name": name,
+        "model": name,
         "modified_at": modified_at(m),
         "size": info.size_bytes,
         "digest": info.digest,
         "details": details(m),
-        "aliases": aliases(m),
-    })
+        "capabilities": ["embedding"],
+    });
+    match selector {
+        Some(p) => {
+            entry["parent_model"] = json!(tagged(&m.name));
+            entry["prompt_name"] = json!(p);
+            entry["prompt"] = json!(info.prompts.get(p));
+        }
+        None => {
+            entry["aliases"] = json!(aliases(m));
+            entry["prompt_selectors"] = json!(selectors(m));
+        }
+    }
+    entry
+}
+
+/// `NAME@PROMPT` for every prompt the model defines (`query` and `document` first).
+pub fn selectors(m: &Served) -> Vec<String> {
+    deposium_engine::registry::prompt_names(m.model.info())
+        .into_iter()
+        .map(|p| format!("{}@{p}", m.name))
+        .collect()
 }
 
 /// Every name the model answers to.
@@ -214,8 +250,15 @@ fn aliases(m: &Served) -> Vec<String> {
     names
 }
 
+/// Each model, followed by one `NAME@PROMPT` entry per prompt it defines.
 pub async fn tags(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = state.ready().iter().map(|m| tag_entry(m)).collect();
+    let mut models = Vec::new();
+    for m in state.ready() {
+        models.push(tag_entry(&m, None));
+        for p in deposium_engine::registry::prompt_names(m.model.info()) {
+            models.push(tag_entry(&m, Some(&p)));
+        }
+    }
     Json(json!({ "models": models }))
 }
 
@@ -257,8 +300,9 @@ pub async fn show(
     let Some(name) = req.model.or(req.name) else {
         return Err(ApiError::bad_request("`model` is required").param("model"));
     };
-    let m = state.lookup(Some(&name)).map_err(|e| {
-        if e.status == StatusCode::NOT_FOUND {
+    let target = state.target(Some(&name)).map_err(|e| {
+        // Ollama's own wording for an unknown model; a bad prompt selector keeps the prompts it lists.
+        if e.status == StatusCode::NOT_FOUND && target_is_plain(&e) {
             ApiError {
                 message: format!("model '{name}' not found"),
                 ..e
@@ -267,6 +311,7 @@ pub async fn show(
             e
         }
     })?;
+    let m = &target.served;
     let info = m.model.info();
     let family = &info.family;
     Ok(Json(json!({
@@ -274,7 +319,7 @@ pub async fn show(
         "modelfile": format!("# served by deposium-embed\nFROM {}\n", info.path.display()),
         "parameters": "",
         "template": "",
-        "details": details(&m),
+        "details": details(m),
         "model_info": {
             "general.architecture": family,
             "general.parameter_count": info.parameter_count,
@@ -282,10 +327,16 @@ pub async fn show(
             format!("{family}.context_length"): info.max_tokens,
         },
         "capabilities": ["embedding"],
-        "modified_at": modified_at(&m),
+        "modified_at": modified_at(m),
         // Extensions: what the model answers to and what it can do.
-        "aliases": aliases(&m),
+        "aliases": aliases(m),
         "prompts": info.prompts,
+        "prompt_selectors": selectors(m),
+        // The prompt this name selects (`NAME@PROMPT`), else the one a request without prompt gets.
+        "prompt_name": match target.prompt(deposium_engine::Prompt::Default) {
+            deposium_engine::Prompt::Named(n) => Some(n),
+            _ => info.default_prompt_name.clone(),
+        },
         "default_prompt_name": info.default_prompt_name,
         "matryoshka_dims": info.matryoshka_dims,
     }))

@@ -138,19 +138,32 @@ pub async fn embeddings(
             .into())
         }
     };
-    let served = state.lookup(req.model.as_deref())?;
+    let target = state.target(req.model.as_deref())?;
+    let served = target.served.clone();
+    let body_prompt = embed::prompt_choice(req.prompt_name, req.prompt)?;
     let opts = Options {
-        prompt: embed::prompt_choice(req.prompt_name, req.prompt)?,
+        prompt: target.prompt(body_prompt.clone()),
         truncate: req.truncate.unwrap_or(true),
         dimensions: req.dimensions,
         ..Options::default()
     };
     let out = match parse_input(req.input)? {
         Input::Texts(texts) => embed::texts(&state, &served, texts, &opts, "input").await?,
+        Input::Tokens(_) if !state.config().allow_token_ids => {
+            return Err(ApiError::bad_request(
+                "token-id input is refused: ids from another tokenizer (LangChain's OpenAIEmbeddings sends tiktoken ids \
+                 by default) would silently give wrong vectors. Send the texts instead (LangChain: \
+                 OpenAIEmbeddings(check_embedding_ctx_length=False)); a server started with --allow-token-ids accepts \
+                 this model's own token ids",
+            )
+            .param("input")
+            .code("token_ids_not_allowed")
+            .into())
+        }
         Input::Tokens(seqs) => {
-            if opts.prompt != deposium_engine::Prompt::Default {
+            if body_prompt != deposium_engine::Prompt::Default || target.selector.is_some() {
                 return Err(
-                    ApiError::bad_request("a prompt cannot be applied to token-id input")
+                    ApiError::bad_request("a prompt (`prompt_name`, `prompt` or a NAME@PROMPT model name) cannot be applied to token-id input")
                         .param("input")
                         .into(),
                 );
@@ -217,12 +230,27 @@ struct Usage {
     total_tokens: usize,
 }
 
-fn model_entry(m: &Served) -> Value {
-    json!({ "id": m.name, "object": "model", "created": unix_seconds(m.loaded_at), "owned_by": "deposium" })
+/// A model as OpenAI lists it; with a selector, its `NAME@PROMPT` entry (`parent`: the model, `prompt_name`).
+fn model_entry(m: &Served, selector: Option<&str>) -> Value {
+    let created = unix_seconds(m.loaded_at);
+    match selector {
+        None => json!({ "id": m.name, "object": "model", "created": created, "owned_by": "deposium" }),
+        Some(p) => json!({
+            "id": format!("{}@{p}", m.name), "object": "model", "created": created, "owned_by": "deposium",
+            "parent": m.name, "prompt_name": p,
+        }),
+    }
 }
 
+/// Each model, followed by one `NAME@PROMPT` entry per prompt it defines.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state.ready().iter().map(|m| model_entry(m)).collect();
+    let mut data = Vec::new();
+    for m in state.ready() {
+        data.push(model_entry(&m, None));
+        for p in deposium_engine::registry::prompt_names(m.model.info()) {
+            data.push(model_entry(&m, Some(&p)));
+        }
+    }
     Json(json!({ "object": "list", "data": data }))
 }
 
@@ -238,6 +266,61 @@ pub async fn model(
         )
         .param("model")
     })?;
-    let m = state.lookup(Some(&id))?;
-    Ok(Json(model_entry(&m)))
+    let t = state.target(Some(&id))?;
+    Ok(Json(model_entry(&t.served, t.selector.as_deref())))
+}
+
+/// `/v1/rerank`, the Cohere/Jina shape: `{model, query, documents: [str | {text}], top_n, return_documents}` →
+/// `{model, results: [{index, relevance_score, document?: {text}}], usage: {total_tokens}}`, best first.
+#[derive(Deserialize)]
+pub struct RerankRequest {
+    model: Option<String>,
+    query: Option<String>,
+    documents: Option<Value>,
+    top_n: Option<usize>,
+    return_documents: Option<bool>,
+    prompt_name: Option<String>,
+    prompt: Option<String>,
+    truncate: Option<bool>,
+    // Cohere options that do not apply to embedding cosines.
+    #[allow(dead_code)]
+    max_chunks_per_doc: Option<Value>,
+    #[allow(dead_code)]
+    rank_fields: Option<Value>,
+}
+
+pub async fn rerank(
+    State(state): State<AppState>,
+    body: Result<JsonBody<RerankRequest>, ApiError>,
+) -> Result<Json<Value>, OpenAiError> {
+    let JsonBody(req) = body?;
+    let target = state.target(req.model.as_deref())?;
+    let (ranked, tokens) = crate::rerank::rank(
+        &state,
+        &target,
+        crate::rerank::Query {
+            query: req.query,
+            documents: req.documents,
+            top_k: req.top_n,
+            prompt: embed::prompt_choice(req.prompt_name, req.prompt)?,
+            truncate: req.truncate.unwrap_or(true),
+        },
+    )
+    .await?;
+    let with_docs = req.return_documents.unwrap_or(false);
+    let results: Vec<Value> = ranked
+        .into_iter()
+        .map(|r| {
+            let mut v = json!({ "index": r.index, "relevance_score": r.score });
+            if with_docs {
+                v["document"] = json!({ "text": r.text });
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "model": req.model.unwrap_or_else(|| target.served.name.clone()),
+        "results": results,
+        "usage": { "total_tokens": tokens },
+    })))
 }

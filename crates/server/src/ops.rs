@@ -119,6 +119,22 @@ impl Drop for Tracked {
     }
 }
 
+/// One access-log line per request (target `access`): method, path, status, latency.
+pub async fn access_log(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let t0 = Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        target: "access",
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        ms = format!("{:.2}", t0.elapsed().as_secs_f64() * 1e3),
+        "request"
+    );
+    resp
+}
+
 /// Paths open without an API key and outside the concurrency limit.
 fn is_open(path: &str) -> bool {
     matches!(path, "/" | "/health")

@@ -1,7 +1,9 @@
 //! Reranking by embedding cosine, shared by the TEI-style `/rerank` and the seed's `/api/rerank`.
 //!
 //! The query gets the model's `query` prompt and the documents its `document` prompt when the model defines them
-//! (EmbeddingGemma does); a `prompt_name` or `prompt` in the request overrides both.
+//! (EmbeddingGemma does); a `prompt_name` or `prompt` in the request overrides both. A `NAME@PROMPT` selector naming
+//! one side of a query/document pair (`@query`, `@document`, `@Retrieval-query`...) keeps the pair, one side each;
+//! any other selector (`@STS`) applies to both sides.
 use std::sync::Arc;
 
 use deposium_engine::{cosine, Prompt};
@@ -10,7 +12,7 @@ use serde_json::Value;
 use crate::body;
 use crate::embed::{self, Options};
 use crate::error::ApiError;
-use crate::state::{AppState, Served};
+use crate::state::{AppState, Served, Target};
 
 /// Fields both rerank routes accept.
 pub struct Query {
@@ -66,21 +68,37 @@ fn documents(v: Option<Value>) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-/// The model's own prompt by that name when it has one, else its default.
-fn model_prompt(served: &Served, name: &str) -> Prompt {
+/// The model's own prompt by that name when it has one, else `fallback`.
+fn model_prompt(served: &Served, name: &str, fallback: &Prompt) -> Prompt {
     if served.model.info().prompts.contains_key(name) {
         Prompt::Named(name.to_string())
     } else {
-        Prompt::Default
+        fallback.clone()
     }
 }
 
+/// The query/document pair a selector belongs to (`query` ↔ `document`, `Retrieval-query` ↔ `Retrieval-document`),
+/// when the model defines both sides.
+fn pair_of(served: &Served, selector: &str) -> Option<(String, String)> {
+    let prompts = &served.model.info().prompts;
+    let pair = if let Some(stem) = selector.strip_suffix("query") {
+        (selector.to_string(), format!("{stem}document"))
+    } else if let Some(stem) = selector.strip_suffix("document") {
+        (format!("{stem}query"), selector.to_string())
+    } else {
+        return None;
+    };
+    (prompts.contains_key(&pair.0) && prompts.contains_key(&pair.1)).then_some(pair)
+}
+
 /// Score every document against the query; best first (ties keep input order), cut to `top_k`.
+/// Returns the ranking and the tokens used (query and documents, prompts and special tokens included).
 pub async fn rank(
     state: &AppState,
-    served: &Arc<Served>,
+    target: &Target,
     q: Query,
-) -> Result<Vec<Ranked>, ApiError> {
+) -> Result<(Vec<Ranked>, usize), ApiError> {
+    let served: &Arc<Served> = &target.served;
     let query = match q.query {
         None => return Err(ApiError::bad_request("`query` is required").param("query")),
         Some(s) if s.is_empty() => {
@@ -90,18 +108,27 @@ pub async fn rank(
     };
     let docs = documents(q.documents)?;
     if docs.is_empty() {
-        return Err(ApiError::bad_request("`documents` must not be empty").param("documents"));
+        return Err(ApiError::bad_request("`documents` must not be empty")
+            .param("documents")
+            .code("empty"));
     }
     embed::check_count(state, docs.len(), "documents")?;
     if q.top_k == Some(0) {
         return Err(ApiError::bad_request("`top_k` must be at least 1").param("top_k"));
     }
-    let (query_prompt, doc_prompt) = match q.prompt {
-        Prompt::Default => (
-            model_prompt(served, "query"),
-            model_prompt(served, "document"),
-        ),
-        p => (p.clone(), p),
+    let (query_prompt, doc_prompt) = match (q.prompt, &target.selector) {
+        (Prompt::Default, Some(sel)) => match pair_of(served, sel) {
+            Some((qn, dn)) => (Prompt::Named(qn), Prompt::Named(dn)),
+            None => (Prompt::Named(sel.clone()), Prompt::Named(sel.clone())),
+        },
+        (Prompt::Default, None) => {
+            let fallback = target.prompt(Prompt::Default);
+            (
+                model_prompt(served, "query", &fallback),
+                model_prompt(served, "document", &fallback),
+            )
+        }
+        (p, _) => (p.clone(), p),
     };
     let base = Options {
         truncate: q.truncate,
@@ -128,7 +155,8 @@ pub async fn rank(
         .await?,
     );
     // Query and documents go through the batcher as one request.
-    let vectors = embed::run(served, tokens, &base).await?.embeddings;
+    let out = embed::run(served, tokens, &base).await?;
+    let vectors = out.embeddings;
     let (qv, dvs) = vectors.split_first().expect("query vector");
     let mut ranked: Vec<Ranked> = dvs
         .iter()
@@ -144,5 +172,5 @@ pub async fn rank(
     if let Some(k) = q.top_k {
         ranked.truncate(k);
     }
-    Ok(ranked)
+    Ok((ranked, out.tokens))
 }

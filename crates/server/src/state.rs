@@ -4,7 +4,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::StatusCode;
 use deposium_engine::registry::{self, ModelSpec, Registry};
-use deposium_engine::{EngineError, Model};
+use deposium_engine::{EngineError, Model, Prompt};
 use tokio::sync::Semaphore;
 
 use crate::batcher::{BatchConfig, Batcher};
@@ -24,6 +24,10 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Bearer token required on every route but `/health` and `/`.
     pub api_key: Option<String>,
+    /// `--default-prompt-name`: the prompt used when a request names none, for models that define it.
+    pub default_prompt_name: Option<String>,
+    /// `--allow-token-ids`: embed OpenAI token-id input as this model's own ids (refused by default).
+    pub allow_token_ids: bool,
 }
 
 impl Default for Config {
@@ -39,6 +43,32 @@ impl Default for Config {
                 workers: 1,
             },
             api_key: None,
+            default_prompt_name: None,
+            allow_token_ids: false,
+        }
+    }
+}
+
+/// A model a request names, with the prompt its name selects (`NAME@PROMPT`) and the server's default prompt.
+#[derive(Clone)]
+pub struct Target {
+    pub served: Arc<Served>,
+    /// The prompt the name's `@PROMPT` selector picked (a prompt name of the model).
+    pub selector: Option<String>,
+    /// `--default-prompt-name`, when this model defines that prompt.
+    pub server_default: Option<String>,
+}
+
+impl Target {
+    /// `prompt_name`/`prompt` in the body win, then the selector, then `--default-prompt-name`, then the model's own
+    /// `default_prompt_name`.
+    pub fn prompt(&self, body: Prompt) -> Prompt {
+        if body != Prompt::Default {
+            return body;
+        }
+        match (&self.selector, &self.server_default) {
+            (Some(s), _) | (None, Some(s)) => Prompt::Named(s.clone()),
+            (None, None) => Prompt::Default,
         }
     }
 }
@@ -293,10 +323,47 @@ impl AppState {
 
     /// The model a request names (name, alias or `name:tag`), or the default (first configured) model.
     pub fn lookup(&self, name: Option<&str>) -> Result<Arc<Served>, ApiError> {
+        self.target(name).map(|t| t.served)
+    }
+
+    /// The model a request names, with its prompt selector: `NAME@PROMPT` (`embeddinggemma@query`,
+    /// `embeddinggemma:int4@document`, `gemma-int8@STS`, `embeddinggemma@query:latest`).
+    pub fn target(&self, name: Option<&str>) -> Result<Target, ApiError> {
         let name = name.map(str::trim).filter(|n| !n.is_empty());
-        let Some(name) = name else {
-            return self.default_model();
+        let (served, selector) = match name {
+            None => (self.default_model()?, None),
+            Some(name) => match self.find(name) {
+                Ok(served) => (served, None),
+                Err(not_found) => {
+                    let Some((base, selector)) = registry::split_prompt_selector(name) else {
+                        return Err(not_found);
+                    };
+                    let served = self.find(base.trim())?;
+                    let selector = registry::prompt_selector(served.model.info(), selector.trim())
+                        .map_err(|e| {
+                            ApiError::new(StatusCode::NOT_FOUND, format!("model '{name}' not found: {e}"))
+                                .param("model")
+                                .code("model_not_found")
+                        })?;
+                    (served, Some(selector))
+                }
+            },
         };
+        let server_default = self
+            .0
+            .config
+            .default_prompt_name
+            .clone()
+            .filter(|p| served.model.info().prompts.contains_key(p));
+        Ok(Target {
+            served,
+            selector,
+            server_default,
+        })
+    }
+
+    /// A served model by name, alias or tag (no selector).
+    fn find(&self, name: &str) -> Result<Arc<Served>, ApiError> {
         let found = self
             .0
             .registry

@@ -425,9 +425,16 @@ async fn legacy_embeddings_both_shapes() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
 
+    // No text: Ollama answers an empty embedding (clients send this to load a model).
     let (st, v) = call(&s.app, "POST", "/api/embeddings", json!({"model": "fake"})).await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!((st, v), (StatusCode::OK, json!({"embedding": []})));
+    let (st, v) = call(&s.app, "POST", "/api/embeddings", json!({"model": "nope"})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     assert_plain_error(&v);
+    // `dimensions: 0` is unset, as in Ollama.
+    let (st, v) = call(&s.app, "POST", "/api/embeddings", json!({"prompt": "a b", "dimensions": 0})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["embedding"].as_array().unwrap().len(), DIM);
     let (st, _) = call(&s.app, "POST", "/api/embeddings", json!({"prompt": ["a"]})).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, v) = call(&s.app, "POST", "/api/embeddings", json!({"prompt": ""})).await;
@@ -462,7 +469,13 @@ async fn ollama_listing_routes() {
     assert_eq!(m["details"]["parameter_size"], "7.6M");
     assert_eq!(m["details"]["quantization_level"], "F32");
     assert_eq!(m["aliases"], json!(["fake", "fake-alias", "fk:300m"]));
-    assert_eq!(v["models"].as_array().unwrap().len(), 2);
+    assert_eq!(m["capabilities"], json!(["embedding"]));
+    // Each model, then one `NAME@PROMPT` entry per prompt it defines.
+    let names: Vec<&str> = v["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["fake:latest", "fake@query:latest", "fake@document:latest", "other:latest", "other@query:latest", "other@document:latest"]
+    );
 
     let (st, v) = call(&s.app, "POST", "/api/show", json!({"model": "fake-alias"})).await;
     assert_eq!(st, StatusCode::OK);
@@ -525,8 +538,19 @@ async fn openai_embeddings() {
         assert_eq!(dec, got[i]);
     }
 
-    // Token ids, one list or several, equal to the same text's ids.
+    // Token ids are refused by default (another tokenizer's ids would give wrong vectors), naming LangChain's fix.
     let ids = s.reference.backend().tokenize("hello world").unwrap();
+    let (st, v) = call(&s.app, "POST", "/v1/embeddings", json!({"input": ids})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_openai_error(&v);
+    assert_eq!(v["error"]["code"], "token_ids_not_allowed");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("check_embedding_ctx_length=False") && msg.contains("--allow-token-ids"), "{msg}");
+    let (st, _) = call(&s.app, "POST", "/v1/embeddings", json!({"input": [ids, ids]})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // With --allow-token-ids: one list or several, equal to the same text's ids.
+    let s = setup_with(Config { allow_token_ids: true, ..Config::default() }, Duration::ZERO);
     let (st, v) = call(&s.app, "POST", "/v1/embeddings", json!({"input": ids})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_close(&[floats(&v["data"][0]["embedding"])], &want[..1]);
@@ -674,17 +698,18 @@ async fn tei_routes() {
     .await;
     assert_eq!(v[0].as_array().unwrap().len(), 4);
 
+    // TEI's status codes: empty batch 400 `empty`, validation 422.
     let (st, v) = call(&s.app, "POST", "/embed", json!({"inputs": []})).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    assert!(v["error"].is_string() && v["error_type"].is_string(), "{v}");
-    let (st, _) = call(
+    assert_eq!(v["error_type"], "empty", "{v}");
+    let (st, v) = call(
         &s.app,
         "POST",
         "/embed",
         json!({"inputs": "a", "truncation_direction": "Left"}),
     )
     .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!((st, v["error_type"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("validation")));
 
     let (st, v) = call(
         &s.app,
@@ -705,21 +730,11 @@ async fn tei_routes() {
         json!({"inputs": {"sentences": ["a"]}}),
     )
     .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
 
-    let (st, v) = call(
-        &s.app,
-        "POST",
-        "/tokenize",
-        json!({"inputs": ["hello world", "x"]}),
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK);
-    assert_eq!(
-        v[0],
-        json!(s.reference.backend().tokenize("hello world").unwrap())
-    );
-    assert_eq!(v[1].as_array().unwrap().len(), 3);
+    // This fake backend has no tokenizer to show (the real models' tokens: tests/tei_compat.rs).
+    let (st, v) = call(&s.app, "POST", "/tokenize", json!({"inputs": ["hello world", "x"]})).await;
+    assert_eq!((st, v["error_type"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("validation")), "{v}");
 
     let (st, v) = call(&s.app, "GET", "/info", Value::Null).await;
     assert_eq!(st, StatusCode::OK);
