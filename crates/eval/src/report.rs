@@ -533,7 +533,7 @@ where
             let (text, size) = marks[i].label.as_ref().expect("filtered");
             layout::Label {
                 anchor: (px[i].0 as f64, px[i].1 as f64),
-                size: layout::text_box(text, *size as f64),
+                size: layout::text_box(text, svg_px(*size)),
                 prefer_left: px[i].0 as f64 > mid,
             }
         })
@@ -550,9 +550,14 @@ where
         // Text drawn from the box's top-left; the box's extra height is the line gap.
         let tc = m_color(&marks[i]);
         let style = TextStyle::from(("sans-serif", *size).into_font()).color(&tc).pos(Pos::new(HPos::Left, VPos::Top));
-        root.draw(&Text::new(text.clone(), (b.x0 as i32, (b.y0 + 0.1 * *size as f64) as i32), style)).map_err(plot_err)?;
+        root.draw(&Text::new(text.clone(), (b.x0 as i32, (b.y0 + 0.1 * svg_px(*size)) as i32), style)).map_err(plot_err)?;
     }
     Ok(boxes)
+}
+
+/// The pixel size plotters' SVG backend writes for a font of `size` (it divides by 1.24).
+fn svg_px(size: u32) -> f64 {
+    size as f64 / 1.24
 }
 
 /// Label text colour: the mark's, darkened a little for contrast on white.
@@ -711,20 +716,29 @@ pub fn plot_retrieval(rows: &[ModelRow], task: &str, refs: &[ReferencePoint], pa
         }
     }
     let to_px = |x: f64, y: f64| chart.backend_coord(&(x, y));
-    let mut boxes = draw_marks(&root, &to_px, area, &marks, &[])?;
+    // Labels keep off the dashed lines too.
+    let line_boxes: Vec<layout::Rect> = lines
+        .iter()
+        .map(|p| {
+            let y = chart.backend_coord(&(x0, p.score)).1 as f64;
+            layout::Rect { x0: area.x0, y0: y - 1.0, x1: area.x1, y1: y + 1.0 }
+        })
+        .collect();
+    let mut boxes = draw_marks(&root, &to_px, area, &marks, &line_boxes)?;
     if !lines.is_empty() {
         // Side list: one name per dashed line, spread apart vertically, joined to its line's end.
         let (sx, _) = side_area.get_base_pixel();
         let ys: Vec<f64> = lines.iter().map(|p| chart.backend_coord(&(x0, p.score)).1 as f64).collect();
-        let size = 13.0;
-        let spread = layout::spread_1d(&ys, 1.4 * size, area.y0 + size, area.y1 - size);
+        let size = 13u32;
+        let px = svg_px(size);
+        let spread = layout::spread_1d(&ys, 1.4 * px, area.y0 + px, area.y1 - px);
         for ((p, &y), &ly) in lines.iter().zip(&ys).zip(&spread) {
             let text = format!("{} {:.3}", p.name, p.score);
-            let (tw, th) = layout::text_box(&text, size);
+            let (tw, th) = layout::text_box(&text, px);
             let bx = layout::Rect::new(sx as f64 + 14.0, ly - th / 2.0, tw, th);
             root.draw(&PathElement::new(vec![(xr.end, y as i32), (bx.x0 as i32 - 3, ly as i32)], gray.stroke_width(1)))
                 .map_err(plot_err)?;
-            let style = TextStyle::from(("sans-serif", size as u32).into_font()).color(&REF_COLOR).pos(Pos::new(HPos::Left, VPos::Center));
+            let style = TextStyle::from(("sans-serif", size).into_font()).color(&REF_COLOR).pos(Pos::new(HPos::Left, VPos::Center));
             root.draw(&Text::new(text, (bx.x0 as i32, ly as i32), style)).map_err(plot_err)?;
             boxes.push(bx);
         }
