@@ -78,7 +78,9 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
     }
     let python = venv_python();
     // The default model (no model name: TEI-style clients) is the first --model.
-    let main = Server::start(&["--model", "embeddinggemma", "--model", "potion-base-8M"]);
+    let main = Server::spawn(&["--model", "embeddinggemma", "--model", "potion-base-8M"]);
+    // The first load of EmbeddingGemma int8 on a fresh machine builds its graph: give it minutes.
+    main.wait_healthy(Duration::from_secs(600));
     let potion = Server::start(&["--model", "potion-base-8M"]);
 
     let mut child = Command::new(&python)
