@@ -7,7 +7,8 @@ use deposium_engine::{registry, EmbedRequest, Prompt};
 
 #[derive(clap::Args, Debug)]
 pub struct EmbedArgs {
-    /// Model: NAME (embeddinggemma, embeddinggemma:fp32, potion-base-8M...) or NAME=PATH.
+    /// Model: NAME (embeddinggemma, embeddinggemma:fp32, potion-base-8M...) or NAME=PATH; NAME@PROMPT
+    /// (embeddinggemma@query, embeddinggemma:int4@document) picks one of the model's prompts (--prompt-name wins).
     #[arg(long, default_value = "embeddinggemma")]
     pub model: String,
     /// A prompt from the model's config (STS, query, document...).
@@ -100,11 +101,21 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
         read_texts(std::io::stdin().lock(), "stdin")?
     };
     let t0 = std::time::Instant::now();
-    let model = registry::load(&a.model)?;
+    // NAME@PROMPT: a model name with one of its prompts (unless NAME=PATH, where '@' may be part of the path).
+    let (name, selector) = match registry::split_prompt_selector(&a.model) {
+        Some((base, sel)) if !a.model.contains('=') && registry::resolve(&a.model).is_err() => (base, Some(sel)),
+        _ => (a.model.as_str(), None),
+    };
+    let model = registry::load(name)?;
     tracing::info!(model = %model.info().name, secs = t0.elapsed().as_secs_f32(), "loaded");
-    let prompt = match (&a.prompt_name, &a.prompt) {
-        (Some(n), _) => Prompt::Named(n.clone()),
-        (None, Some(p)) => Prompt::Raw(p.clone()),
+    let selector = selector
+        .map(|s| registry::prompt_selector(model.info(), s))
+        .transpose()
+        .with_context(|| format!("--model {}", a.model))?;
+    let prompt = match (&a.prompt_name, &a.prompt, selector) {
+        (Some(n), _, _) => Prompt::Named(n.clone()),
+        (None, Some(p), _) => Prompt::Raw(p.clone()),
+        (None, None, Some(s)) => Prompt::Named(s),
         _ => Prompt::Default,
     };
     model.check_dimensions(a.dimensions)?;

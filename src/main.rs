@@ -150,14 +150,14 @@ fn keep_large_allocations_returnable() {
 fn main() {
     check_cpu_features();
     keep_large_allocations_returnable();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DEPOSIUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEPOSIUM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match &cli.cmd {
+        Cmd::Serve(a) if a.json_logs => logs.json().init(),
+        _ => logs.init(),
+    }
     let res = match cli.cmd {
         Cmd::Embed(a) => embed_cmd::run(a),
         Cmd::Serve(a) => tokio::runtime::Builder::new_multi_thread()

@@ -220,7 +220,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// `--default-prompt-name` must name a prompt of at least one served model (TEI refuses to start otherwise); models
 /// without it are served without a default prompt (logged).
 fn check_default_prompt(state: &AppState, name: &str) -> anyhow::Result<()> {
-    let mut found = false;
+    let (mut found, mut without) = (false, Vec::new());
     let mut listing = Vec::new();
     for slot in state.slots() {
         let Some(spec) = &slot.spec else { continue };
@@ -230,7 +230,7 @@ fn check_default_prompt(state: &AppState, name: &str) -> anyhow::Result<()> {
         if prompts.contains_key(name) {
             found = true;
         } else {
-            tracing::warn!(model = %spec.name, "--default-prompt-name {name}: this model has no such prompt; none applied");
+            without.push(spec.name.clone());
         }
         let names: Vec<&str> = prompts.keys().map(String::as_str).collect();
         listing.push(format!(
@@ -244,6 +244,9 @@ fn check_default_prompt(state: &AppState, name: &str) -> anyhow::Result<()> {
             "--default-prompt-name '{name}' is not a prompt of any served model (prompts: {})",
             listing.join("; ")
         );
+    }
+    for model in without {
+        tracing::warn!(%model, "--default-prompt-name {name}: this model has no such prompt; served without one");
     }
     Ok(())
 }

@@ -81,16 +81,24 @@ async fn embed_inner(state: &AppState, req: EmbedRequest) -> Result<Vec<Vec<f32>
 pub async fn root(
     State(state): State<AppState>,
     body: Body<Value>,
-) -> Result<Json<Value>, TeiError> {
+) -> Result<Json<RootResponse>, TeiError> {
     let JsonBody(v) = body?;
     let parse_err = |e: serde_json::Error| ApiError::bad_request(format!("invalid request: {e}"));
     if v.get("inputs").is_some_and(Value::is_object) {
         let req: SimilarityRequest = serde_json::from_value(v).map_err(parse_err)?;
-        Ok(Json(json!(similarity_inner(&state, req).await?)))
+        Ok(Json(RootResponse::Scores(similarity_inner(&state, req).await?)))
     } else {
         let req: EmbedRequest = serde_json::from_value(v).map_err(parse_err)?;
-        Ok(Json(json!(embed_inner(&state, req).await?)))
+        Ok(Json(RootResponse::Vectors(embed_inner(&state, req).await?)))
     }
+}
+
+/// What `POST /` answers: vectors (as `/embed`) or scores (as `/similarity`), as f32.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum RootResponse {
+    Vectors(Vec<Vec<f32>>),
+    Scores(Vec<f32>),
 }
 
 #[derive(Deserialize)]

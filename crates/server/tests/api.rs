@@ -972,6 +972,9 @@ async fn nan_and_panic_are_500_and_server_keeps_serving() {
     .await;
     assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(v["error"].as_str().unwrap().contains("NaN"), "{v}");
+    // TEI routes answer a backend failure with 424 `backend`, as TEI does.
+    let (st, v) = call(&s.app, "POST", "/embed", json!({"inputs": ["nan"]})).await;
+    assert_eq!((st, v["error_type"].clone()), (StatusCode::FAILED_DEPENDENCY, json!("backend")), "{v}");
     let (st, v) = call(
         &s.app,
         "POST",
