@@ -14,6 +14,7 @@ use serde_json::Value;
 use server_support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const API_KEY: &str = "client-test-key";
 
 /// Checks every run must report: (client, models). Clients that cannot name a model run once per server.
 const EXPECTED: &[(&str, &[&str])] = &[
@@ -77,8 +78,16 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
         require_model(m);
     }
     let python = venv_python();
-    // The default model (no model name: TEI-style clients) is the first --model.
-    let main = Server::spawn(&["--model", "embeddinggemma", "--model", "potion-base-8M"]);
+    // The default model (no model name: TEI-style clients) is the first --model. Every client sends the API key
+    // its own way (Bearer header, api_key, token, auth_token); the potion-only server has none.
+    let main = Server::spawn(&[
+        "--model",
+        "embeddinggemma",
+        "--model",
+        "potion-base-8M",
+        "--api-key",
+        API_KEY,
+    ]);
     // The first load of EmbeddingGemma int8 on a fresh machine builds its graph: give it minutes.
     main.wait_healthy(Duration::from_secs(600));
     let potion = Server::start(&["--model", "potion-base-8M"]);
@@ -88,6 +97,7 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
         .arg(format!("http://{}", main.addr))
         .args(["--models", "embeddinggemma,potion-base-8M"])
         .arg(format!("--single=potion-base-8M=http://{}", potion.addr))
+        .arg(format!("--api-key={API_KEY}"))
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
         .env("HF_HUB_DISABLE_TELEMETRY", "1")

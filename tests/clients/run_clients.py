@@ -3,6 +3,7 @@
 scripts/clients-venv.sh).
 
     python run_clients.py BASE_URL [--models embeddinggemma,potion-base-8M] [--single MODEL=URL ...] [--only SUBSTR]
+                          [--api-key KEY]
 
 BASE_URL serves --models (its first is the default model); clients that send no model name (huggingface_hub's
 InferenceClient, llama-index's TEI classes) run against BASE_URL for the default model and against each --single
@@ -130,9 +131,21 @@ def short(s, n=300):
 # ---------------------------------------------------------------- references and comparisons
 
 
+# --api-key: the key of each server URL (direct and proxied); clients send it their own way.
+KEYS = {}
+
+
+def key(url):
+    return KEYS.get(url)
+
+
+def auth(url):
+    return {"Authorization": f"Bearer {KEYS[url]}"} if url in KEYS else {}
+
+
 def post_json(base, path, body):
     req = urllib.request.Request(
-        base + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        base + path, data=json.dumps(body).encode(), headers={"content-type": "application/json", **auth(base)}
     )
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
@@ -241,7 +254,7 @@ def checks(base, proxy_url, models, singles):
         from huggingface_hub import InferenceClient
 
         def hf_features(url=url, model=model):
-            c = InferenceClient(model=url, timeout=60)
+            c = InferenceClient(model=url, token=key(url), timeout=60)
             got = c.feature_extraction(TEXTS)
             one = c.feature_extraction(TEXTS[0])
             detail = same_vectors(got, reference(base, model, TEXTS))
@@ -253,7 +266,7 @@ def checks(base, proxy_url, models, singles):
             return detail + "; one text too"
 
         def hf_similarity(url=url, model=model):
-            c = InferenceClient(model=url, timeout=60)
+            c = InferenceClient(model=url, token=key(url), timeout=60)
             got = c.sentence_similarity(TEXTS[0], other_sentences=TEXTS[1:])
             r = reference(base, model, TEXTS)
             return same_scores(got, cosines(r[1:], np.repeat(r[:1], len(TEXTS) - 1, 0)), "similarities")
@@ -264,7 +277,7 @@ def checks(base, proxy_url, models, singles):
         def li_embed(url=url, model=model):
             from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
-            e = TextEmbeddingsInference(model_name=model, base_url=url, timeout=60)
+            e = TextEmbeddingsInference(model_name=model, base_url=url, timeout=60, auth_token=key(url))
             detail = same_vectors(e.get_text_embedding_batch(TEXTS), reference(base, model, TEXTS))
             same_vectors(e.get_query_embedding(QUERY), reference(base, model, [QUERY]))
             return detail + "; get_query_embedding too"
@@ -273,7 +286,7 @@ def checks(base, proxy_url, models, singles):
             from llama_index.core.schema import NodeWithScore, TextNode
             from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
-            r = TextEmbeddingInference(base_url=url, top_n=2, timeout=60)
+            r = TextEmbeddingInference(base_url=url, top_n=2, timeout=60, auth_token=auth(url).get("Authorization"))
             nodes = [NodeWithScore(node=TextNode(text=d), score=0.0) for d in DOCS]
             out = r.postprocess_nodes(nodes, query_str=QUERY)
             want, order = rerank_reference(base, model, 2)
@@ -292,7 +305,7 @@ def checks(base, proxy_url, models, singles):
         def lc_ollama(model=model):
             from langchain_ollama import OllamaEmbeddings
 
-            e = OllamaEmbeddings(model=model, base_url=url)
+            e = OllamaEmbeddings(model=model, base_url=url, client_kwargs={"headers": auth(url)})
             detail = same_vectors(e.embed_documents(TEXTS), reference(base, model, TEXTS))
             same_vectors(e.embed_query(QUERY), reference(base, model, [QUERY]))
             return detail + "; embed_query too"
@@ -304,8 +317,9 @@ def checks(base, proxy_url, models, singles):
             def lc_ollama_selectors(model=model):
                 from langchain_ollama import OllamaEmbeddings
 
-                q = OllamaEmbeddings(model=f"{model}@query", base_url=url).embed_query(QUERY)
-                d = OllamaEmbeddings(model=f"{model}@document", base_url=url).embed_documents(DOCS)
+                kw = {"headers": auth(url)}
+                q = OllamaEmbeddings(model=f"{model}@query", base_url=url, client_kwargs=kw).embed_query(QUERY)
+                d = OllamaEmbeddings(model=f"{model}@document", base_url=url, client_kwargs=kw).embed_documents(DOCS)
                 same_vectors(q, reference(base, model, [QUERY], "query"))
                 return same_vectors(d, reference(base, model, DOCS, "document")) + " (@document), @query too"
 
@@ -315,14 +329,14 @@ def checks(base, proxy_url, models, singles):
             from langchain_openai import OpenAIEmbeddings
 
             seed_tiktoken()
-            e = OpenAIEmbeddings(model=model, base_url=url + "/v1", api_key="unused", max_retries=0)
+            e = OpenAIEmbeddings(model=model, base_url=url + "/v1", api_key=key(url) or "unused", max_retries=0)
             return refused_token_ids(lambda: e.embed_documents(TEXTS))
 
         def lc_openai_text(model=model):
             from langchain_openai import OpenAIEmbeddings
 
             e = OpenAIEmbeddings(
-                model=model, base_url=url + "/v1", api_key="unused", check_embedding_ctx_length=False, max_retries=0
+                model=model, base_url=url + "/v1", api_key=key(url) or "unused", check_embedding_ctx_length=False, max_retries=0
             )
             detail = same_vectors(e.embed_documents(TEXTS), reference(base, model, TEXTS))
             same_vectors(e.embed_query(QUERY), reference(base, model, [QUERY]))
@@ -334,7 +348,7 @@ def checks(base, proxy_url, models, singles):
         def openai_sdk(fmt, model=model):
             from openai import OpenAI
 
-            c = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+            c = OpenAI(base_url=url + "/v1", api_key=key(url) or "unused", max_retries=0, timeout=60)
             kw = {} if fmt is None else {"encoding_format": fmt}
             r = c.embeddings.create(model=model, input=TEXTS, **kw)
             vecs = [
@@ -346,7 +360,7 @@ def checks(base, proxy_url, models, singles):
         def openai_token_ids(model=model):
             from openai import OpenAI
 
-            c = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+            c = OpenAI(base_url=url + "/v1", api_key=key(url) or "unused", max_retries=0, timeout=60)
             return refused_token_ids(lambda: c.embeddings.create(model=model, input=[[9906, 1917], [791, 8415]]))
 
         for fmt in (None, "float", "base64"):
@@ -359,7 +373,7 @@ def checks(base, proxy_url, models, singles):
             def openai_dimensions(model=model):
                 from openai import OpenAI
 
-                c = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+                c = OpenAI(base_url=url + "/v1", api_key=key(url) or "unused", max_retries=0, timeout=60)
                 r = c.embeddings.create(model=model, input=TEXTS, dimensions=256, encoding_format="float")
                 want = np.asarray(
                     post_json(base, "/api/embed", {"model": model, "input": TEXTS, "dimensions": 256})["embeddings"]
@@ -372,10 +386,10 @@ def checks(base, proxy_url, models, singles):
                 import ollama
                 from openai import OpenAI
 
-                c = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+                c = OpenAI(base_url=url + "/v1", api_key=key(url) or "unused", max_retries=0, timeout=60)
                 q = c.embeddings.create(model=f"{model}@query", input=[QUERY], encoding_format="float").data[0]
                 same_vectors(q.embedding, reference(base, model, [QUERY], "query"))
-                d = ollama.Client(host=url, timeout=60).embed(model=f"{model}@document", input=DOCS).embeddings
+                d = ollama.Client(host=url, timeout=60, headers=auth(url)).embed(model=f"{model}@document", input=DOCS).embeddings
                 return same_vectors(d, reference(base, model, DOCS, "document")) + " (ollama @document), openai @query too"
 
             yield "openai and ollama SDKs with NAME@query/@document", "openai", model, sdk_selectors
@@ -383,7 +397,7 @@ def checks(base, proxy_url, models, singles):
         def ollama_sdk(model=model):
             import ollama
 
-            c = ollama.Client(host=url, timeout=60)
+            c = ollama.Client(host=url, timeout=60, headers=auth(url))
             detail = same_vectors(c.embed(model=model, input=TEXTS).embeddings, reference(base, model, TEXTS))
             same_vectors(c.embeddings(model=model, prompt=TEXTS[0]).embedding, reference(base, model, TEXTS[:1]))
             names = [m.model for m in c.list().models]
@@ -396,7 +410,7 @@ def checks(base, proxy_url, models, singles):
         def cohere_rerank(model=model):
             import cohere
 
-            c = cohere.Client(base_url=url, api_key="unused", timeout=60)
+            c = cohere.Client(base_url=url, api_key=key(url) or "unused", timeout=60)
             r = c.rerank(model=model, query=QUERY, documents=DOCS, top_n=2)
             want, order = rerank_reference(base, model, 2)
             got = [x.index for x in r.results]
@@ -409,7 +423,7 @@ def checks(base, proxy_url, models, singles):
         def ollama_conventions(model=model):
             import ollama
 
-            c = ollama.Client(host=url, timeout=60)
+            c = ollama.Client(host=url, timeout=60, headers=auth(url))
             caps = c.show(model).capabilities
             if "embedding" not in (caps or []):
                 raise Mismatch(f"show().capabilities is {caps}, without 'embedding'")
@@ -430,6 +444,7 @@ def main():
     ap.add_argument("--models", default="embeddinggemma,potion-base-8M")
     ap.add_argument("--single", action="append", default=[], metavar="MODEL=URL")
     ap.add_argument("--only", default="", help="run the checks whose client name contains this")
+    ap.add_argument("--api-key", help="BASE_URL's --api-key (not the --single servers')")
     a = ap.parse_args()
     base = a.base.rstrip("/")
     models = a.models.split(",")
@@ -440,6 +455,8 @@ def main():
             proxies[u] = Recorder(u)
         return proxies[u].url
 
+    if a.api_key:
+        KEYS[base] = KEYS[proxy(base)] = a.api_key
     singles = [(m, proxy(u.rstrip("/"))) for m, u in (s.split("=", 1) for s in a.single)]
     failed = 0
     for client, pkg, model, fn in checks(base, proxy(base), models, singles):
