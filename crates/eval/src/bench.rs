@@ -244,9 +244,10 @@ pub fn run_scenario(model: &Model, prompt: &Prompt, kind: &str, pool: &[String],
 }
 
 /// The `documents` scenario on a document sample: one warm-up call at most (documents are slow), at least one
-/// pass over the sample (and `--min-seconds`), stopped by `--max-seconds`; throughput from the total time.
+/// pass over the sample (3 calls at least, and `--min-seconds`), stopped by `--max-seconds`; throughput from the
+/// total time.
 pub fn run_documents(model: &Model, prompt: &Prompt, sample: &[String], batch: usize, opts: &BenchOptions) -> Result<Scenario> {
-    timed_calls(model, prompt, "documents", sample, batch, opts.warmup.min(1), sample.len().div_ceil(batch), opts, true)
+    timed_calls(model, prompt, "documents", sample, batch, opts.warmup.min(1), sample.len().div_ceil(batch).max(MIN_ITERS), opts, true)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -513,7 +514,7 @@ pub fn markdown(results: &[BenchResult]) -> String {
         out += "|---|---|---|---|---|---|---|---|---|---|---|\n";
         for s in &r.scenarios {
             out += &format!(
-                "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} |\n",
+                "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0} | {} |\n",
                 s.kind,
                 s.batch,
                 s.mean_tokens_per_text,
@@ -522,14 +523,14 @@ pub fn markdown(results: &[BenchResult]) -> String {
                 fmt_ms(s.ms_per_call.min),
                 fmt_ms(s.ms_per_text.p50),
                 fmt_ms(s.ms_per_text.min),
-                s.texts_per_s,
+                fmt_rate(s.texts_per_s),
                 s.tokens_per_s,
                 s.iters
             );
         }
         if let Some(c) = r.scenarios.iter().find_map(|s| s.corpus.as_ref()) {
             out += &format!(
-                "\ndocuments: {} of the {} documents of {} (every {}th), prompt {}, {:.0} tokens on average, longest {}, \
+                "\ndocuments: {} of the {} documents of {} (one in {}), prompt {}, {:.0} tokens on average, longest {}, \
                  {} cut at the model's limit; texts/s and tokens/s from the total time of the calls.\n",
                 c.documents,
                 c.corpus_documents,
@@ -544,6 +545,17 @@ pub fn markdown(results: &[BenchResult]) -> String {
         out += "\n";
     }
     out
+}
+
+/// A rate (texts/s): whole numbers from 100, else 3 significant digits.
+pub fn fmt_rate(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 /// Milliseconds with 3 significant digits, sub-microsecond-safe.

@@ -987,13 +987,7 @@ fn retrieval_tasks(rows: &[ModelRow]) -> Vec<String> {
 }
 
 fn per_s(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
+    crate::bench::fmt_rate(v)
 }
 
 /// The retrieval section of `task`: table, the no-prompt loss, the plot, external points.
@@ -1106,7 +1100,7 @@ pub fn documents_markdown(rows: &[ModelRow]) -> String {
     }
     if let Some(c) = benched.iter().find_map(|(_, b)| b.scenarios.iter().find_map(|s| s.corpus.as_ref())) {
         md += &format!(
-            "\nThe sample: {} of the {} documents of `{}` (every {}th), title + text with the model's `document` prompt \
+            "\nThe sample: {} of the {} documents of `{}` (one in {}, from the first), title + text with the model's `document` prompt \
              where it has one, cut at the model's token limit (longest {} tokens, {} cut). Calls cycle through the \
              sample in file order, each stopped by `--max-seconds`; documents/s and tokens/s come from the total time \
              of the calls (lengths vary per call), tokens/document from the documents embedded; p50/p95 per call.\n\n",

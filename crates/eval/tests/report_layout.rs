@@ -133,7 +133,10 @@ fn report_with_retrieval_documents_and_references() {
     for text in ["no prompts 0.738", "bge-small-en-v1.5 0.713", "embeddinggemma:fp32 (0.750", "potion-base-8M (published) 0.506"] {
         assert!(retrieval.contains(text), "{text} not in the retrieval plot");
     }
-    if std::env::var_os("KEEP_REPORT_TMP").is_some() { return; }
+    // KEEP_REPORT_TMP=1 keeps the report and plots in the temp dir, to look at them.
+    if std::env::var_os("KEEP_REPORT_TMP").is_some() {
+        return;
+    }
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
