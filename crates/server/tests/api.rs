@@ -1204,6 +1204,8 @@ async fn status_metrics_openapi_fallbacks() {
         "/rerank",
         "/similarity",
         "/tokenize",
+        "/decode",
+        "/v1/rerank",
         "/info",
         "/health",
         "/metrics",
@@ -1211,6 +1213,8 @@ async fn status_metrics_openapi_fallbacks() {
     ] {
         assert!(paths.contains_key(p), "openapi.json lacks {p}");
     }
+    assert!(paths["/"]["post"].is_object(), "TEI's POST /");
+    assert!(paths["/embed"]["post"]["responses"]["422"].is_object());
 
     let (st, v) = call(&s.app, "GET", "/nope", Value::Null).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
