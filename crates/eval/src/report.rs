@@ -1000,7 +1000,15 @@ pub fn retrieval_markdown(rows: &[ModelRow], task: &str, sts_base: Option<&str>,
            Documents/s: `bench` documents scenario, largest batch.\n\n";
     md += "| model | prompts (query / document) | nDCG@10 | Δ | recall@100 | MAP@10 | MRR@10 | cosine to baseline, mean / p1 / min | documents/s | tokens/s | queries × documents |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
-    for (i, r) in rows.iter().enumerate() {
+    // A no-prompt row right after its model's row.
+    let twin_of = |i: usize| color_index(rows, i);
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&i| twin_of(i) == i).collect();
+    for i in (0..rows.len()).filter(|&i| twin_of(i) != i) {
+        let at = order.iter().position(|&j| j == twin_of(i)).map_or(order.len(), |p| p + 1);
+        order.insert(at, i);
+    }
+    for i in order {
+        let r = &rows[i];
         let Some(s) = r.retrieval.get(task) else { continue };
         let name = if i == base { format!("**{}** (baseline)", r.name) } else { r.name.clone() };
         let prompts = match (&s.query_prompt, &s.document_prompt) {
