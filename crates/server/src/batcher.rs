@@ -10,11 +10,17 @@
 //! bad request cannot fail the others. Vectors do not depend on the batch (a [`Backend`] contract), so results
 //! equal unbatched ones.
 //!
+//! Models share the cores through one process-wide [`Scheduler`]: a worker takes its model's turn before it cuts
+//! a step and gives it back after the step, and the next turn goes to the waiting model that has used the least
+//! compute (step seconds ÷ weight), so a flood on one model cannot starve another: a model that was idle gets
+//! the next turn at the next step boundary. While another model waits, a step holds a quarter of
+//! `max_batch_tokens`, so turns stay short.
+//!
 //! [`Backend`]: deposium_engine::Backend
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -44,6 +50,167 @@ struct Shared {
     metrics: Arc<ModelMetrics>,
     queue: Mutex<Queue>,
     wake: Condvar,
+    scheduler: Arc<Scheduler>,
+    /// This batcher's entry in `scheduler`.
+    share: usize,
+}
+
+/// The compute gate shared by every model's batcher: one backend step at a time in the process (an ONNX Runtime
+/// step uses every core), and when a step ends the next turn goes to the waiting model with the least compute
+/// used (its step seconds ÷ its weight): start-time fair queuing over models. A model that had nothing queued
+/// starts at the current virtual time (it cannot bank credit while idle) and wins the tie against models served
+/// more recently: a single text arriving during a flood on another model runs after the current step.
+pub struct Scheduler {
+    shares: Mutex<Shares>,
+    released: Condvar,
+}
+
+/// While another model waits for the gate, a step holds this fraction of `max_batch_tokens` (a shorter turn).
+const CONTENDED_SHARE: usize = 4;
+
+#[derive(Default)]
+struct Shares {
+    models: Vec<Share>,
+    /// The share holding the turn.
+    running: Option<usize>,
+    /// Turns granted so far.
+    turns: u64,
+    /// `used` of the share given the latest turn when it got it (start-time fair queuing's virtual time).
+    now: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Share {
+    weight: f64,
+    /// Compute used: step seconds ÷ weight.
+    used: f64,
+    /// Workers waiting for a turn.
+    waiting: usize,
+    /// `turns` when this share last got one (ties go to the one served longest ago).
+    last_turn: u64,
+}
+
+impl Shares {
+    fn add(&mut self, weight: f64) -> usize {
+        self.models.push(Share {
+            weight: if weight.is_finite() && weight > 0.0 { weight } else { 1.0 },
+            used: 0.0,
+            waiting: 0,
+            last_turn: 0,
+        });
+        self.models.len() - 1
+    }
+
+    fn busy(&self, id: usize) -> bool {
+        self.models[id].waiting > 0 || self.running == Some(id)
+    }
+
+    /// A worker of share `id` asks for a turn. A share that was idle starts at the virtual time (no credit for
+    /// having had nothing to do); one that asks again right after its step keeps what it has.
+    fn arrive(&mut self, id: usize) {
+        if !self.busy(id) {
+            let m = &mut self.models[id];
+            m.used = m.used.max(self.now);
+        }
+        self.models[id].waiting += 1;
+    }
+
+    /// Who gets the turn now (`None` while one is held or nobody waits).
+    fn next(&self) -> Option<usize> {
+        if self.running.is_some() {
+            return None;
+        }
+        (0..self.models.len())
+            .filter(|&i| self.models[i].waiting > 0)
+            .min_by(|&a, &b| {
+                let (a, b) = (&self.models[a], &self.models[b]);
+                a.used.total_cmp(&b.used).then(a.last_turn.cmp(&b.last_turn))
+            })
+    }
+
+    fn start(&mut self, id: usize) {
+        self.turns += 1;
+        let m = &mut self.models[id];
+        m.waiting -= 1;
+        m.last_turn = self.turns;
+        let used = m.used;
+        self.now = self.now.max(used);
+        self.running = Some(id);
+    }
+
+    fn finish(&mut self, id: usize, seconds: f64) {
+        let m = &mut self.models[id];
+        m.used += seconds.max(0.0) / m.weight;
+        if self.running == Some(id) {
+            self.running = None;
+        }
+    }
+}
+
+/// A model's turn on the compute gate; given back (and charged) when dropped.
+pub struct Turn<'a> {
+    scheduler: &'a Scheduler,
+    share: usize,
+    started: Instant,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.scheduler
+            .lock()
+            .finish(self.share, self.started.elapsed().as_secs_f64());
+        self.scheduler.released.notify_all();
+    }
+}
+
+impl Scheduler {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Scheduler {
+            shares: Mutex::default(),
+            released: Condvar::new(),
+        })
+    }
+
+    /// The gate every batcher uses unless given another ([`Batcher::with_scheduler`]).
+    pub fn global() -> Arc<Self> {
+        static GLOBAL: OnceLock<Arc<Scheduler>> = OnceLock::new();
+        GLOBAL.get_or_init(Scheduler::new).clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shares> {
+        self.shares.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new share with this weight (compute is split in proportion to weights among busy shares).
+    pub fn register(&self, weight: f64) -> usize {
+        self.lock().add(weight)
+    }
+
+    /// Wait for share `share`'s turn.
+    pub fn acquire(&self, share: usize) -> Turn<'_> {
+        let mut s = self.lock();
+        s.arrive(share);
+        while s.next() != Some(share) {
+            s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.start(share);
+        Turn {
+            scheduler: self,
+            share,
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether a share other than `share` waits for a turn.
+    pub fn others_waiting(&self, share: usize) -> bool {
+        let s = self.lock();
+        (0..s.models.len()).any(|i| i != share && s.models[i].waiting > 0)
+    }
+
+    /// Compute used by each share so far (step seconds ÷ weight), in registration order.
+    pub fn used(&self) -> Vec<f64> {
+        self.lock().models.iter().map(|m| m.used).collect()
+    }
 }
 
 #[derive(Default)]
@@ -61,6 +228,7 @@ struct Pending {
     order: Vec<usize>,
     /// How many of `order` are scheduled.
     next: usize,
+    enqueued: Instant,
 }
 
 impl Pending {
@@ -124,7 +292,19 @@ struct StepItem {
 }
 
 impl Batcher {
+    /// A batcher on the process-wide [`Scheduler::global`], with weight 1.
     pub fn new(model: Arc<Model>, config: BatchConfig, metrics: Arc<ModelMetrics>) -> Self {
+        Self::with_scheduler(model, config, metrics, Scheduler::global(), 1.0)
+    }
+
+    pub fn with_scheduler(
+        model: Arc<Model>,
+        config: BatchConfig,
+        metrics: Arc<ModelMetrics>,
+        scheduler: Arc<Scheduler>,
+        weight: f64,
+    ) -> Self {
+        let share = scheduler.register(weight);
         let config = BatchConfig {
             max_batch_tokens: config.max_batch_tokens.max(1),
             max_batch_size: config.max_batch_size.max(1),
@@ -136,6 +316,8 @@ impl Batcher {
             metrics,
             queue: Mutex::default(),
             wake: Condvar::new(),
+            scheduler,
+            share,
         });
         let workers = (0..config.workers)
             .map(|i| {
@@ -178,6 +360,7 @@ impl Batcher {
                 items,
                 order,
                 next: 0,
+                enqueued: Instant::now(),
             });
             self.shared
                 .metrics
@@ -188,6 +371,11 @@ impl Batcher {
         // Dropping this future (client gone) closes `rx`; the workers then skip the rest of the request.
         rx.await
             .map_err(|_| EngineError::Internal("the batcher stopped before answering".into()))?
+    }
+
+    /// This model's turn on the compute gate, for its other CPU work (tokenizing a request); blocking.
+    pub fn turn(&self) -> Turn<'_> {
+        self.shared.scheduler.acquire(self.shared.share)
     }
 
     /// Inputs waiting for a step.
@@ -221,6 +409,11 @@ impl Shared {
 
     /// Take the next step from the queue (empty when nothing is runnable).
     fn next_step(&self, q: &mut Queue) -> Vec<StepItem> {
+        self.next_step_within(q, self.config.max_batch_tokens)
+    }
+
+    /// [`Shared::next_step`] with another padded-token budget.
+    fn next_step_within(&self, q: &mut Queue, max_batch_tokens: usize) -> Vec<StepItem> {
         // Forget requests whose client went away.
         q.pending.retain(|p| {
             let keep = !p.job.is_over();
@@ -234,11 +427,7 @@ impl Shared {
             }
             keep
         });
-        let BatchConfig {
-            max_batch_tokens,
-            max_batch_size,
-            ..
-        } = self.config;
+        let max_batch_size = self.config.max_batch_size;
         let mut step: Vec<StepItem> = Vec::new();
         let mut longest = 0;
         let mut partly_taken = None;
@@ -255,6 +444,11 @@ impl Shared {
                         partly_taken = Some(pos);
                     }
                     break 'fill;
+                }
+                if p.next == 0 {
+                    self.metrics
+                        .queue_wait_seconds
+                        .observe(p.enqueued.elapsed().as_secs_f64());
                 }
                 longest = padded_len;
                 let tokens = std::mem::replace(&mut p.items[index], Tokenized { ids: Vec::new() });
@@ -357,24 +551,36 @@ impl Shared {
 
 fn worker(shared: &Shared) {
     loop {
-        let step = {
+        {
             let mut q = shared.lock_queue();
-            loop {
-                let step = shared.next_step(&mut q);
-                if !step.is_empty() {
-                    break step;
-                }
+            while q.pending.is_empty() {
                 if q.closed {
                     return;
                 }
                 q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
             }
-        };
+        }
+        // The step is cut once this model has its turn, so it holds what arrived meanwhile; a quarter of the
+        // token budget while another model waits, so that its turn comes sooner.
+        let turn = shared.scheduler.acquire(shared.share);
+        let mut budget = shared.config.max_batch_tokens;
+        if shared.scheduler.others_waiting(shared.share) {
+            budget = (budget / CONTENDED_SHARE).max(1);
+        }
+        let step = shared.next_step_within(&mut shared.lock_queue(), budget);
+        if step.is_empty() {
+            continue; // cancelled requests only, or another worker of this model took the work
+        }
         // More work queued: let another worker start on it while this one runs.
         if !shared.lock_queue().pending.is_empty() {
             shared.wake.notify_one();
         }
+        let t0 = Instant::now();
         shared.run_step(step);
+        shared
+            .metrics
+            .add_compute_seconds(t0.elapsed().as_secs_f64());
+        drop(turn);
     }
 }
 
@@ -403,6 +609,7 @@ mod tests {
             items,
             order,
             next: 0,
+            enqueued: Instant::now(),
         }
     }
 
@@ -429,6 +636,8 @@ mod tests {
             metrics: crate::metrics::Metrics::default().model("m"),
             queue: Mutex::default(),
             wake: Condvar::new(),
+            scheduler: Scheduler::new(),
+            share: 0,
         }
     }
 
@@ -455,6 +664,126 @@ mod tests {
         let step = s.next_step(&mut q);
         assert_eq!(step.len(), 3);
         assert!(q.pending.is_empty());
+    }
+
+    /// Grant turns one after another; `cost[i]` is what a turn of share `i` uses, `waiting[i]` whether it always
+    /// has work. Returns the share of each turn.
+    fn run_turns(shares: &mut Shares, cost: &[f64], turns: usize) -> Vec<usize> {
+        let mut order = Vec::new();
+        for _ in 0..turns {
+            let Some(id) = shares.next() else { break };
+            shares.start(id);
+            shares.finish(id, cost[id]);
+            shares.arrive(id); // still busy: asks again
+            order.push(id);
+        }
+        order
+    }
+
+    #[test]
+    fn busy_models_split_compute_by_weight_not_by_step_count() {
+        // Model 0: short steps (a static model), model 1: steps 20x longer (a transformer); both always busy.
+        let mut s = Shares::default();
+        let (a, b) = (s.add(1.0), s.add(1.0));
+        s.arrive(a);
+        s.arrive(b);
+        let order = run_turns(&mut s, &[0.001, 0.020], 2100);
+        let time = |id: usize, c: f64| order.iter().filter(|&&i| i == id).count() as f64 * c;
+        let (ta, tb) = (time(a, 0.001), time(b, 0.020));
+        assert!((ta / (ta + tb) - 0.5).abs() < 0.01, "{ta} vs {tb}");
+        // Never more than one long step ahead of the other.
+        assert!((s.models[a].used - s.models[b].used).abs() <= 0.020 + 1e-9);
+
+        // Weights 3:1 give 75 % / 25 % of the time.
+        let mut s = Shares::default();
+        let (a, b) = (s.add(3.0), s.add(1.0));
+        s.arrive(a);
+        s.arrive(b);
+        let order = run_turns(&mut s, &[0.001, 0.001], 4000);
+        let na = order.iter().filter(|&&i| i == a).count();
+        assert!((na as f64 / 4000.0 - 0.75).abs() < 0.01, "{na}");
+    }
+
+    #[test]
+    fn an_idle_model_gets_the_next_turn_but_banks_no_credit() {
+        let mut s = Shares::default();
+        let (flood, single) = (s.add(1.0), s.add(1.0));
+        s.arrive(flood);
+        // The flood runs alone for 1,000 steps.
+        assert!(run_turns(&mut s, &[0.001, 0.0], 1000)
+            .iter()
+            .all(|&i| i == flood));
+        // A single text arrives while a flood step runs: it gets the very next turn.
+        let id = s.next().unwrap();
+        s.start(id);
+        s.arrive(single);
+        assert_eq!(s.next(), None, "one turn at a time");
+        s.finish(id, 0.001);
+        s.arrive(flood);
+        assert_eq!(s.next(), Some(single));
+        // Having been idle for 1 s of the flood's compute gives it no credit: it starts level with the flood,
+        // so the two alternate by compute from here instead of the newcomer holding the gate for 1 s.
+        assert!(s.models[single].used >= 1.0);
+        s.start(single);
+        s.finish(single, 0.005);
+        s.arrive(single);
+        let order = run_turns(&mut s, &[0.001, 0.005], 12);
+        assert!(order.contains(&single) && order.contains(&flood), "{order:?}");
+        assert_eq!(
+            &order[..4],
+            &[flood; 4],
+            "the flood catches up the single text's 5 ms first"
+        );
+    }
+
+    #[test]
+    fn a_contended_step_takes_a_quarter_of_the_token_budget() {
+        let gate = Scheduler::new();
+        let (a, b) = (gate.register(1.0), gate.register(1.0));
+        assert!(!gate.others_waiting(a));
+        let turn = gate.acquire(b);
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || drop(gate.acquire(a)))
+        };
+        while !gate.others_waiting(b) {
+            std::thread::yield_now();
+        }
+        assert!(!gate.others_waiting(a), "a share's own waiting worker does not count");
+        drop(turn);
+        waiter.join().unwrap();
+        assert!(!gate.others_waiting(b), "a had its turn");
+
+        let s = shared(8192, 64);
+        let mut q = Queue::default();
+        q.pending.push_back(pending(&[2048; 4]));
+        assert_eq!(s.next_step_within(&mut q, 8192 / CONTENDED_SHARE).len(), 1);
+        assert_eq!(s.next_step(&mut q).len(), 3);
+    }
+
+    #[test]
+    fn the_gate_hands_turns_across_threads() {
+        // Real threads on the real gate: every acquire returns, and no two turns overlap.
+        let gate = Scheduler::new();
+        let shares: Vec<usize> = (0..3).map(|_| gate.register(1.0)).collect();
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for &share in &shares {
+                for _ in 0..2 {
+                    let (gate, inside) = (gate.clone(), inside.clone());
+                    scope.spawn(move || {
+                        for _ in 0..200 {
+                            let _turn = gate.acquire(share);
+                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    });
+                }
+            }
+        });
+        assert_eq!(gate.used().len(), 3);
+        assert!(gate.lock().running.is_none());
+        assert!(gate.lock().models.iter().all(|m| m.waiting == 0));
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub async fn tokenize(
     let (prompt, truncate) = (opts.prompt.clone(), opts.truncate);
     let t0 = Instant::now();
     let tokens = tokio::task::spawn_blocking(move || {
+        // Tokenizing is this model's compute too: it takes the model's turn (batcher::Scheduler).
+        let _turn = served2.batcher.turn();
         let model = &served2.model;
         let prefix = model.resolve_prompt(&prompt)?;
         texts

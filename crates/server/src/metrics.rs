@@ -1,5 +1,5 @@
 //! Prometheus metrics, kept by hand: request counts by route and status, request/tokenize/inference time
-//! histograms, batch sizes and queue depth per model.
+//! histograms, batch sizes, queue depth, queue wait and compute time per model.
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -80,6 +80,10 @@ pub struct ModelMetrics {
     pub batch_size: Histogram,
     /// Tokens (unpadded) per backend step.
     pub batch_tokens: Histogram,
+    /// Time from a request joining the queue to its first step (waiting for the model's turn included).
+    pub queue_wait_seconds: Histogram,
+    /// Backend step time, in microseconds (the compute-gate turns this model held).
+    compute_micros: AtomicU64,
 }
 
 impl ModelMetrics {
@@ -96,7 +100,18 @@ impl ModelMetrics {
             inference_seconds: Histogram::new(SECONDS_BUCKETS),
             batch_size: Histogram::new(SIZE_BUCKETS),
             batch_tokens: Histogram::new(TOKEN_BUCKETS),
+            queue_wait_seconds: Histogram::new(SECONDS_BUCKETS),
+            compute_micros: AtomicU64::new(0),
         }
+    }
+
+    pub fn add_compute_seconds(&self, seconds: f64) {
+        self.compute_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub fn compute_seconds(&self) -> f64 {
+        self.compute_micros.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
@@ -254,6 +269,13 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "deposium_compute_seconds_total",
+            "Backend step time (turns held on the shared compute gate), by model.",
+            "counter",
+            &|m| m.compute_seconds().to_string(),
+        );
+        gauge(
+            &mut out,
             "deposium_model_tokens_total",
             "Tokens embedded, by model.",
             "counter",
@@ -277,6 +299,12 @@ impl Metrics {
             "deposium_inference_seconds",
             "Time of one backend step.",
             &|m| &m.inference_seconds,
+        );
+        hist(
+            &mut out,
+            "deposium_queue_wait_seconds",
+            "Time from a request joining its model's queue to its first backend step.",
+            &|m| &m.queue_wait_seconds,
         );
         hist(
             &mut out,
