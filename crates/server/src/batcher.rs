@@ -408,6 +408,7 @@ impl Shared {
     }
 
     /// Take the next step from the queue (empty when nothing is runnable).
+    #[cfg(test)]
     fn next_step(&self, q: &mut Queue) -> Vec<StepItem> {
         self.next_step_within(q, self.config.max_batch_tokens)
     }
