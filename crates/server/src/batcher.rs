@@ -13,8 +13,8 @@
 //! Models share the cores through one process-wide [`Scheduler`]: a worker takes its model's turn before it cuts
 //! a step and gives it back after the step, and the next turn goes to the waiting model that has used the least
 //! compute (step seconds ÷ weight), so a flood on one model cannot starve another: a model that was idle gets
-//! the next turn at the next step boundary. While another model waits, a step holds a quarter of
-//! `max_batch_tokens`, so turns stay short.
+//! the next turn at the next step boundary. While another model is active (waiting, or served within the last
+//! second), a step holds a quarter of `max_batch_tokens`, so turns stay short.
 //!
 //! [`Backend`]: deposium_engine::Backend
 use std::collections::VecDeque;
@@ -22,7 +22,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deposium_engine::{EngineError, Model, Result, Tokenized};
 use tokio::sync::oneshot;
@@ -65,8 +65,10 @@ pub struct Scheduler {
     released: Condvar,
 }
 
-/// While another model waits for the gate, a step holds this fraction of `max_batch_tokens` (a shorter turn).
+/// While another model waits for the gate (or had a turn within [`CONTENDED_WINDOW`]), a step holds this
+/// fraction of `max_batch_tokens` (a shorter turn).
 const CONTENDED_SHARE: usize = 4;
+const CONTENDED_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Shares {
@@ -88,6 +90,8 @@ struct Share {
     waiting: usize,
     /// `turns` when this share last got one (ties go to the one served longest ago).
     last_turn: u64,
+    /// When this share last asked for or gave back a turn.
+    last_seen: Option<Instant>,
 }
 
 impl Shares {
@@ -97,6 +101,7 @@ impl Shares {
             used: 0.0,
             waiting: 0,
             last_turn: 0,
+            last_seen: None,
         });
         self.models.len() - 1
     }
@@ -113,6 +118,7 @@ impl Shares {
             m.used = m.used.max(self.now);
         }
         self.models[id].waiting += 1;
+        self.models[id].last_seen = Some(Instant::now());
     }
 
     /// Who gets the turn now (`None` while one is held or nobody waits).
@@ -141,6 +147,7 @@ impl Shares {
     fn finish(&mut self, id: usize, seconds: f64) {
         let m = &mut self.models[id];
         m.used += seconds.max(0.0) / m.weight;
+        m.last_seen = Some(Instant::now());
         if self.running == Some(id) {
             self.running = None;
         }
@@ -205,6 +212,18 @@ impl Scheduler {
     pub fn others_waiting(&self, share: usize) -> bool {
         let s = self.lock();
         (0..s.models.len()).any(|i| i != share && s.models[i].waiting > 0)
+    }
+
+    /// Whether a share other than `share` waits for a turn or had one within `window`. A model whose requests
+    /// spend most of their time outside the gate (parsing, serializing) counts as contending between its turns.
+    pub fn others_active(&self, share: usize, window: Duration) -> bool {
+        let s = self.lock();
+        (0..s.models.len()).any(|i| {
+            i != share
+                && (s.models[i].waiting > 0
+                    || s.running == Some(i)
+                    || s.models[i].last_seen.is_some_and(|t| t.elapsed() < window))
+        })
     }
 
     /// Compute used by each share so far (step seconds ÷ weight), in registration order.
@@ -562,10 +581,10 @@ fn worker(shared: &Shared) {
             }
         }
         // The step is cut once this model has its turn, so it holds what arrived meanwhile; a quarter of the
-        // token budget while another model waits, so that its turn comes sooner.
+        // token budget while another model is active, so that its next turn comes sooner.
         let turn = shared.scheduler.acquire(shared.share);
         let mut budget = shared.config.max_batch_tokens;
-        if shared.scheduler.others_waiting(shared.share) {
+        if shared.scheduler.others_active(shared.share, CONTENDED_WINDOW) {
             budget = (budget / CONTENDED_SHARE).max(1);
         }
         let step = shared.next_step_within(&mut shared.lock_queue(), budget);
@@ -754,6 +773,9 @@ mod tests {
         drop(turn);
         waiter.join().unwrap();
         assert!(!gate.others_waiting(b), "a had its turn");
+        assert!(gate.others_active(b, Duration::from_secs(3600)), "a was served within the window");
+        assert!(!gate.others_active(b, Duration::ZERO));
+        assert!(!gate.others_active(a, Duration::ZERO), "b holds no turn and waits for none");
 
         let s = shared(8192, 64);
         let mut q = Queue::default();
