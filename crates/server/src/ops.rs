@@ -135,17 +135,19 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Paths open without an API key and outside the concurrency limit.
-fn is_open(path: &str) -> bool {
-    matches!(path, "/" | "/health")
+/// Paths open without an API key and outside the concurrency limit (the /docs page is static; its calls need the key).
+fn is_open(method: &Method, path: &str) -> bool {
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    path == "/health" || (read && (path == "/" || path == "/docs" || path.starts_with("/docs/")))
 }
 
 /// API key check and the concurrency limit (429 beyond `--max-concurrent-requests`).
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    let open = is_open(req.method(), &path);
     let family = Family::of_path(&path);
     if let Some(key) = &state.config().api_key {
-        if !is_open(&path) && !authorized(req.headers(), key) {
+        if !open && !authorized(req.headers(), key) {
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key: send `Authorization: Bearer <key>`",
@@ -159,7 +161,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             return resp;
         }
     }
-    if is_open(&path) || path == "/metrics" {
+    if open || path == "/metrics" {
         return next.run(req).await;
     }
     let Ok(_permit) = state.limiter().clone().try_acquire_owned() else {

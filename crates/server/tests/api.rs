@@ -954,10 +954,30 @@ async fn api_key_guards_all_but_health() {
     assert_eq!(st, StatusCode::OK);
     let (st, _) = call_raw(&s.app, "GET", "/metrics", "", &[]).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    for open in ["/health", "/"] {
+    for open in ["/health", "/", "/docs/"] {
         let (st, _) = call_raw(&s.app, "GET", open, "", &[]).await;
         assert_eq!(st, StatusCode::OK, "{open}");
     }
+    // TEI's POST / embeds: it needs the key like every other embed route.
+    let (st, _) = call_raw(&s.app, "POST", "/", r#"{"inputs": "a"}"#, &[]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = call_raw(&s.app, "POST", "/", r#"{"inputs": "a"}"#, &[("authorization", "Bearer s3cret")]).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn docs_page_is_served_from_the_binary() {
+    let s = setup();
+    let (st, html) = call_raw(&s.app, "GET", "/docs/", "", &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(!html.contains("https://"), "no asset from a CDN: {html}");
+    let (st, init) = call_raw(&s.app, "GET", "/docs/swagger-initializer.js", "", &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(init.contains("/openapi.json"), "{init}");
+    let (st, js) = call_raw(&s.app, "GET", "/docs/swagger-ui-bundle.js", "", &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(js.len() > 100_000);
 }
 
 #[tokio::test]
