@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The Python venv of the client tests (tests/clients.rs): ${DEPOSIUM_HOME:-~/.cache/deposium}/venv-clients with the
-# versions pinned in tests/clients/requirements.txt. Idempotent: a stamp holds the hash of the requirements and of
-# the Python version; the venv is re-created when either changes. pip's cache lives under DEPOSIUM_HOME too.
-# Prints nothing when the venv is current; PYTHON picks the interpreter (default python3, >= 3.9).
+# What the client tests (tests/clients.rs) need: the Python venv ${DEPOSIUM_HOME:-~/.cache/deposium}/venv-clients
+# with the versions pinned in tests/clients/requirements.txt, and Debian's chromium for the /docs page test.
+# Idempotent: a stamp holds the hash of the requirements and of the Python version; the venv is re-created when
+# either changes. pip's cache lives under DEPOSIUM_HOME too. Prints nothing when all is there; PYTHON picks the
+# interpreter (default python3, >= 3.9).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,21 @@ command -v "$PY" >/dev/null || die "$PY not found: install Python >= 3.9 (Debian
   || die "$("$PY" -V 2>&1) is too old: the clients need Python >= 3.9 (set PYTHON=...)"
 
 stamp="$({ sha256sum "$REQ" | cut -d' ' -f1; "$PY" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+
+# Debian's chromium for the /docs page test (tests/clients.rs drives it headless).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "clients-venv: installing chromium (apt-get) for the /docs page test" >&2
+    apt_log="$(mktemp)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$apt_log" 2>&1; then
+      tail -n 20 "$apt_log" >&2
+      die "apt-get install chromium failed"
+    fi
+    rm -f "$apt_log"
+  else
+    die "chromium not found: install Debian's chromium (apt-get install chromium), the /docs page test runs it"
+  fi
+fi
 
 mkdir -p "$HOME_DIR"
 # One maker at a time (concurrent `cargo test` runs share the venv).

@@ -210,3 +210,36 @@ fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `/docs` in Debian's headless chromium (installed by scripts/clients-venv.sh): the page lists every route of
+/// /openapi.json, and its "Try it out" on POST /api/embed answers 200 with a vector (tests/clients/docs_page.py).
+#[test]
+fn docs_page_lists_the_routes_and_try_it_returns_vectors_in_chromium() {
+    require_model("potion-base-8M");
+    let python = venv_python();
+    let srv = Server::start(&["--model", "potion-base-8M"]);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-page.png");
+    let out = Command::new(&python)
+        .arg(Path::new(ROOT).join("tests/clients/docs_page.py"))
+        .arg(format!("http://{}", srv.addr))
+        .arg("--screenshot")
+        .arg(&shot)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running docs_page.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "docs_page.py printed no JSON ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        v["ok"] == true && out.status.success(),
+        "the /docs page check failed: {v:#}\nscreenshot: {}",
+        shot.display()
+    );
+    assert_eq!(v["routes_missing"], serde_json::json!([]), "{v}");
+    assert_eq!(v["dims"], serde_json::json!([256]), "{v}");
+}
