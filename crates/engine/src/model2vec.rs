@@ -354,7 +354,14 @@ impl Backend for StaticModel {
             .iter()
             .map(|ids| {
                 let mut v = vec![0f32; self.dim];
-                self.pool_into(ids, &mut v)?;
+                // Token-id input may hold the unknown token, which text input never embeds: drop it here too.
+                match self.unk_id {
+                    Some(unk) if ids.contains(&unk) => {
+                        let kept: Vec<u32> = ids.iter().copied().filter(|&i| i != unk).collect();
+                        self.pool_into(&kept, &mut v)?
+                    }
+                    _ => self.pool_into(ids, &mut v)?,
+                }
                 Ok(v)
             })
             .collect()

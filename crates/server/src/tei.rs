@@ -253,7 +253,7 @@ fn tokenizer_of(served: &Served) -> Result<&deposium_engine::Tokenizer, ApiError
 }
 
 /// Tokens per input as TEI returns them: the model's prompt (when one applies) and its special tokens included
-/// (`add_special_tokens`, default true), not cut to the model's limit.
+/// (`add_special_tokens`, default: as the model embeds them), not cut to the model's limit.
 pub async fn tokenize(
     State(state): State<AppState>,
     body: Body<TokenizeRequest>,
@@ -263,8 +263,9 @@ pub async fn tokenize(
     let texts = non_empty(body::texts(req.inputs, "inputs")?, "inputs")?;
     embed::check_count(&state, texts.len(), "inputs")?;
     let prompt = target.prompt(embed::prompt_choice(req.prompt_name, req.prompt)?);
-    let add_special = req.add_special_tokens.unwrap_or(true);
     let served: Arc<Served> = target.served.clone();
+    // Default: the special tokens the model itself embeds (Model2Vec models take none), so that the ids round-trip.
+    let add_special = req.add_special_tokens.unwrap_or(served.model.info().family != "model2vec");
     let tokens = tokio::task::spawn_blocking(move || {
         let prefix = served.model.resolve_prompt(&prompt)?;
         let tokenizer = tokenizer_of(&served)?;
