@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 BIN := target/release/deposium-embed
 MODELS ?= embeddinggemma,potion-base-8M
 
-.PHONY: fetch build serve test report soak fuzz release lint-deploy clean-cache
+.PHONY: fetch build serve test lint report soak fuzz release lint-deploy clean-cache
 
 fetch:
 	scripts/fetch.sh
@@ -16,6 +16,11 @@ build:
 
 serve: fetch build
 	$(BIN) serve --model $(MODELS) --host $(HOST) --port $(PORT)
+
+# Formatting (rustfmt.toml) and clippy with warnings as errors; .ci/run runs it before the tests.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test: fetch
 	scripts/clients-venv.sh

@@ -138,7 +138,12 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         q.awq = v;
     }
     let mut manifest = deposium_engine::conversion::convert(&spec.dir, &out, &q)?;
-    eprintln!("converted in {:.1}s → {} ({:.1} MB)", t0.elapsed().as_secs_f32(), out.display(), manifest.sizes.total_on_disk as f64 / 1e6);
+    eprintln!(
+        "converted in {:.1}s → {} ({:.1} MB)",
+        t0.elapsed().as_secs_f32(),
+        out.display(),
+        manifest.sizes.total_on_disk as f64 / 1e6
+    );
     let reference = a.reference.clone().or_else(|| {
         let d = PathBuf::from("../shared/fixtures");
         d.join("sentences.json").exists().then_some(d)

@@ -61,8 +61,9 @@ fn read_texts(r: impl Read, what: &str) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(r).split(b'\n').enumerate() {
         let line = line.with_context(|| format!("reading {what}"))?;
-        let s = String::from_utf8(line)
-            .map_err(|e| anyhow::anyhow!("{what}: line {} is not valid UTF-8 (byte {})", i + 1, e.utf8_error().valid_up_to()))?;
+        let s = String::from_utf8(line).map_err(|e| {
+            anyhow::anyhow!("{what}: line {} is not valid UTF-8 (byte {})", i + 1, e.utf8_error().valid_up_to())
+        })?;
         if s.trim().is_empty() && !s.starts_with('"') {
             continue;
         }
@@ -78,7 +79,8 @@ fn write_npy(path: &PathBuf, rows: &[Vec<f32>]) -> anyhow::Result<()> {
         header.push(' ');
     }
     header.push('\n');
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
     f.write_all(b"\x93NUMPY\x01\x00")?;
     f.write_all(&(header.len() as u16).to_le_bytes())?;
     f.write_all(header.as_bytes())?;
@@ -122,9 +124,7 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
     model.resolve_prompt(&prompt)?;
     let bar = if a.output.is_some() {
         let b = indicatif::ProgressBar::new(texts.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} texts {per_sec} eta {eta}").unwrap(),
-        );
+        b.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} texts {per_sec} eta {eta}").unwrap());
         b
     } else {
         indicatif::ProgressBar::hidden()
@@ -151,7 +151,8 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
     match &a.output {
         Some(p) if p.extension().is_some_and(|e| e == "npy") => write_npy(p, &rows)?,
         Some(p) => {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?);
+            let mut f =
+                std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?);
             for r in &rows {
                 serde_json::to_writer(&mut f, r)?;
                 f.write_all(b"\n")?;

@@ -109,21 +109,51 @@ fn check_cpu_features() {
     } else {
         say(b"error: this deposium-embed binary is built for x86-64-v3 (AVX2, FMA) and this CPU lacks:");
     }
-    if missing & (1 << 0) != 0 { say(b" AVX") }
-    if missing & (1 << 1) != 0 { say(b" AVX2") }
-    if missing & (1 << 2) != 0 { say(b" FMA") }
-    if missing & (1 << 3) != 0 { say(b" F16C") }
-    if missing & (1 << 4) != 0 { say(b" BMI1") }
-    if missing & (1 << 5) != 0 { say(b" BMI2") }
-    if missing & (1 << 6) != 0 { say(b" LZCNT") }
-    if missing & (1 << 7) != 0 { say(b" MOVBE") }
-    if missing & (1 << 8) != 0 { say(b" SSE4.2") }
-    if missing & (1 << 9) != 0 { say(b" POPCNT") }
-    if missing & (1 << 10) != 0 { say(b" AVX512F") }
-    if missing & (1 << 11) != 0 { say(b" AVX512DQ") }
-    if missing & (1 << 12) != 0 { say(b" AVX512CD") }
-    if missing & (1 << 13) != 0 { say(b" AVX512BW") }
-    if missing & (1 << 14) != 0 { say(b" AVX512VL") }
+    if missing & (1 << 0) != 0 {
+        say(b" AVX")
+    }
+    if missing & (1 << 1) != 0 {
+        say(b" AVX2")
+    }
+    if missing & (1 << 2) != 0 {
+        say(b" FMA")
+    }
+    if missing & (1 << 3) != 0 {
+        say(b" F16C")
+    }
+    if missing & (1 << 4) != 0 {
+        say(b" BMI1")
+    }
+    if missing & (1 << 5) != 0 {
+        say(b" BMI2")
+    }
+    if missing & (1 << 6) != 0 {
+        say(b" LZCNT")
+    }
+    if missing & (1 << 7) != 0 {
+        say(b" MOVBE")
+    }
+    if missing & (1 << 8) != 0 {
+        say(b" SSE4.2")
+    }
+    if missing & (1 << 9) != 0 {
+        say(b" POPCNT")
+    }
+    if missing & (1 << 10) != 0 {
+        say(b" AVX512F")
+    }
+    if missing & (1 << 11) != 0 {
+        say(b" AVX512DQ")
+    }
+    if missing & (1 << 12) != 0 {
+        say(b" AVX512CD")
+    }
+    if missing & (1 << 13) != 0 {
+        say(b" AVX512BW")
+    }
+    if missing & (1 << 14) != 0 {
+        say(b" AVX512VL")
+    }
     if want_v4 {
         say(b".\nUse the x86-64-v3 binary instead (the release tarball's `deposium-embed` launcher picks it by itself).\n");
     } else {

@@ -50,9 +50,9 @@ pub fn resolve_name(name: &str) -> anyhow::Result<(String, String)> {
     let name = name.trim().trim_matches('/');
     let base = name.strip_suffix(":latest").unwrap_or(name);
     let known = |n: &str| {
-        registry::KNOWN
-            .iter()
-            .find(|(canon, _, _, aliases)| canon.eq_ignore_ascii_case(n) || aliases.iter().any(|a| a.eq_ignore_ascii_case(n)))
+        registry::KNOWN.iter().find(|(canon, _, _, aliases)| {
+            canon.eq_ignore_ascii_case(n) || aliases.iter().any(|a| a.eq_ignore_ascii_case(n))
+        })
     };
     if base.contains('/') {
         if base.split('/').count() != 2 || base.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
@@ -155,7 +155,9 @@ impl Hub {
         let status = resp.status().as_u16();
         let code = resp.headers().get("x-error-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let msg = resp.body_mut().read_to_string().ok().and_then(|b| {
-            serde_json::from_str::<serde_json::Value>(&b).ok().and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            serde_json::from_str::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
         });
         let detail = msg.map(|m| format!(" ({m})")).unwrap_or_default();
         let url = format!("{}/{repo}", self.endpoint);
@@ -179,12 +181,18 @@ impl Hub {
 
     /// The commit the revision points to and its files.
     fn list(&self, repo: &str, revision: &str) -> anyhow::Result<(Option<String>, Vec<RemoteFile>)> {
-        let url = format!("{}/api/models/{}/revision/{}?blobs=true", self.endpoint, encode(repo, true), encode(revision, false));
+        let url = format!(
+            "{}/api/models/{}/revision/{}?blobs=true",
+            self.endpoint,
+            encode(repo, true),
+            encode(revision, false)
+        );
         let mut resp = self.get(&url, 0).map_err(|e| anyhow!("cannot reach {}: {e}", self.endpoint))?;
         if !resp.status().is_success() {
             return Err(self.status_error(repo, &format!("listing {repo}@{revision}"), &mut resp));
         }
-        let body = resp.body_mut().with_config().limit(64 << 20).read_to_string().context("reading the Hub's file list")?;
+        let body =
+            resp.body_mut().with_config().limit(64 << 20).read_to_string().context("reading the Hub's file list")?;
         let v: serde_json::Value = serde_json::from_str(&body).context("the Hub's file list is not JSON")?;
         parse_listing(&v)
     }
@@ -193,7 +201,10 @@ impl Hub {
 /// Parse `GET /api/models/{repo}/revision/{rev}?blobs=true`.
 pub fn parse_listing(v: &serde_json::Value) -> anyhow::Result<(Option<String>, Vec<RemoteFile>)> {
     let commit = v.get("sha").and_then(|s| s.as_str()).map(String::from);
-    let siblings = v.get("siblings").and_then(|s| s.as_array()).ok_or_else(|| anyhow!("the Hub's answer has no file list (siblings)"))?;
+    let siblings = v
+        .get("siblings")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| anyhow!("the Hub's answer has no file list (siblings)"))?;
     let mut files = Vec::new();
     for s in siblings {
         let Some(path) = s.get("rfilename").and_then(|p| p.as_str()) else { continue };
@@ -203,7 +214,8 @@ pub fn parse_listing(v: &serde_json::Value) -> anyhow::Result<(Option<String>, V
             .and_then(|x| x.as_str())
             .map(|x| x.trim_start_matches("sha256:").to_ascii_lowercase())
             .filter(|x| x.len() == 64 && x.bytes().all(|b| b.is_ascii_hexdigit()));
-        let size = s.get("size").and_then(|x| x.as_u64()).or_else(|| lfs.and_then(|l| l.get("size")).and_then(|x| x.as_u64()));
+        let size =
+            s.get("size").and_then(|x| x.as_u64()).or_else(|| lfs.and_then(|l| l.get("size")).and_then(|x| x.as_u64()));
         files.push(RemoteFile { path: path.to_string(), size, sha256 });
     }
     Ok((commit, files))
@@ -222,7 +234,9 @@ pub fn wanted(files: &[RemoteFile], all: bool) -> Vec<RemoteFile> {
             let other_framework = [".h5", ".msgpack", ".ot", ".mlmodel", ".tflite"].iter().any(|e| p.ends_with(e))
                 || ["openvino/", "coreml/", "tf/", "flax/"].iter().any(|d| p.starts_with(d));
             let duplicate = has_safetensors
-                && (p.starts_with("onnx/") || p.ends_with(".bin") && p.contains("pytorch_model") || p.ends_with(".gguf"));
+                && (p.starts_with("onnx/")
+                    || p.ends_with(".bin") && p.contains("pytorch_model")
+                    || p.ends_with(".gguf"));
             !other_framework && !duplicate
         })
         .cloned()
@@ -270,7 +284,15 @@ enum Step {
 }
 
 /// Download `url` into `dest` through `dest.part`, resuming a partial file, checking size and sha256.
-fn download(hub: &Hub, repo: &str, url: &str, f: &RemoteFile, dest: &Path, pb: &indicatif::ProgressBar, base: u64) -> anyhow::Result<()> {
+fn download(
+    hub: &Hub,
+    repo: &str,
+    url: &str,
+    f: &RemoteFile,
+    dest: &Path,
+    pb: &indicatif::ProgressBar,
+    base: u64,
+) -> anyhow::Result<()> {
     let part = PathBuf::from(format!("{}.part", dest.display()));
     let mut restarted = false;
     let mut tries = 0;
@@ -283,7 +305,9 @@ fn download(hub: &Hub, repo: &str, url: &str, f: &RemoteFile, dest: &Path, pb: &
             Step::Retry(e) => {
                 tries += 1;
                 if tries >= TRIES {
-                    return Err(e.context(format!("{}: giving up after {TRIES} tries; run pull again to resume", f.path)));
+                    return Err(
+                        e.context(format!("{}: giving up after {TRIES} tries; run pull again to resume", f.path))
+                    );
                 }
                 pb.suspend(|| eprintln!("  {}: {e:#}; resuming (try {}/{TRIES})", f.path, tries + 1));
                 std::thread::sleep(Duration::from_millis(300 * tries as u64));
@@ -305,7 +329,9 @@ fn download(hub: &Hub, repo: &str, url: &str, f: &RemoteFile, dest: &Path, pb: &
         if resumed && !restarted {
             // The earlier partial file may be from another revision: start this file over, once.
             restarted = true;
-            pb.suspend(|| eprintln!("  {}: resumed download does not verify; downloading it again from the start", f.path));
+            pb.suspend(|| {
+                eprintln!("  {}: resumed download does not verify; downloading it again from the start", f.path)
+            });
             continue;
         }
         if !size_ok {
@@ -340,9 +366,12 @@ fn fetch_into(
     }
     let mut resp = match hub.get(url, have) {
         Ok(r) => r,
-        Err(e @ (ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)) => {
-            return Ok(Step::Retry(anyhow!("{e}")))
-        }
+        Err(
+            e @ (ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound),
+        ) => return Ok(Step::Retry(anyhow!("{e}"))),
         Err(e) => bail!("{}: {e}", f.path),
     };
     let status = resp.status().as_u16();
@@ -350,9 +379,14 @@ fn fetch_into(
     match status {
         206 => {
             let cr = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
-            let ok = cr.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.trim().parse::<u64>().ok()) == Some(have);
+            let ok =
+                cr.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.trim().parse::<u64>().ok())
+                    == Some(have);
             if !ok {
-                bail!("{}: the server answered a resume request with Content-Range {cr:?}, expected bytes {have}-", f.path);
+                bail!(
+                    "{}: the server answered a resume request with Content-Range {cr:?}, expected bytes {have}-",
+                    f.path
+                );
             }
         }
         200 => start = 0, // No range support: start over.
@@ -367,7 +401,12 @@ fn fetch_into(
         500..=599 => return Ok(Step::Retry(anyhow!("HTTP {status} from the server"))),
         _ => return Err(hub.status_error(repo, &format!("downloading {}", f.path), &mut resp)),
     }
-    let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(part).with_context(|| format!("writing {}", part.display()))?;
+    let mut out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(part)
+        .with_context(|| format!("writing {}", part.display()))?;
     out.set_len(start)?;
     out.seek(SeekFrom::Start(start))?;
     pb.set_position(base + start);
@@ -380,7 +419,11 @@ fn fetch_into(
             Ok(k) => k,
             Err(e) => {
                 out.flush()?;
-                return Ok(Step::Retry(anyhow!("connection lost after {} of {}: {e}", human(got), f.size.map(human).unwrap_or("?".into()))));
+                return Ok(Step::Retry(anyhow!(
+                    "connection lost after {} of {}: {e}",
+                    human(got),
+                    f.size.map(human).unwrap_or("?".into())
+                )));
             }
         };
         out.write_all(&buf[..k]).with_context(|| format!("writing {}", part.display()))?;
@@ -462,10 +505,18 @@ pub fn run(a: PullArgs) -> anyhow::Result<()> {
         files.len(),
         human(total),
         files.len() - fetched,
-        if skipped > 0 { format!(", {skipped} other-framework files skipped (--all-files to get them)") } else { String::new() }
+        if skipped > 0 {
+            format!(", {skipped} other-framework files skipped (--all-files to get them)")
+        } else {
+            String::new()
+        }
     );
     let serve_name = if a.dir.is_none() {
-        registry::KNOWN.iter().find(|k| k.1 == dirname).map(|k| k.0.to_string()).unwrap_or_else(|| format!("{dirname}={}", dest.display()))
+        registry::KNOWN
+            .iter()
+            .find(|k| k.1 == dirname)
+            .map(|k| k.0.to_string())
+            .unwrap_or_else(|| format!("{dirname}={}", dest.display()))
     } else {
         format!("{dirname}={}", dest.display())
     };
@@ -480,7 +531,10 @@ mod tests {
 
     #[test]
     fn names_map_to_repos_and_dirs() {
-        assert_eq!(resolve_name("embeddinggemma").unwrap(), ("google/embeddinggemma-300m".into(), "embeddinggemma-300m".into()));
+        assert_eq!(
+            resolve_name("embeddinggemma").unwrap(),
+            ("google/embeddinggemma-300m".into(), "embeddinggemma-300m".into())
+        );
         assert_eq!(resolve_name("google/embeddinggemma-300m").unwrap().1, "embeddinggemma-300m");
         assert_eq!(resolve_name("potion").unwrap().0, "minishlab/potion-base-8M");
         assert_eq!(resolve_name("acme/my-model").unwrap(), ("acme/my-model".into(), "my-model".into()));

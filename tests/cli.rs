@@ -9,7 +9,8 @@ fn bin() -> Command {
 }
 
 fn run_with_stdin(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut child = bin().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child =
+        bin().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -21,13 +22,25 @@ fn vectors(out: &[u8]) -> Vec<Vec<f32>> {
 #[test]
 fn embed_prints_vectors_with_prompt_and_dimensions() {
     common::require_model("embeddinggemma-300m");
-    let out = bin().args(["embed", "--model", "embeddinggemma", "--prompt-name", "STS", "A man is playing a guitar."]).output().unwrap();
+    let out = bin()
+        .args(["embed", "--model", "embeddinggemma", "--prompt-name", "STS", "A man is playing a guitar."])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v = vectors(&out.stdout);
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].len(), 768);
     let out = bin()
-        .args(["embed", "--model", "embeddinggemma", "--prompt-name", "STS", "--dimensions", "256", "A man is playing a guitar."])
+        .args([
+            "embed",
+            "--model",
+            "embeddinggemma",
+            "--prompt-name",
+            "STS",
+            "--dimensions",
+            "256",
+            "A man is playing a guitar.",
+        ])
         .output()
         .unwrap();
     let t = vectors(&out.stdout);
@@ -103,7 +116,15 @@ fn big_job_writes_npy_and_jsonl() {
     std::fs::write(&input, texts.iter().map(|t| serde_json::to_string(t).unwrap() + "\n").collect::<String>()).unwrap();
     let npy = dir.join("v.npy");
     let out = bin()
-        .args(["embed", "--model", "potion-base-8M", "--input", input.to_str().unwrap(), "--output", npy.to_str().unwrap()])
+        .args([
+            "embed",
+            "--model",
+            "potion-base-8M",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            npy.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -122,7 +143,15 @@ fn big_job_writes_npy_and_jsonl() {
     assert!(deposium_engine::cosine(&row, &alone[0]) > 0.99999);
     let jsonl = dir.join("v.jsonl");
     let out = bin()
-        .args(["embed", "--model", "potion-base-8M", "--input", input.to_str().unwrap(), "--output", jsonl.to_str().unwrap()])
+        .args([
+            "embed",
+            "--model",
+            "potion-base-8M",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            jsonl.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -19,56 +19,29 @@ const API_KEY: &str = "client-test-key";
 /// Checks every run must report: (client, models). Clients that cannot name a model run once per server.
 const EXPECTED: &[(&str, &[&str])] = &[
     ("huggingface_hub InferenceClient.feature_extraction", MODELS),
-    (
-        "huggingface_hub InferenceClient.sentence_similarity",
-        MODELS,
-    ),
+    ("huggingface_hub InferenceClient.sentence_similarity", MODELS),
     ("llama-index TextEmbeddingsInference", MODELS),
     ("llama-index TextEmbeddingInference (TEI rerank)", MODELS),
     ("langchain-ollama OllamaEmbeddings", MODELS),
-    (
-        "langchain-ollama OllamaEmbeddings @query/@document",
-        &["embeddinggemma"],
-    ),
-    (
-        "langchain-openai OpenAIEmbeddings (default settings)",
-        MODELS,
-    ),
-    (
-        "langchain-openai OpenAIEmbeddings check_embedding_ctx_length=False",
-        MODELS,
-    ),
+    ("langchain-ollama OllamaEmbeddings @query/@document", &["embeddinggemma"]),
+    ("langchain-openai OpenAIEmbeddings (default settings)", MODELS),
+    ("langchain-openai OpenAIEmbeddings check_embedding_ctx_length=False", MODELS),
     ("openai embeddings.create (encoding_format=default)", MODELS),
     ("openai embeddings.create (encoding_format=float)", MODELS),
     ("openai embeddings.create (encoding_format=base64)", MODELS),
     ("openai embeddings.create (token-id input)", MODELS),
-    (
-        "openai embeddings.create (dimensions=256)",
-        &["embeddinggemma"],
-    ),
-    (
-        "openai and ollama SDKs with NAME@query/@document",
-        &["embeddinggemma"],
-    ),
+    ("openai embeddings.create (dimensions=256)", &["embeddinggemma"]),
+    ("openai and ollama SDKs with NAME@query/@document", &["embeddinggemma"]),
     ("ollama Client.embed/embeddings/list", MODELS),
-    (
-        "ollama Client.show/ps, embeddings() with no prompt, dimensions=0",
-        MODELS,
-    ),
+    ("ollama Client.show/ps, embeddings() with no prompt, dimensions=0", MODELS),
     ("cohere Client.rerank (/v1/rerank)", MODELS),
 ];
 
 /// The venv's python; `scripts/clients-venv.sh` is a no-op when the venv is current (`make test` runs it first).
 fn venv_python() -> PathBuf {
     let script = Path::new(ROOT).join("scripts/clients-venv.sh");
-    let st = Command::new(&script)
-        .status()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        st.success(),
-        "{} failed (its message is above)",
-        script.display()
-    );
+    let st = Command::new(&script).status().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(st.success(), "{} failed (its message is above)", script.display());
     deposium_engine::paths::home().join("venv-clients/bin/python")
 }
 
@@ -80,14 +53,7 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
     let python = venv_python();
     // The default model (no model name: TEI-style clients) is the first --model. Every client sends the API key
     // its own way (Bearer header, api_key, token, auth_token); the potion-only server has none.
-    let main = Server::spawn(&[
-        "--model",
-        "embeddinggemma",
-        "--model",
-        "potion-base-8M",
-        "--api-key",
-        API_KEY,
-    ]);
+    let main = Server::spawn(&["--model", "embeddinggemma", "--model", "potion-base-8M", "--api-key", API_KEY]);
     // The first load of EmbeddingGemma int8 on a fresh machine builds its graph: give it minutes.
     main.wait_healthy(Duration::from_secs(600));
     let potion = Server::start(&["--model", "potion-base-8M"]);
@@ -131,24 +97,12 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let (stdout, stderr) = (out_t.join().unwrap(), err_t.join().unwrap());
-    let context = || {
-        format!(
-            "run_clients.py stderr:\n{stderr}\nserver log (tail):\n{}",
-            tail(&main.log(), 30)
-        )
-    };
-    assert!(
-        status.is_some(),
-        "run_clients.py ran over 300 s\n{stdout}\n{}",
-        context()
-    );
+    let context = || format!("run_clients.py stderr:\n{stderr}\nserver log (tail):\n{}", tail(&main.log(), 30));
+    assert!(status.is_some(), "run_clients.py ran over 300 s\n{stdout}\n{}", context());
 
     let lines: Vec<Value> = stdout
         .lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{}", context()))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{}", context())))
         .collect();
     for l in &lines {
         eprintln!(
@@ -163,10 +117,7 @@ fn python_clients_get_the_same_vectors_as_api_embed() {
     let mut problems = Vec::new();
     for (client, models) in EXPECTED {
         for m in *models {
-            if !lines
-                .iter()
-                .any(|l| l["client"] == *client && l["model"] == *m)
-            {
+            if !lines.iter().any(|l| l["client"] == *client && l["model"] == *m) {
                 problems.push(format!("{client} on {m}: no result line"));
             }
         }
@@ -230,10 +181,7 @@ fn docs_page_lists_the_routes_and_try_it_returns_vectors_in_chromium() {
         .expect("running docs_page.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "docs_page.py printed no JSON ({e}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("docs_page.py printed no JSON ({e}):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))
     });
     assert!(
         v["ok"] == true && out.status.success(),

@@ -11,7 +11,12 @@ fn check(spec: &str, mean_min: f32, min_min: f32, max_bytes: u64) {
     assert!(size > 0 && size < max_bytes, "{spec}: {size} bytes on disk (< {max_bytes})");
     let f = fidelity::measure(&model, &r).unwrap();
     eprintln!("{spec} fidelity: {}", serde_json::to_string(&f).unwrap());
-    assert!(f.all.mean >= mean_min && f.all.min >= min_min, "{spec}: mean {} (≥ {mean_min}), min {} (≥ {min_min})", f.all.mean, f.all.min);
+    assert!(
+        f.all.mean >= mean_min && f.all.min >= min_min,
+        "{spec}: mean {} (≥ {mean_min}), min {} (≥ {min_min})",
+        f.all.mean,
+        f.all.min
+    );
     // A text's vector must not depend on the rest of its batch.
     assert!(f.batch_vs_alone.min >= 0.99999, "{spec}: batched vs alone min cosine {}", f.batch_vs_alone.min);
 }
@@ -27,7 +32,11 @@ fn int4_is_faithful_and_batch_invariant() {
 }
 
 /// EmbeddingGemma converted with `scheme`'s settings changed by `edit`, into a fresh temporary directory.
-fn convert_variant(scheme: &str, tag: &str, edit: impl FnOnce(&mut deposium_convert::QuantConfig)) -> std::path::PathBuf {
+fn convert_variant(
+    scheme: &str,
+    tag: &str,
+    edit: impl FnOnce(&mut deposium_convert::QuantConfig),
+) -> std::path::PathBuf {
     common::require_model("embeddinggemma-300m");
     let src = deposium_engine::paths::models_dir().join("embeddinggemma-300m");
     let out = std::env::temp_dir().join(format!("deposium-{tag}-{scheme}-{}", std::process::id()));
@@ -47,10 +56,16 @@ fn calibrated_int4_is_more_faithful_than_round_to_nearest() {
         assert!(!q.wants_calibration());
     });
     let r = common::gemma_reference();
-    let rtn = fidelity::measure(&registry::load(&format!("embeddinggemma:int4={}", out.display())).unwrap(), &r).unwrap();
+    let rtn =
+        fidelity::measure(&registry::load(&format!("embeddinggemma:int4={}", out.display())).unwrap(), &r).unwrap();
     let calibrated = fidelity::measure(&registry::load("embeddinggemma:int4").unwrap(), &r).unwrap();
     eprintln!("int4 round-to-nearest {:?}, calibrated {:?}", rtn.all, calibrated.all);
-    assert!(calibrated.all.mean > rtn.all.mean + 0.0003, "calibrated {:?} vs round-to-nearest {:?}", calibrated.all, rtn.all);
+    assert!(
+        calibrated.all.mean > rtn.all.mean + 0.0003,
+        "calibrated {:?} vs round-to-nearest {:?}",
+        calibrated.all,
+        rtn.all
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -61,7 +76,10 @@ fn portable_int8_graph_uses_stock_ops_and_agrees_with_ours() {
     let out = convert_variant("int8", "portable", |q| q.custom_kernel = false);
     let graph = std::fs::read(out.join("model.onnx")).unwrap();
     let has = |needle: &[u8]| graph.windows(needle.len()).any(|w| w == needle);
-    assert!(has(b"MatMulNBits") && !has(deposium_convert::CUSTOM_DOMAIN.as_bytes()), "portable graph must use stock ops only");
+    assert!(
+        has(b"MatMulNBits") && !has(deposium_convert::CUSTOM_DOMAIN.as_bytes()),
+        "portable graph must use stock ops only"
+    );
 
     let r = common::gemma_reference();
     let portable = registry::load(&format!("embeddinggemma:int8={}", out.display())).unwrap();
@@ -95,7 +113,11 @@ fn sts_within_0002_of_fp32(spec: &str, task_names: &[&str]) -> usize {
     let mut checked = 0;
     for t in &ev.tasks {
         for s in &t.subsets {
-            let key = if s.subset == "default" { format!("{}_test", t.task) } else { format!("{}_{}_test", t.task, s.subset) };
+            let key = if s.subset == "default" {
+                format!("{}_test", t.task)
+            } else {
+                format!("{}_{}_test", t.task, s.subset)
+            };
             let want = reference["scores"][&key].as_f64().unwrap_or_else(|| panic!("no reference for {key}"));
             let got = s.scores.cosine_spearman;
             eprintln!("{key}: {spec} {got:.4} fp32 {want:.4} Δ {:+.4}", got - want);

@@ -130,7 +130,12 @@ fn respond(c: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[
 }
 
 fn error(c: &mut TcpStream, status: &str, code: &str, msg: &str) -> std::io::Result<()> {
-    respond(c, status, &[("X-Error-Code", code.into()), ("Content-Type", "application/json".into())], format!("{{\"error\":\"{msg}\"}}").as_bytes())
+    respond(
+        c,
+        status,
+        &[("X-Error-Code", code.into()), ("Content-Type", "application/json".into())],
+        format!("{{\"error\":\"{msg}\"}}").as_bytes(),
+    )
 }
 
 fn serve(mut c: TcpStream, st: &Mutex<State>) -> std::io::Result<()> {
@@ -214,7 +219,12 @@ fn serve(mut c: TcpStream, st: &Mutex<State>) -> std::io::Result<()> {
     if f.lfs_sha.is_some() && !cdn {
         drop(s);
         let loc = format!("/cdn{path}");
-        return respond(&mut c, "302 Found", &[("Location", loc), ("X-Linked-Etag", format!("\"{}\"", f.lfs_sha.clone().unwrap()))], b"");
+        return respond(
+            &mut c,
+            "302 Found",
+            &[("Location", loc), ("X-Linked-Etag", format!("\"{}\"", f.lfs_sha.clone().unwrap()))],
+            b"",
+        );
     }
     let cut = if range.is_none() { s.cut.remove(&f.path) } else { None };
     drop(s);
@@ -224,7 +234,12 @@ fn serve(mut c: TcpStream, st: &Mutex<State>) -> std::io::Result<()> {
         if from >= len {
             return respond(&mut c, "416 Range Not Satisfiable", &[("Content-Range", format!("bytes */{len}"))], b"");
         }
-        return respond(&mut c, "206 Partial Content", &[("Content-Range", format!("bytes {from}-{}/{len}", len - 1))], &f.data[from..]);
+        return respond(
+            &mut c,
+            "206 Partial Content",
+            &[("Content-Range", format!("bytes {from}-{}/{len}", len - 1))],
+            &f.data[from..],
+        );
     }
     if let Some(n) = cut {
         // Promise everything, send part of it, hang up.
@@ -315,7 +330,11 @@ fn full_download_then_nothing_to_do() {
     let err = ok(&o);
     let dir = home.0.join("deposium/models/tiny-embed");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), dir.display().to_string());
-    assert_same(&dir, &files, &[".gitattributes", "config.json", "model.safetensors", "1_Pooling/config.json", "tokenizer config.json"]);
+    assert_same(
+        &dir,
+        &files,
+        &[".gitattributes", "config.json", "model.safetensors", "1_Pooling/config.json", "tokenizer config.json"],
+    );
     // Other frameworks' copies of the weights are skipped when there are safetensors.
     assert!(!dir.join("pytorch_model.bin").exists() && !dir.join("onnx").exists(), "{err}");
     assert!(err.contains("2 other-framework files skipped"), "{err}");
@@ -334,7 +353,12 @@ fn full_download_then_nothing_to_do() {
     hub.clear_log();
     ok(&pull(&hub, &home.0, &["acme/tiny-embed"], None));
     assert_same(&dir, &files, &["model.safetensors"]);
-    assert_eq!(hub.log().iter().filter(|r| r.path.contains("/resolve/")).count(), 2, "only model.safetensors: {:?}", hub.log());
+    assert_eq!(
+        hub.log().iter().filter(|r| r.path.contains("/resolve/")).count(),
+        2,
+        "only model.safetensors: {:?}",
+        hub.log()
+    );
     // --all-files and --dir.
     let other = home.0.join("elsewhere");
     ok(&pull(&hub, &home.0, &["acme/tiny-embed", "--all-files", "--dir", other.to_str().unwrap()], None));
@@ -359,7 +383,8 @@ fn resumes_a_partial_file_and_a_dropped_connection() {
     let log = hub.log();
     let big_reqs: Vec<_> = log.iter().filter(|r| r.path.ends_with("model.safetensors")).collect();
     assert!(big_reqs.iter().all(|r| r.range.as_deref() == Some("bytes=1048576-")), "resumed at 1 MiB: {big_reqs:?}");
-    let cfg: Vec<_> = log.iter().filter(|r| r.path.ends_with("/config.json") && !r.path.contains("1_Pooling")).collect();
+    let cfg: Vec<_> =
+        log.iter().filter(|r| r.path.ends_with("/config.json") && !r.path.contains("1_Pooling")).collect();
     assert_eq!(cfg.len(), 2, "{cfg:?}");
     assert_eq!(cfg[0].range, None);
     assert_eq!(cfg[1].range.as_deref(), Some("bytes=5-"));
@@ -386,10 +411,16 @@ fn missing_repo_or_revision_and_bad_names_are_clear_errors() {
     let hub = Hub::start();
     hub.add("acme/tiny-embed", tiny_repo());
     let home = Tmp::new("missing");
-    fails(&pull(&hub, &home.0, &["acme/does-not-exist"], None), &["repository acme/does-not-exist not found", "HF_TOKEN"]);
+    fails(
+        &pull(&hub, &home.0, &["acme/does-not-exist"], None),
+        &["repository acme/does-not-exist not found", "HF_TOKEN"],
+    );
     fails(&pull(&hub, &home.0, &["acme/tiny-embed", "--revision", "v9"], None), &["revision not found"]);
     ok(&pull(&hub, &home.0, &["acme/tiny-embed", "--revision", "v1.0"], None));
-    fails(&pull(&hub, &home.0, &["no-such-model"], None), &["neither ORG/NAME nor a known model", "google/embeddinggemma-300m"]);
+    fails(
+        &pull(&hub, &home.0, &["no-such-model"], None),
+        &["neither ORG/NAME nor a known model", "google/embeddinggemma-300m"],
+    );
     // Nothing listening: a clear error too.
     let dead = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -88,7 +88,13 @@ fn tarball_runs_with_no_environment() {
     assert!(home.join(".cache/deposium/converted").is_dir());
 
     // The launcher honours DEPOSIUM_CPU and says so when the build asked for is not in the package.
-    let o = Command::new(&exe).env_clear().env("PATH", "/usr/bin:/bin").env("DEPOSIUM_CPU", "v4").arg("--version").output().unwrap();
+    let o = Command::new(&exe)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("DEPOSIUM_CPU", "v4")
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("deposium-embed-v4 is not in this package"));
 

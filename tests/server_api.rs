@@ -5,18 +5,11 @@ mod server_support;
 use serde_json::{json, Value};
 use server_support::*;
 
-const TEXTS: &[&str] = &[
-    "hello world",
-    "The capital of France is Paris.",
-    "Ünïcödé façade – 東京は日本の首都です 🚀",
-    "a",
-];
+const TEXTS: &[&str] =
+    &["hello world", "The capital of France is Paris.", "Ünïcödé façade – 東京は日本の首都です 🚀", "a"];
 
 fn long_text() -> String {
-    (0..700)
-        .map(|i| format!("word{}", i % 50))
-        .collect::<Vec<_>>()
-        .join(" ")
+    (0..700).map(|i| format!("word{}", i % 50)).collect::<Vec<_>>().join(" ")
 }
 
 fn serve(model: &str) -> Server {
@@ -35,10 +28,7 @@ fn every_api_returns_the_cli_vectors() {
         let want = cli_vectors(model, &texts, &[]);
 
         // Ollama /api/embed, with the model named and by default.
-        for body in [
-            json!({"model": model, "input": texts}),
-            json!({"input": texts}),
-        ] {
+        for body in [json!({"model": model, "input": texts}), json!({"input": texts})] {
             let r = srv.post("/api/embed", &body);
             assert_eq!(r.status, 200, "{}", r.text());
             let v = r.json();
@@ -47,107 +37,52 @@ fn every_api_returns_the_cli_vectors() {
             assert!(v["load_duration"].is_u64());
             assert!(v["prompt_eval_count"].as_u64().unwrap() > 0);
         }
-        let v = srv
-            .post("/api/embed", &json!({"model": model, "input": texts[1]}))
-            .json();
+        let v = srv.post("/api/embed", &json!({"model": model, "input": texts[1]})).json();
         assert_eq!(v["model"], model);
-        assert_same_vectors(
-            "/api/embed one string",
-            &matrix(&v["embeddings"]),
-            &want[1..2],
-        );
+        assert_same_vectors("/api/embed one string", &matrix(&v["embeddings"]), &want[1..2]);
 
         // Legacy /api/embeddings: Ollama's prompt, the seed's input.
         for (i, t) in texts.iter().enumerate() {
-            let v = srv
-                .post("/api/embeddings", &json!({"model": model, "prompt": t}))
-                .json();
-            assert_same_vectors(
-                "/api/embeddings prompt",
-                &[floats(&v["embedding"])],
-                &want[i..i + 1],
-            );
+            let v = srv.post("/api/embeddings", &json!({"model": model, "prompt": t})).json();
+            assert_same_vectors("/api/embeddings prompt", &[floats(&v["embedding"])], &want[i..i + 1]);
         }
-        let v = srv
-            .post("/api/embeddings", &json!({"model": model, "input": texts}))
-            .json();
+        let v = srv.post("/api/embeddings", &json!({"model": model, "input": texts})).json();
         assert_eq!(v["model"], model);
         assert_same_vectors("/api/embeddings input", &matrix(&v["embeddings"]), &want);
 
         // OpenAI, float and base64.
-        let v = srv
-            .post("/v1/embeddings", &json!({"model": model, "input": texts}))
-            .json();
-        let got: Vec<Vec<f32>> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| floats(&d["embedding"]))
-            .collect();
+        let v = srv.post("/v1/embeddings", &json!({"model": model, "input": texts})).json();
+        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| floats(&d["embedding"])).collect();
         assert_same_vectors("/v1/embeddings float", &got, &want);
         assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
-        let v = srv
-            .post(
-                "/v1/embeddings",
-                &json!({"model": model, "input": texts, "encoding_format": "base64"}),
-            )
-            .json();
-        let got: Vec<Vec<f32>> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| base64_floats(d["embedding"].as_str().unwrap()))
-            .collect();
+        let v =
+            srv.post("/v1/embeddings", &json!({"model": model, "input": texts, "encoding_format": "base64"})).json();
+        let got: Vec<Vec<f32>> =
+            v["data"].as_array().unwrap().iter().map(|d| base64_floats(d["embedding"].as_str().unwrap())).collect();
         assert_same_vectors("/v1/embeddings base64", &got, &want);
 
         // TEI /embed.
-        let v = srv
-            .post("/embed", &json!({"model": model, "inputs": texts}))
-            .json();
+        let v = srv.post("/embed", &json!({"model": model, "inputs": texts})).json();
         assert_same_vectors("/embed", &matrix(&v), &want);
 
         // Token ids from /tokenize, fed back through OpenAI's token-id input.
-        let tokens = srv
-            .post("/tokenize", &json!({"model": model, "inputs": texts}))
-            .json();
+        let tokens = srv.post("/tokenize", &json!({"model": model, "inputs": texts})).json();
         let ids: Vec<Vec<u64>> = tokens
             .as_array()
             .unwrap()
             .iter()
             .map(|t| t.as_array().unwrap().iter().map(|tok| tok["id"].as_u64().unwrap()).collect())
             .collect();
-        let v = srv
-            .post("/v1/embeddings", &json!({"model": model, "input": ids}))
-            .json();
-        let got: Vec<Vec<f32>> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| floats(&d["embedding"]))
-            .collect();
+        let v = srv.post("/v1/embeddings", &json!({"model": model, "input": ids})).json();
+        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| floats(&d["embedding"])).collect();
         assert_same_vectors("/v1/embeddings token ids", &got, &want);
 
         // Matryoshka truncation equals the CLI's --dimensions.
         let want64 = cli_vectors(model, &texts[..2], &["--dimensions", "64"]);
-        let v = srv
-            .post(
-                "/api/embed",
-                &json!({"model": model, "input": &texts[..2], "dimensions": 64}),
-            )
-            .json();
+        let v = srv.post("/api/embed", &json!({"model": model, "input": &texts[..2], "dimensions": 64})).json();
         assert_same_vectors("/api/embed dimensions", &matrix(&v["embeddings"]), &want64);
-        let v = srv
-            .post(
-                "/v1/embeddings",
-                &json!({"model": model, "input": &texts[..2], "dimensions": 64}),
-            )
-            .json();
-        let got: Vec<Vec<f32>> = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| floats(&d["embedding"]))
-            .collect();
+        let v = srv.post("/v1/embeddings", &json!({"model": model, "input": &texts[..2], "dimensions": 64})).json();
+        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| floats(&d["embedding"])).collect();
         assert_same_vectors("/v1/embeddings dimensions", &got, &want64);
     }
 }
@@ -156,18 +91,9 @@ fn every_api_returns_the_cli_vectors() {
 fn aliases_and_tags_name_the_model() {
     let srv = serve("potion-base-8M");
     let want = cli_vectors("potion-base-8M", &["alias check"], &[]);
-    for name in [
-        "potion-base-8M",
-        "potion-base-8M:latest",
-        "potion",
-        "minishlab/potion-base-8M",
-        "model2vec",
-        "POTION",
-    ] {
-        let r = srv.post(
-            "/api/embed",
-            &json!({"model": name, "input": ["alias check"]}),
-        );
+    for name in ["potion-base-8M", "potion-base-8M:latest", "potion", "minishlab/potion-base-8M", "model2vec", "POTION"]
+    {
+        let r = srv.post("/api/embed", &json!({"model": name, "input": ["alias check"]}));
         assert_eq!(r.status, 200, "{name}: {}", r.text());
         assert_same_vectors(name, &matrix(&r.json()["embeddings"]), &want);
     }
@@ -179,12 +105,7 @@ fn prompt_for(srv: &Server, model: &str, name: &str) -> Option<String> {
     show["prompts"].get(name).map(|_| name.to_string())
 }
 
-fn embed_with(
-    srv: &Server,
-    model: &str,
-    texts: &[&str],
-    prompt_name: &Option<String>,
-) -> Vec<Vec<f32>> {
+fn embed_with(srv: &Server, model: &str, texts: &[&str], prompt_name: &Option<String>) -> Vec<Vec<f32>> {
     let mut body = json!({"model": model, "input": texts});
     if let Some(p) = prompt_name {
         body["prompt_name"] = json!(p);
@@ -208,10 +129,7 @@ fn rerank_ranks_sensibly_and_scores_are_embedding_cosines() {
             "東京は日本の首都です。",
             "Ünïcödé façade naïve café",
         ];
-        let r = srv.post(
-            "/api/rerank",
-            &json!({"model": model, "query": query, "documents": docs}),
-        );
+        let r = srv.post("/api/rerank", &json!({"model": model, "query": query, "documents": docs}));
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
         assert_eq!(v["model"], model);
@@ -222,10 +140,7 @@ fn rerank_ranks_sensibly_and_scores_are_embedding_cosines() {
         assert_eq!(results[1]["index"], 4, "{v}");
         assert_eq!(results[0]["relevance_score"], results[1]["relevance_score"]);
         assert_eq!(results[0]["document"], docs[2]);
-        let scores: Vec<f64> = results
-            .iter()
-            .map(|r| r["relevance_score"].as_f64().unwrap())
-            .collect();
+        let scores: Vec<f64> = results.iter().map(|r| r["relevance_score"].as_f64().unwrap()).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 
         // Scores are cosines of /api/embed vectors with the same prompts.
@@ -242,49 +157,25 @@ fn rerank_ranks_sensibly_and_scores_are_embedding_cosines() {
         }
 
         // texts/top_n spellings; top_k after sorting; top_k larger than the list.
-        let v = srv
-            .post(
-                "/api/rerank",
-                &json!({"model": model, "query": query, "texts": docs, "top_n": 2}),
-            )
-            .json();
-        let top: Vec<&Value> = v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| &r["index"])
-            .collect();
+        let v = srv.post("/api/rerank", &json!({"model": model, "query": query, "texts": docs, "top_n": 2})).json();
+        let top: Vec<&Value> = v["results"].as_array().unwrap().iter().map(|r| &r["index"]).collect();
         assert_eq!(top, vec![&json!(2), &json!(4)]);
-        let v = srv
-            .post(
-                "/api/rerank",
-                &json!({"model": model, "query": query, "documents": docs, "top_k": 100}),
-            )
-            .json();
+        let v =
+            srv.post("/api/rerank", &json!({"model": model, "query": query, "documents": docs, "top_k": 100})).json();
         assert_eq!(v["results"].as_array().unwrap().len(), docs.len());
 
         // TEI /rerank: the same order and scores.
-        let v = srv
-            .post(
-                "/rerank",
-                &json!({"model": model, "query": query, "texts": docs, "return_text": true}),
-            )
-            .json();
+        let v =
+            srv.post("/rerank", &json!({"model": model, "query": query, "texts": docs, "return_text": true})).json();
         for (a, b) in v.as_array().unwrap().iter().zip(results) {
             assert_eq!(a["index"], b["index"]);
-            assert!(
-                (a["score"].as_f64().unwrap() - b["relevance_score"].as_f64().unwrap()).abs()
-                    < 1e-6
-            );
+            assert!((a["score"].as_f64().unwrap() - b["relevance_score"].as_f64().unwrap()).abs() < 1e-6);
             assert_eq!(a["text"], b["document"]);
         }
 
         // /similarity agrees with the same cosines (no prompt).
         let v = srv
-            .post(
-                "/similarity",
-                &json!({"model": model, "inputs": {"source_sentence": query, "sentences": docs}}),
-            )
+            .post("/similarity", &json!({"model": model, "inputs": {"source_sentence": query, "sentences": docs}}))
             .json();
         let plain_q = embed_with(&srv, model, &[query], &None);
         let plain_d = embed_with(&srv, model, &docs, &None);
@@ -293,13 +184,8 @@ fn rerank_ranks_sensibly_and_scores_are_embedding_cosines() {
         }
 
         // 1,000 documents in one request: answered, not refused.
-        let many: Vec<String> = (0..1000)
-            .map(|i| format!("Document {i} about city number {}", i % 37))
-            .collect();
-        let r = srv.post(
-            "/api/rerank",
-            &json!({"model": model, "query": "city number 7", "documents": many}),
-        );
+        let many: Vec<String> = (0..1000).map(|i| format!("Document {i} about city number {}", i % 37)).collect();
+        let r = srv.post("/api/rerank", &json!({"model": model, "query": "city number 7", "documents": many}));
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["results"].as_array().unwrap().len(), 1000);
     }
@@ -328,26 +214,18 @@ fn listing_and_operations_routes() {
     let v = srv.post("/api/show", &json!({"model": "potion"})).json();
     assert_eq!(v["model_info"]["model2vec.embedding_length"], 256);
     assert_eq!(v["capabilities"], json!(["embedding"]));
-    assert_eq!(
-        srv.get("/api/ps").json()["models"][0]["name"],
-        "potion-base-8M:latest"
-    );
+    assert_eq!(srv.get("/api/ps").json()["models"][0]["name"], "potion-base-8M:latest");
     assert!(srv.get("/api/version").json()["version"].is_string());
 
     let v = srv.get("/v1/models").json();
-    assert_eq!(
-        (v["object"].clone(), v["data"][0]["id"].clone()),
-        (json!("list"), json!("potion-base-8M"))
-    );
+    assert_eq!((v["object"].clone(), v["data"][0]["id"].clone()), (json!("list"), json!("potion-base-8M")));
     assert_eq!(srv.get("/v1/models/potion").json()["id"], "potion-base-8M");
 
     let v = srv.get("/info").json();
     assert_eq!(v["model_id"], "potion-base-8M");
     assert_eq!(v["max_input_length"], 512);
 
-    let v = srv
-        .post("/tokenize", &json!({"inputs": "hello world"}))
-        .json();
+    let v = srv.post("/tokenize", &json!({"inputs": "hello world"})).json();
     assert!(!v[0].as_array().unwrap().is_empty());
 
     let v = srv.get("/health").json();
@@ -380,22 +258,12 @@ fn listing_and_operations_routes() {
 fn error_cases_get_the_right_status_and_the_server_keeps_serving() {
     let model = "potion-base-8M";
     let srv = serve(model);
-    let baseline = srv
-        .post("/api/embed", &json!({"input": ["still here"]}))
-        .json()["embeddings"]
-        .clone();
+    let baseline = srv.post("/api/embed", &json!({"input": ["still here"]})).json()["embeddings"].clone();
 
     // Malformed JSON, on every POST route, in its family's error shape.
-    for path in [
-        "/api/embed",
-        "/api/embeddings",
-        "/api/show",
-        "/api/rerank",
-        "/embed",
-        "/rerank",
-        "/similarity",
-        "/tokenize",
-    ] {
+    for path in
+        ["/api/embed", "/api/embeddings", "/api/show", "/api/rerank", "/embed", "/rerank", "/similarity", "/tokenize"]
+    {
         assert_plain_error(&srv.post_raw(path, "{\"input\": [\"a\""), 400);
         assert_plain_error(&srv.post_raw(path, ""), 400);
     }
@@ -404,71 +272,31 @@ fn error_cases_get_the_right_status_and_the_server_keeps_serving() {
 
     // Wrong types.
     assert_plain_error(&srv.post("/api/embed", &json!({"input": 42})), 400);
-    assert_plain_error(
-        &srv.post("/api/embed", &json!({"input": ["a", {"b": 1}]})),
-        400,
-    );
-    assert_plain_error(
-        &srv.post("/api/embed", &json!({"input": "a", "truncate": "no"})),
-        400,
-    );
-    assert_plain_error(
-        &srv.post("/api/embed", &json!({"input": "a", "dimensions": "64"})),
-        400,
-    );
+    assert_plain_error(&srv.post("/api/embed", &json!({"input": ["a", {"b": 1}]})), 400);
+    assert_plain_error(&srv.post("/api/embed", &json!({"input": "a", "truncate": "no"})), 400);
+    assert_plain_error(&srv.post("/api/embed", &json!({"input": "a", "dimensions": "64"})), 400);
     assert_plain_error(&srv.post("/api/embeddings", &json!({"prompt": 7})), 400);
-    assert_openai_error(
-        &srv.post("/v1/embeddings", &json!({"input": [1.5, 2]})),
-        400,
-    );
+    assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": [1.5, 2]})), 400);
     assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": true})), 400);
-    assert_openai_error(
-        &srv.post("/v1/embeddings", &json!({"input": [[1, 2], "a"]})),
-        400,
-    );
-    assert_openai_error(
-        &srv.post("/v1/embeddings", &json!({"input": [[999999999]]})),
-        400,
-    );
+    assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": [[1, 2], "a"]})), 400);
+    assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": [[999999999]]})), 400);
     // TEI answers validation errors with 422.
     assert_plain_error(&srv.post("/embed", &json!({"inputs": {"a": 1}})), 422);
-    assert_plain_error(
-        &srv.post("/api/rerank", &json!({"query": 5, "documents": ["a"]})),
-        400,
-    );
-    assert_plain_error(
-        &srv.post("/api/embed", &json!({"input": "a", "dimensions": 100000})),
-        400,
-    );
-    assert_plain_error(
-        &srv.post(
-            "/api/embed",
-            &json!({"input": "a", "prompt_name": "no-such-prompt"}),
-        ),
-        400,
-    );
+    assert_plain_error(&srv.post("/api/rerank", &json!({"query": 5, "documents": ["a"]})), 400);
+    assert_plain_error(&srv.post("/api/embed", &json!({"input": "a", "dimensions": 100000})), 400);
+    assert_plain_error(&srv.post("/api/embed", &json!({"input": "a", "prompt_name": "no-such-prompt"})), 400);
 
     // Unknown model: 404 naming the available ones.
     let r = srv.post("/api/embed", &json!({"model": "gpt-4", "input": "a"}));
     assert_plain_error(&r, 404);
-    assert!(
-        r.json()["error"].as_str().unwrap().contains(model),
-        "{}",
-        r.text()
-    );
-    let r = srv.post(
-        "/api/rerank",
-        &json!({"model": "gpt-4", "query": "q", "documents": ["a"]}),
-    );
+    assert!(r.json()["error"].as_str().unwrap().contains(model), "{}", r.text());
+    let r = srv.post("/api/rerank", &json!({"model": "gpt-4", "query": "q", "documents": ["a"]}));
     assert_plain_error(&r, 404);
     assert!(r.json()["error"].as_str().unwrap().contains(model));
     let r = srv.post("/v1/embeddings", &json!({"model": "gpt-4", "input": "a"}));
     assert_openai_error(&r, 404);
     assert_eq!(r.json()["error"]["code"], "model_not_found");
-    assert_plain_error(
-        &srv.post("/embed", &json!({"model": "gpt-4", "inputs": "a"})),
-        404,
-    );
+    assert_plain_error(&srv.post("/embed", &json!({"model": "gpt-4", "inputs": "a"})), 404);
     assert_plain_error(&srv.post("/api/show", &json!({"model": "gpt-4"})), 404);
 
     // Empty input.
@@ -477,14 +305,8 @@ fn error_cases_get_the_right_status_and_the_server_keeps_serving() {
     assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": []})), 400);
     assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": ""})), 400);
     assert_plain_error(&srv.post("/embed", &json!({"inputs": []})), 400);
-    assert_plain_error(
-        &srv.post("/api/rerank", &json!({"query": "q", "documents": []})),
-        400,
-    );
-    assert_plain_error(
-        &srv.post("/rerank", &json!({"query": "q", "texts": []})),
-        400,
-    );
+    assert_plain_error(&srv.post("/api/rerank", &json!({"query": "q", "documents": []})), 400);
+    assert_plain_error(&srv.post("/rerank", &json!({"query": "q", "texts": []})), 400);
     // Ollama answers a body with no text 200 {"embedding": []} (clients use it to load the model).
     let r = srv.post("/api/embeddings", &json!({"model": model}));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -509,15 +331,8 @@ fn error_cases_get_the_right_status_and_the_server_keeps_serving() {
     assert_eq!(r.json()["prompt_eval_count"], 512);
     let r = srv.post("/api/embed", &json!({"input": big, "truncate": false}));
     assert_plain_error(&r, 400);
-    assert!(
-        r.json()["error"].as_str().unwrap().contains("truncate"),
-        "{}",
-        r.text()
-    );
-    assert_openai_error(
-        &srv.post("/v1/embeddings", &json!({"input": big, "truncate": false})),
-        400,
-    );
+    assert!(r.json()["error"].as_str().unwrap().contains("truncate"), "{}", r.text());
+    assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": big, "truncate": false})), 400);
 
     // A body over --max-body-bytes (8 MiB by default): 413 with a JSON error, on each family.
     let huge = json!({ "input": vec!["x".repeat(1000); 9000] }).to_string();
@@ -535,10 +350,7 @@ fn error_cases_get_the_right_status_and_the_server_keeps_serving() {
     }
 
     // Bad encoding_format.
-    let r = srv.post(
-        "/v1/embeddings",
-        &json!({"input": "a", "encoding_format": "base65"}),
-    );
+    let r = srv.post("/v1/embeddings", &json!({"input": "a", "encoding_format": "base65"}));
     assert_openai_error(&r, 400);
     assert_eq!(r.json()["error"]["param"], "encoding_format");
 
@@ -549,9 +361,6 @@ fn error_cases_get_the_right_status_and_the_server_keeps_serving() {
 
     // Still serving, same answers.
     assert_eq!(srv.get("/health").status, 200);
-    let again = srv
-        .post("/api/embed", &json!({"input": ["still here"]}))
-        .json()["embeddings"]
-        .clone();
+    let again = srv.post("/api/embed", &json!({"input": ["still here"]})).json()["embeddings"].clone();
     assert_eq!(again, baseline);
 }

@@ -18,35 +18,17 @@ fn api_key_is_required_except_on_health_and_root() {
     assert_plain_error(&r, 401);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     assert_openai_error(
-        &srv.request(
-            "POST",
-            "/v1/embeddings",
-            &[("authorization", "Bearer nope")],
-            body.as_bytes(),
-        ),
+        &srv.request("POST", "/v1/embeddings", &[("authorization", "Bearer nope")], body.as_bytes()),
         401,
     );
-    assert_plain_error(
-        &srv.request("POST", "/embed", &[], b"{\"inputs\": \"a\"}"),
-        401,
-    );
+    assert_plain_error(&srv.request("POST", "/embed", &[], b"{\"inputs\": \"a\"}"), 401);
     assert_plain_error(&srv.get("/api/tags"), 401);
     assert_plain_error(&srv.get("/metrics"), 401);
     assert_eq!(srv.get("/health").status, 200);
     assert_eq!(srv.get("/").status, 200);
-    let r = srv.request(
-        "POST",
-        "/v1/embeddings",
-        &[("authorization", "Bearer k3y")],
-        body.as_bytes(),
-    );
+    let r = srv.request("POST", "/v1/embeddings", &[("authorization", "Bearer k3y")], body.as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = srv.request(
-        "POST",
-        "/api/embed",
-        &[("authorization", "Bearer k3y")],
-        body.as_bytes(),
-    );
+    let r = srv.request("POST", "/api/embed", &[("authorization", "Bearer k3y")], body.as_bytes());
     assert_eq!(r.status, 200);
 }
 
@@ -60,33 +42,13 @@ fn a_model_that_fails_to_load_is_reported_and_the_others_are_served() {
     assert_eq!(v["status"], "degraded");
     assert_eq!(v["models"][1]["name"], "broken");
     assert_eq!(v["models"][1]["status"], "failed");
-    assert!(
-        v["models"][1]["error"]
-            .as_str()
-            .unwrap()
-            .contains("/nonexistent/model/dir"),
-        "{v}"
-    );
-    assert!(
-        srv.log().contains("broken"),
-        "the failure is logged:\n{}",
-        srv.log()
-    );
+    assert!(v["models"][1]["error"].as_str().unwrap().contains("/nonexistent/model/dir"), "{v}");
+    assert!(srv.log().contains("broken"), "the failure is logged:\n{}", srv.log());
     let r = srv.post("/api/embed", &json!({"model": "broken", "input": "a"}));
     assert_plain_error(&r, 503);
-    assert!(r.json()["error"]
-        .as_str()
-        .unwrap()
-        .contains("failed to load"));
-    assert_eq!(
-        srv.post("/api/embed", &json!({"model": MODEL, "input": "a"}))
-            .status,
-        200
-    );
-    assert_eq!(
-        srv.get("/api/status").json()["models"][1]["status"],
-        "failed"
-    );
+    assert!(r.json()["error"].as_str().unwrap().contains("failed to load"));
+    assert_eq!(srv.post("/api/embed", &json!({"model": MODEL, "input": "a"})).status, 200);
+    assert_eq!(srv.get("/api/status").json()["models"][1]["status"], "failed");
 }
 
 #[test]
@@ -108,13 +70,7 @@ fn no_loadable_model_means_unhealthy() {
 /// Send a request's head and half its body; the request is then in flight until the rest is sent.
 fn half_sent(srv: &Server, path: &str, body: &str) -> (Conn, String) {
     let mut c = Conn::open(&srv.addr).unwrap();
-    c.send_head(
-        "POST",
-        path,
-        &[("content-type", "application/json")],
-        body.len(),
-    )
-    .unwrap();
+    c.send_head("POST", path, &[("content-type", "application/json")], body.len()).unwrap();
     let (a, b) = body.split_at(body.len() / 2);
     c.write(a.as_bytes()).unwrap();
     (c, b.to_string())
@@ -129,11 +85,7 @@ fn concurrency_limit_answers_429() {
     std::thread::sleep(Duration::from_millis(200));
     assert_plain_error(&srv.post("/api/embed", &json!({"input": "x"})), 429);
     assert_openai_error(&srv.post("/v1/embeddings", &json!({"input": "x"})), 429);
-    assert_eq!(
-        srv.get("/health").status,
-        200,
-        "health is outside the limit"
-    );
+    assert_eq!(srv.get("/health").status, 200, "health is outside the limit");
     held.write(rest.as_bytes()).unwrap();
     assert_eq!(held.read_response().unwrap().status, 200);
     assert_eq!(srv.post("/api/embed", &json!({"input": "x"})).status, 200);
@@ -143,14 +95,9 @@ fn concurrency_limit_answers_429() {
 fn client_disconnects_do_not_hurt_other_requests() {
     require_model(MODEL);
     let srv = Server::start(&["--model", MODEL, "--max-batch-size", "4"]);
-    let big: Vec<String> = (0..2000)
-        .map(|i| format!("document {i} {}", "filler text ".repeat(30)))
-        .collect();
+    let big: Vec<String> = (0..2000).map(|i| format!("document {i} {}", "filler text ".repeat(30))).collect();
     let body = json!({"input": big}).to_string();
-    let want = srv
-        .post("/api/embed", &json!({"input": ["bystander"]}))
-        .json()["embeddings"]
-        .clone();
+    let want = srv.post("/api/embed", &json!({"input": ["bystander"]})).json()["embeddings"].clone();
     for _ in 0..10 {
         // Send a whole big request, then hang up without reading the answer.
         let mut c = Conn::open(&srv.addr).unwrap();
@@ -216,10 +163,7 @@ fn sigterm_answers_in_flight_requests_then_exits_zero() {
     srv.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     // New connections are refused while the in-flight request is still open.
-    assert!(
-        srv.try_request("GET", "/health", &[], b"").is_err(),
-        "accepting after SIGTERM"
-    );
+    assert!(srv.try_request("GET", "/health", &[], b"").is_err(), "accepting after SIGTERM");
     held.write(rest.as_bytes()).unwrap();
     let r = held.read_response().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());

@@ -16,11 +16,7 @@ pub const MODELS: &[&str] = &["potion-base-8M", "embeddinggemma"];
 
 pub fn require_model(name: &str) {
     let p = deposium_engine::registry::resolve(name).expect("known model").dir;
-    assert!(
-        p.is_dir(),
-        "model {} missing: run `scripts/fetch.sh` (make fetch) first",
-        p.display()
-    );
+    assert!(p.is_dir(), "model {} missing: run `scripts/fetch.sh` (make fetch) first", p.display());
 }
 
 /// A running `deposium-embed serve` (the soak harness's server, with panicking test helpers), killed on drop.
@@ -78,8 +74,7 @@ impl Server {
     }
 
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        self.try_request(method, path, headers, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
+        self.try_request(method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -87,21 +82,11 @@ impl Server {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Resp {
-        self.request(
-            "POST",
-            path,
-            &[("content-type", "application/json")],
-            body.to_string().as_bytes(),
-        )
+        self.request("POST", path, &[("content-type", "application/json")], body.to_string().as_bytes())
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> Resp {
-        self.request(
-            "POST",
-            path,
-            &[("content-type", "application/json")],
-            body.as_bytes(),
-        )
+        self.request("POST", path, &[("content-type", "application/json")], body.as_bytes())
     }
 }
 
@@ -113,13 +98,7 @@ impl Conn {
         Ok(Conn(http::Conn::open(http::loopback(addr)?, Duration::from_secs(120))?))
     }
 
-    pub fn send_head(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        len: usize,
-    ) -> std::io::Result<()> {
+    pub fn send_head(&mut self, method: &str, path: &str, headers: &[(&str, &str)], len: usize) -> std::io::Result<()> {
         self.0.send_head(method, path, headers, len, true)
     }
 
@@ -145,9 +124,7 @@ impl std::ops::Deref for Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        self.0
-            .json()
-            .unwrap_or_else(|| panic!("not JSON: {}", self.text()))
+        self.0.json().unwrap_or_else(|| panic!("not JSON: {}", self.text()))
     }
 }
 
@@ -161,11 +138,7 @@ pub fn cli_vectors(model: &str, texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>>
         .env("NO_COLOR", "1")
         .output()
         .expect("running deposium-embed embed");
-    assert!(
-        out.status.success(),
-        "embed failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "embed failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -174,19 +147,11 @@ pub fn cli_vectors(model: &str, texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>>
 }
 
 pub fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 pub fn matrix(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(floats)
-        .collect()
+    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(floats).collect()
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -232,10 +197,7 @@ pub fn base64_decode(s: &str) -> Vec<u8> {
     let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
     let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
     for chunk in bytes.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &c)| acc | val(c) << (18 - 6 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | val(c) << (18 - 6 * i));
         out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
     }
     out
@@ -243,8 +205,5 @@ pub fn base64_decode(s: &str) -> Vec<u8> {
 
 /// Little-endian f32 vector from an OpenAI base64 embedding.
 pub fn base64_floats(s: &str) -> Vec<f32> {
-    base64_decode(s)
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    base64_decode(s).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }

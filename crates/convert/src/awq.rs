@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-
 /// Texts run through the fp32 graph to measure each layer's input statistics (several languages, lengths and
 /// registers; the prompts of the model are added in front by the caller).
 pub const CALIBRATION_TEXTS: &str = include_str!("calibration_texts.txt");
@@ -67,15 +66,30 @@ impl Calibration {
     /// scaling does not lower the expected error. `qdq` quantizes and dequantizes a `[n, k]` matrix.
     /// Memoized by name: the graph builder asks once where it folds `1 / s` and once at the layer.
     /// `variant` names the quantizer (part of the memo key).
-    pub fn scales(&self, name: &str, variant: &str, w: &[f32], n: usize, k: usize, qdq: &(dyn Fn(&[f32]) -> Vec<f32> + Sync)) -> Option<Vec<f32>> {
+    pub fn scales(
+        &self,
+        name: &str,
+        variant: &str,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        qdq: &(dyn Fn(&[f32]) -> Vec<f32> + Sync),
+    ) -> Option<Vec<f32>> {
         let key = format!("{name}|{variant}");
         if let Some(hit) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return hit.clone();
         }
         let found = self.mean_sq.get(name).filter(|m| m.len() == k).and_then(|m| {
             let (alpha, err, err0, s) = search(w, n, k, m, qdq);
-            let signal: f64 = w.chunks(k).flat_map(|row| row.iter().zip(m).map(|(x, m)| *m as f64 * (*x as f64).powi(2))).sum();
-            tracing::debug!(layer = name, alpha, relative_error = (err / signal).sqrt(), unscaled = (err0 / signal).sqrt(), "awq");
+            let signal: f64 =
+                w.chunks(k).flat_map(|row| row.iter().zip(m).map(|(x, m)| *m as f64 * (*x as f64).powi(2))).sum();
+            tracing::debug!(
+                layer = name,
+                alpha,
+                relative_error = (err / signal).sqrt(),
+                unscaled = (err0 / signal).sqrt(),
+                "awq"
+            );
             s
         });
         self.memo.lock().unwrap_or_else(|e| e.into_inner()).insert(key, found.clone());
@@ -94,7 +108,13 @@ fn scales_for(m: &[f32], alpha: f32) -> Vec<f32> {
 }
 
 /// (best α, its expected error, the error unscaled, its scales unless α = 0).
-fn search(w: &[f32], n: usize, k: usize, m: &[f32], qdq: &(dyn Fn(&[f32]) -> Vec<f32> + Sync)) -> (f32, f64, f64, Option<Vec<f32>>) {
+fn search(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: &[f32],
+    qdq: &(dyn Fn(&[f32]) -> Vec<f32> + Sync),
+) -> (f32, f64, f64, Option<Vec<f32>>) {
     let error = |alpha: f32| -> (f64, Vec<f32>) {
         let s = scales_for(m, alpha);
         let scaled: Vec<f32> = w.chunks(k).flat_map(|row| row.iter().zip(&s).map(|(x, s)| x * s)).collect();

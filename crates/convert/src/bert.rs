@@ -3,8 +3,8 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
-use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::emit::linear;
+use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::scheme::QuantConfig;
 use crate::st_config::Pooling;
 use crate::weights::Weights;

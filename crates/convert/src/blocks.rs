@@ -33,7 +33,8 @@ pub fn quantize_blocks(w: &[f32], rows: usize, k: usize, block: usize, bits: u8)
             let s1 = (s0 + block).min(k);
             let vals = &w[r * k + s0..r * k + s1];
             // Signed absmax mapped to qmin (Q4_0-style) uses the full code range at 4 bits; at 8 bits plain absmax.
-            let (amax_abs, amax) = vals.iter().fold((0f32, 0f32), |(a, v), &x| if x.abs() > a { (x.abs(), x) } else { (a, v) });
+            let (amax_abs, amax) =
+                vals.iter().fold((0f32, 0f32), |(a, v), &x| if x.abs() > a { (x.abs(), x) } else { (a, v) });
             let scale = if amax_abs == 0.0 {
                 0.0
             } else if bits == 4 {

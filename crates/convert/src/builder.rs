@@ -68,7 +68,8 @@ impl Builder {
             DType::U4 | DType::I4 => 4,
         };
         assert_eq!(raw.len() as i64 * 8, (expect * bits + 7) / 8 * 8, "initializer {name}: size mismatch");
-        let name = if self.model.initializers.iter().any(|t| t.name == name) { self.fresh(name) } else { name.to_string() };
+        let name =
+            if self.model.initializers.iter().any(|t| t.name == name) { self.fresh(name) } else { name.to_string() };
         self.model.initializers.push(Tensor { name: name.clone(), dtype, dims: dims.to_vec(), raw });
         name
     }

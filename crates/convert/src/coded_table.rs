@@ -57,7 +57,12 @@ fn column_stats(table: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
         );
     let n = rows.max(1) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let std = sq.iter().zip(&mean).map(|(q, m)| ((q / n - m * m).max(0.0)).sqrt() as f32).map(|s| if s > 0.0 { s } else { 1.0 }).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| ((q / n - m * m).max(0.0)).sqrt() as f32)
+        .map(|s| if s > 0.0 { s } else { 1.0 })
+        .collect();
     (mean.iter().map(|&m| m as f32).collect(), std)
 }
 
@@ -67,7 +72,11 @@ fn row_codes(row: &[f32], mean: &[f32], std: &[f32], step: f32) -> (Vec<i32>, u1
     let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
     let stored = half::f16::from_f32(rms * step);
     let s = stored.to_f32();
-    let codes = if s > 0.0 && s.is_finite() { v.iter().map(|x| ((x / s).round() as i32).clamp(-MAX_CODE, MAX_CODE)).collect() } else { vec![0; v.len()] };
+    let codes = if s > 0.0 && s.is_finite() {
+        v.iter().map(|x| ((x / s).round() as i32).clamp(-MAX_CODE, MAX_CODE)).collect()
+    } else {
+        vec![0; v.len()]
+    };
     (codes, stored.to_bits())
 }
 
@@ -89,10 +98,13 @@ pub fn encode(table: &[f32], vocab: usize, dim: usize, step: f32, out_scale: f32
                 c
             },
         )
-        .reduce(|| vec![0u64; alphabet], |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        });
+        .reduce(
+            || vec![0u64; alphabet],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
     let lo = counts.iter().position(|&c| c > 0).unwrap_or(MAX_CODE as usize);
     let hi = counts.iter().rposition(|&c| c > 0).unwrap_or(MAX_CODE as usize);
     let min_code = lo as i32 - MAX_CODE;
@@ -148,7 +160,11 @@ impl CodedTable {
 
     /// Mean bits per value on disk, everything included.
     pub fn bits_per_value(&self) -> f64 {
-        let bytes = self.data.len() + 4 * self.offsets.len() + 2 * self.row_steps.len() + 8 * self.col_scale.len() + self.lengths.len();
+        let bytes = self.data.len()
+            + 4 * self.offsets.len()
+            + 2 * self.row_steps.len()
+            + 8 * self.col_scale.len()
+            + self.lengths.len();
         bytes as f64 * 8.0 / (self.row_steps.len() * self.col_scale.len()).max(1) as f64
     }
 }

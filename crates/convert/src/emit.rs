@@ -12,7 +12,17 @@ use crate::scheme::QuantConfig;
 /// padded to whole bytes (plus 3 trailing bytes, so that the op can read 4 bytes at any code); fp16 scales and u8
 /// zero points per row and block. A 6-bit EmbeddingGemma table, block 64, takes 160 MB where 8 bits take 204.
 #[allow(clippy::too_many_arguments)]
-fn packed_table(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usize, dim: usize, bits: u8, block: usize, scale: f32) -> String {
+fn packed_table(
+    b: &mut Builder,
+    ids: &str,
+    name: &str,
+    table: &[f32],
+    vocab: usize,
+    dim: usize,
+    bits: u8,
+    block: usize,
+    scale: f32,
+) -> String {
     use rayon::prelude::*;
     let kb = dim.div_ceil(block);
     let row_bytes = (dim * bits as usize).div_ceil(8);
@@ -55,12 +65,26 @@ fn u16_bytes(v: &[u16]) -> Vec<u8> {
 /// An entropy-coded table (`coded_table`) read by our `ai.deposium:GatherCoded` op. Inputs: coded rows, ids, row
 /// offsets (u32), row steps (fp16 bits), column scales and means (f32), code lengths (u8); attributes dim, min_code.
 #[allow(clippy::too_many_arguments)]
-fn coded_table(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usize, dim: usize, step: f32, scale: f32) -> String {
+fn coded_table(
+    b: &mut Builder,
+    ids: &str,
+    name: &str,
+    table: &[f32],
+    vocab: usize,
+    dim: usize,
+    step: f32,
+    scale: f32,
+) -> String {
     let t = crate::coded_table::encode(table, vocab, dim, step, scale, false);
     tracing::info!(step, bits_per_value = t.bits_per_value(), "entropy-coded token table");
     let len = t.data.len() as i64;
     let dn = b.init(&format!("{name}.coded"), DType::U8, &[len], t.data);
-    let on = b.init(&format!("{name}.offsets"), DType::U32, &[vocab as i64 + 1], t.offsets.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let on = b.init(
+        &format!("{name}.offsets"),
+        DType::U32,
+        &[vocab as i64 + 1],
+        t.offsets.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    );
     let sn = b.init(&format!("{name}.row_steps"), DType::U16, &[vocab as i64], u16_bytes(&t.row_steps));
     let cs = b.init_f32(&format!("{name}.col_scale"), &[dim as i64], &t.col_scale);
     let cm = b.init_f32(&format!("{name}.col_mean"), &[dim as i64], &t.col_mean);
@@ -72,7 +96,16 @@ fn coded_table(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usi
 
 /// `x @ W^T (+ bias)` for a PyTorch-layout weight `w` `[n_out, k_in]`.
 #[allow(clippy::too_many_arguments)]
-pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, q: &QuantConfig) -> String {
+pub fn linear(
+    b: &mut Builder,
+    x: &str,
+    name: &str,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bias: Option<&[f32]>,
+    q: &QuantConfig,
+) -> String {
     if q.calib == CalibMode::Record && name.contains("layers.") {
         // E[xᵀx] summed over this run's tokens: [B·S, k]ᵀ · [B·S, k].
         let shape = b.const_i64(&[-1, k as i64]);
@@ -83,7 +116,9 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
     }
     match q.linear_bits_for(name) {
         None => float_linear(b, x, name, w, n, k, bias, false),
-        Some(bits) if custom_kernel_bits(q, Some(bits), n, k, bias.is_some()) => custom_linear(b, x, name, w, n, k, bits, q, vec![]),
+        Some(bits) if custom_kernel_bits(q, Some(bits), n, k, bias.is_some()) => {
+            custom_linear(b, x, name, w, n, k, bits, q, vec![])
+        }
         Some(bits) => {
             let block = q.block;
             let kb = k.div_ceil(block);
@@ -132,7 +167,16 @@ pub fn linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usiz
 /// `x @ W^T (+ bias)` in fp32; with `f16`, the weight is stored in fp16 and cast back to fp32 in the graph (ONNX
 /// Runtime folds the cast at load).
 #[allow(clippy::too_many_arguments)]
-pub fn float_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>, f16: bool) -> String {
+pub fn float_linear(
+    b: &mut Builder,
+    x: &str,
+    name: &str,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bias: Option<&[f32]>,
+    f16: bool,
+) -> String {
     let wt = crate::weights::transpose(w, n, k);
     let wn = if f16 {
         let raw = wt.iter().flat_map(|v| deposium_kernels::f16_bits(*v).to_le_bytes()).collect();
@@ -153,12 +197,26 @@ pub fn float_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k
 
 /// Whether a layer of `bits` runs on our QMatMul kernels.
 fn custom_kernel_bits(q: &QuantConfig, bits: Option<u8>, n: usize, k: usize, has_bias: bool) -> bool {
-    matches!(bits, Some(4 | 8)) && q.custom_kernel && q.block == deposium_kernels::BLOCK && deposium_kernels::supports(n, k) && !has_bias
+    matches!(bits, Some(4 | 8))
+        && q.custom_kernel
+        && q.block == deposium_kernels::BLOCK
+        && deposium_kernels::supports(n, k)
+        && !has_bias
 }
 
 /// `ai.deposium:QMatMul8` / `QMatMul4` for `w` `[n, k]`.
 #[allow(clippy::too_many_arguments)]
-fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, bits: u8, q: &QuantConfig, attrs: Vec<crate::proto::Attr>) -> String {
+fn custom_linear(
+    b: &mut Builder,
+    x: &str,
+    name: &str,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bits: u8,
+    q: &QuantConfig,
+    attrs: Vec<crate::proto::Attr>,
+) -> String {
     let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
     let scale_dims = [tiles, kb, deposium_kernels::TILE as i64];
     let (op, mut inputs) = if bits == 8 {
@@ -177,7 +235,8 @@ fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: u
         let (packed, packed_scales, packed_zps) = deposium_kernels::pack4_stored(&codes, &scales, &zps, n, k);
         let wn = b.init(&format!("{name}.q4"), DType::U8, &[tiles, kb, 4, 64], packed);
         let sn = b.init(&format!("{name}.q4scales"), DType::U16, &scale_dims, u16_bytes(&packed_scales));
-        let zn = b.init(&format!("{name}.q4zp"), DType::U8, &[tiles, kb, deposium_kernels::TILE as i64 / 2], packed_zps);
+        let zn =
+            b.init(&format!("{name}.q4zp"), DType::U8, &[tiles, kb, deposium_kernels::TILE as i64 / 2], packed_zps);
         (QMATMUL4, vec![wn, sn, zn])
     };
     inputs.insert(0, x.to_string());
@@ -187,7 +246,15 @@ fn custom_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: u
 
 /// `gelu_tanh(x · Wgᵀ) ⊙ (x · Wuᵀ)` for a stacked gate/up weight `[2·inter, k]` as one QMatMul node (attribute
 /// `geglu`), where the layer runs on our kernels; None otherwise (the caller emits MatMul, Split, Gelu, Mul).
-pub fn geglu_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k: usize, q: &QuantConfig) -> Option<String> {
+pub fn geglu_linear(
+    b: &mut Builder,
+    x: &str,
+    name: &str,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    q: &QuantConfig,
+) -> Option<String> {
     let bits = q.linear_bits_for(name);
     (custom_kernel_bits(q, bits, n, k, false) && (n / 2).is_multiple_of(deposium_kernels::TILE))
         .then(|| custom_linear(b, x, name, w, n, k, bits.unwrap(), q, vec![attr_i("geglu", 1)]))
@@ -195,7 +262,16 @@ pub fn geglu_linear(b: &mut Builder, x: &str, name: &str, w: &[f32], n: usize, k
 
 /// Token embedding lookup `table[ids] * scale` (`table` is `[vocab, dim]`).
 #[allow(clippy::too_many_arguments)]
-pub fn embedding(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: usize, dim: usize, scale: f32, q: &QuantConfig) -> String {
+pub fn embedding(
+    b: &mut Builder,
+    ids: &str,
+    name: &str,
+    table: &[f32],
+    vocab: usize,
+    dim: usize,
+    scale: f32,
+    q: &QuantConfig,
+) -> String {
     let bits = if q.keeps(name) { None } else { q.embed_bits };
     let Some(bits) = bits else {
         let scaled: Vec<f32> = if scale != 1.0 { table.iter().map(|x| x * scale).collect() } else { table.to_vec() };
@@ -216,7 +292,13 @@ pub fn embedding(b: &mut Builder, ids: &str, name: &str, table: &[f32], vocab: u
     let hot = if bits == 4 { hot_ranges(&q.embed_int8_ids, vocab) } else { vec![] };
     let n_hot: usize = hot.iter().map(|r| r.len()).sum();
     let all: Vec<std::ops::Range<usize>> = std::iter::once(0..vocab).collect();
-    let spec = |bits: u8, block: usize| TableSpec { bits, block, asym: bits == 4 && q.embed_asymmetric, f16: q.embed_scales_f16, scale };
+    let spec = |bits: u8, block: usize| TableSpec {
+        bits,
+        block,
+        asym: bits == 4 && q.embed_asymmetric,
+        f16: q.embed_scales_f16,
+        scale,
+    };
     if n_hot == 0 || n_hot == vocab {
         let s = if n_hot == vocab { spec(8, HOT_BLOCK) } else { spec(bits, q.embed_block) };
         return block_table(b, ids, name, table, &all, dim, &s);
@@ -296,7 +378,15 @@ struct TableSpec {
 }
 
 /// One GatherBlockQuantized table holding `rows` of `table` (in order), looked up with `idx` (row numbers in it).
-fn block_table(b: &mut Builder, idx: &str, name: &str, table: &[f32], rows: &[std::ops::Range<usize>], dim: usize, s: &TableSpec) -> String {
+fn block_table(
+    b: &mut Builder,
+    idx: &str,
+    name: &str,
+    table: &[f32],
+    rows: &[std::ops::Range<usize>],
+    dim: usize,
+    s: &TableSpec,
+) -> String {
     use rayon::prelude::*;
     let n: usize = rows.iter().map(|r| r.len()).sum();
     let (bits, block) = (s.bits, s.block);
@@ -331,7 +421,8 @@ fn block_table(b: &mut Builder, idx: &str, name: &str, table: &[f32], rows: &[st
     // GatherBlockQuantized takes uint8 data (4-bit: two codes per byte, low nibble first) with zero points packed the
     // same way (default 2^(bits-1), our symmetric offset) and scales shaped like the data with the quantized axis
     // divided by block; the output has the scales' type.
-    let (data, data_dims) = if bits == 4 { (pack4(&codes), vec![n as i64, (dim / 2) as i64]) } else { (codes, vec![n as i64, dim as i64]) };
+    let (data, data_dims) =
+        if bits == 4 { (pack4(&codes), vec![n as i64, (dim / 2) as i64]) } else { (codes, vec![n as i64, dim as i64]) };
     let dn = b.init(&format!("{name}.q"), DType::U8, &data_dims, data);
     let sn = if s.f16 {
         let raw: Vec<u8> = scales.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
@@ -348,7 +439,12 @@ fn block_table(b: &mut Builder, idx: &str, name: &str, table: &[f32], rows: &[st
     let out = b.ms(
         "GatherBlockQuantized",
         &refs,
-        vec![attr_i("gather_axis", 0), attr_i("quantize_axis", 1), attr_i("block_size", block as i64), attr_i("bits", bits as i64)],
+        vec![
+            attr_i("gather_axis", 0),
+            attr_i("quantize_axis", 1),
+            attr_i("block_size", block as i64),
+            attr_i("bits", bits as i64),
+        ],
     );
     if s.f16 {
         b.cast(&out, DType::F32)

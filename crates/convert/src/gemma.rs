@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
-use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::emit::{embedding, linear};
+use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::scheme::QuantConfig;
 use crate::weights::Weights;
 use crate::DenseHead;
@@ -71,7 +71,11 @@ const NEG: f32 = -1.0e9;
 /// RMSNorm with Gemma's `(1 + w)` scale, optionally times a constant (folded into the weight).
 fn rms_norm(b: &mut Builder, x: &str, w: &[f32], name: &str, eps: f32, extra_scale: f32) -> String {
     let s = b.init_f32(name, &[w.len() as i64], &norm_scale(w, extra_scale));
-    b.op("SimplifiedLayerNormalization", &[x, &s], vec![attr_i("axis", -1), attr_f("epsilon", eps), attr_i("stash_type", 1)])
+    b.op(
+        "SimplifiedLayerNormalization",
+        &[x, &s],
+        vec![attr_i("axis", -1), attr_f("epsilon", eps), attr_i("stash_type", 1)],
+    )
 }
 
 /// Gemma's RMSNorm multiplies by (1 + weight); `extra` folds a constant factor in.
@@ -169,9 +173,12 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
                 let (wq, sizes) = qkv_stacked(w, prefix, l, h)?;
                 q.awq_scales(&layer_key(prefix, l, QKV), &wq, sizes.iter().sum(), h)
             }
-            "pre_feedforward_layernorm" if calibrated(q) => {
-                q.awq_scales(&layer_key(prefix, l, GATE_UP), &gate_up_stacked(w, cfg, prefix, l, q)?, 2 * cfg.intermediate_size, h)
-            }
+            "pre_feedforward_layernorm" if calibrated(q) => q.awq_scales(
+                &layer_key(prefix, l, GATE_UP),
+                &gate_up_stacked(w, cfg, prefix, l, q)?,
+                2 * cfg.intermediate_size,
+                h,
+            ),
             _ => None,
         };
         Ok(match s {
@@ -183,9 +190,11 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     let mut hn = rms_norm(&mut b, &x, &layer_norm_w(0, "input_layernorm")?, "layers.0.input_layernorm", eps, 1.0);
     for l in 0..cfg.num_hidden_layers {
         let lp = |s: &str| layer_key(prefix, l, s);
-        let ((cos, sin), bias) = if cfg.is_sliding(l) { (&rope_local, &slide_bias) } else { (&rope_global, &full_bias) };
+        let ((cos, sin), bias) =
+            if cfg.is_sliding(l) { (&rope_local, &slide_bias) } else { (&rope_global, &full_bias) };
         let attn = if fused {
-            let masks = AttnMasks { bias, tokens: &mask_f, reach: if cfg.is_sliding(l) { cfg.window_reach() } else { 0 } };
+            let masks =
+                AttnMasks { bias, tokens: &mask_f, reach: if cfg.is_sliding(l) { cfg.window_reach() } else { 0 } };
             attention_fused(&mut b, w, cfg, prefix, l, &hn, cos, sin, &pos0, masks, attn_scale, q)?
         } else {
             attention_reference(&mut b, w, cfg, prefix, l, &hn, cos, sin, bias, attn_scale, q)?
@@ -243,7 +252,13 @@ fn add_norm(b: &mut Builder, branch: &str, x: &str, w: &[f32], name: &str, eps: 
     }
     let scale: Vec<f32> = w.iter().map(|v| 1.0 + v).collect();
     let g = b.init_f32(name, &[w.len() as i64], &scale);
-    let outs = b.node(crate::builder::MS, "SkipSimplifiedLayerNormalization", &[branch, x, &g], 4, vec![attr_f("epsilon", eps)]);
+    let outs = b.node(
+        crate::builder::MS,
+        "SkipSimplifiedLayerNormalization",
+        &[branch, x, &g],
+        4,
+        vec![attr_f("epsilon", eps)],
+    );
     let node = b.model.nodes.last_mut().expect("just added");
     node.outputs[1].clear();
     node.outputs[2].clear();
@@ -252,14 +267,28 @@ fn add_norm(b: &mut Builder, branch: &str, x: &str, w: &[f32], name: &str, eps: 
 
 /// `sum = x + rms_norm(branch)·post`, `normed = rms_norm(sum)·next` → (normed, sum): one `GemmaNormAddNorm` node
 /// where our ops are in use, else SimplifiedLayerNormalization then Add + norm (`add_norm`).
-fn norm_add_norm(b: &mut Builder, branch: &str, x: &str, post: (Vec<f32>, String), next: (Vec<f32>, String), eps: f32, q: &QuantConfig) -> (String, String) {
+fn norm_add_norm(
+    b: &mut Builder,
+    branch: &str,
+    x: &str,
+    post: (Vec<f32>, String),
+    next: (Vec<f32>, String),
+    eps: f32,
+    q: &QuantConfig,
+) -> (String, String) {
     if !(q.fused_ops && uses_custom_ops(q)) {
         let normed = rms_norm(b, branch, &post.0, &post.1, eps, 1.0);
         return add_norm(b, &normed, x, &next.0, &next.1, eps, q.fused_ops);
     }
     let ps = b.init_f32(&post.1, &[post.0.len() as i64], &norm_scale(&post.0, 1.0));
     let ns = b.init_f32(&next.1, &[next.0.len() as i64], &norm_scale(&next.0, 1.0));
-    let mut outs = b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::GEMMA_NORM_ADD_NORM, &[branch, x, &ps, &ns], 2, vec![attr_f("epsilon", eps)]);
+    let mut outs = b.node(
+        crate::builder::CUSTOM_DOMAIN,
+        crate::builder::GEMMA_NORM_ADD_NORM,
+        &[branch, x, &ps, &ns],
+        2,
+        vec![attr_f("epsilon", eps)],
+    );
     let sum = outs.pop().unwrap();
     (outs.pop().unwrap(), sum)
 }
@@ -270,7 +299,11 @@ fn stack_rows(w: &Weights, names: &[String], k: usize) -> Result<(Vec<f32>, Vec<
     let mut sizes = Vec::new();
     for n in names {
         let m = w.get(n)?;
-        anyhow::ensure!(m.shape.len() == 2 && m.shape[1] == k, "tensor '{n}' has shape {:?}, expected [_, {k}]", m.shape);
+        anyhow::ensure!(
+            m.shape.len() == 2 && m.shape[1] == k,
+            "tensor '{n}' has shape {:?}, expected [_, {k}]",
+            m.shape
+        );
         sizes.push(m.shape[0]);
         data.extend_from_slice(&m.data);
     }
@@ -330,7 +363,15 @@ fn geglu(b: &mut Builder, gate: &str, up: &str) -> String {
     b.op("Mul", &[&act, up], vec![])
 }
 
-fn mlp(b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, q: &QuantConfig) -> Result<String> {
+fn mlp(
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &Gemma3Config,
+    prefix: &str,
+    l: usize,
+    hn: &str,
+    q: &QuantConfig,
+) -> Result<String> {
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
     let lp = |s: &str| layer_key(prefix, l, s);
     let prod = if q.fused_ops {
@@ -378,10 +419,21 @@ struct AttnMasks<'a> {
 /// node) or RotaryEmbedding and MultiHeadAttention (kv heads repeated).
 #[allow(clippy::too_many_arguments)]
 fn attention_fused(
-    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, cos_c: &str, sin_c: &str, pos0: &str,
-    masks: AttnMasks<'_>, attn_scale: f32, q: &QuantConfig,
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &Gemma3Config,
+    prefix: &str,
+    l: usize,
+    hn: &str,
+    cos_c: &str,
+    sin_c: &str,
+    pos0: &str,
+    masks: AttnMasks<'_>,
+    attn_scale: f32,
+    q: &QuantConfig,
 ) -> Result<String> {
-    let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
+    let (h, hd, nq, nkv, eps) =
+        (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
     let lp = |s: &str| layer_key(prefix, l, s);
     let (mut stacked, sizes) = qkv_stacked(w, prefix, l, h)?;
     let n_total: usize = sizes.iter().sum();
@@ -401,7 +453,14 @@ fn attention_fused(
             attr_f("epsilon", eps),
             attr_i("window_reach", masks.reach as i64),
         ];
-        b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::GEMMA_ATTENTION, &[&qkv, &qs, &ks, cos_c, sin_c, masks.tokens], 1, attrs).remove(0)
+        b.node(
+            crate::builder::CUSTOM_DOMAIN,
+            crate::builder::GEMMA_ATTENTION,
+            &[&qkv, &qs, &ks, cos_c, sin_c, masks.tokens],
+            1,
+            attrs,
+        )
+        .remove(0)
     } else {
         let parts = split_last(b, &qkv, &sizes);
         let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
@@ -416,7 +475,11 @@ fn attention_fused(
             b.reshape(&kn, &[0, 0, (nkv * hd) as i64])
         };
         let rope = |b: &mut Builder, x: &str, heads: usize| {
-            b.ms("RotaryEmbedding", &[x, pos0, cos_c, sin_c], vec![attr_i("num_heads", heads as i64), attr_i("interleaved", 0)])
+            b.ms(
+                "RotaryEmbedding",
+                &[x, pos0, cos_c, sin_c],
+                vec![attr_i("num_heads", heads as i64), attr_i("interleaved", 0)],
+            )
         };
         let qr = rope(b, &q3, nq);
         let kr = rope(b, &k3, nkv);
@@ -437,7 +500,11 @@ fn attention_fused(
         };
         let kx = repeat(b, &kr);
         let vx = repeat(b, &parts[2]);
-        b.ms("MultiHeadAttention", &[&qr, &kx, &vx, "", "", masks.bias], vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)])
+        b.ms(
+            "MultiHeadAttention",
+            &[&qr, &kx, &vx, "", "", masks.bias],
+            vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)],
+        )
     };
     let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
     Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q))
@@ -446,10 +513,20 @@ fn attention_fused(
 /// Attention with plain ONNX ops (the reference path).
 #[allow(clippy::too_many_arguments)]
 fn attention_reference(
-    b: &mut Builder, w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, hn: &str, cos: &str, sin: &str, bias: &str,
-    attn_scale: f32, q: &QuantConfig,
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &Gemma3Config,
+    prefix: &str,
+    l: usize,
+    hn: &str,
+    cos: &str,
+    sin: &str,
+    bias: &str,
+    attn_scale: f32,
+    q: &QuantConfig,
 ) -> Result<String> {
-    let (h, hd, nq, nkv, eps) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
+    let (h, hd, nq, nkv, eps) =
+        (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
     let lp = |s: &str| layer_key(prefix, l, s);
     let wq = w.matrix(&lp("self_attn.q_proj.weight"), nq * hd, h)?;
     let qv = linear(b, hn, &lp("self_attn.q_proj"), &wq.data, nq * hd, h, None, q);

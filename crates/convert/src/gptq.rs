@@ -84,7 +84,11 @@ pub fn gptq_asym4(w: &[f32], n: usize, k: usize, block: usize, h: &[f32]) -> Opt
     let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1).clamp(1, 8);
     let per = n.div_ceil(threads).div_ceil(ROWS) * ROWS;
     std::thread::scope(|scope| {
-        let jobs = codes.chunks_mut(per * kb * block).zip(scales.chunks_mut(per * kb)).zip(zps.chunks_mut(per * kb)).enumerate();
+        let jobs = codes
+            .chunks_mut(per * kb * block)
+            .zip(scales.chunks_mut(per * kb))
+            .zip(zps.chunks_mut(per * kb))
+            .enumerate();
         for (t, ((c, s), z)) in jobs {
             let (u, w) = (&u, &w);
             scope.spawn(move || {
@@ -92,7 +96,17 @@ pub fn gptq_asym4(w: &[f32], n: usize, k: usize, block: usize, h: &[f32]) -> Opt
                 let r1 = (r0 + per).min(n);
                 for g in (r0..r1).step_by(ROWS) {
                     let g1 = (g + ROWS).min(r1);
-                    rows(w, k, block, u, g, g1, &mut c[(g - r0) * kb * block..], &mut s[(g - r0) * kb..], &mut z[(g - r0) * kb..]);
+                    rows(
+                        w,
+                        k,
+                        block,
+                        u,
+                        g,
+                        g1,
+                        &mut c[(g - r0) * kb * block..],
+                        &mut s[(g - r0) * kb..],
+                        &mut z[(g - r0) * kb..],
+                    );
                 }
             });
         }
@@ -102,7 +116,17 @@ pub fn gptq_asym4(w: &[f32], n: usize, k: usize, block: usize, h: &[f32]) -> Opt
 
 /// Rows `g0..g1` of `w`, written at the start of `codes`, `scales` and `zps`.
 #[allow(clippy::too_many_arguments)]
-fn rows(w: &[f32], k: usize, block: usize, u: &[f32], g0: usize, g1: usize, codes: &mut [u8], scales: &mut [f32], zps: &mut [u8]) {
+fn rows(
+    w: &[f32],
+    k: usize,
+    block: usize,
+    u: &[f32],
+    g0: usize,
+    g1: usize,
+    codes: &mut [u8],
+    scales: &mut [f32],
+    zps: &mut [u8],
+) {
     let kb = k.div_ceil(block);
     let mut work: Vec<Vec<f32>> = (g0..g1).map(|r| w[r * k..(r + 1) * k].to_vec()).collect();
     let mut params = vec![(0f32, 8f32); work.len()];
@@ -158,7 +182,11 @@ mod tests {
             .map(|i| {
                 let (t, j) = (i / k, i % k);
                 let v: f32 = (0..4).map(|f| factors[t][f] * mix[f * k + j]).sum::<f32>() + 0.1 * rnd();
-                if j % 9 == 0 { v * 6.0 } else { v }
+                if j % 9 == 0 {
+                    v * 6.0
+                } else {
+                    v
+                }
             })
             .collect();
         let mut h = vec![0f32; k * k];
@@ -175,7 +203,9 @@ mod tests {
             (0..tokens)
                 .map(|t| {
                     (0..n)
-                        .map(|r| (0..k).map(|j| ((deq[r * k + j] - w[r * k + j]) * x[t * k + j]) as f64).sum::<f64>().powi(2))
+                        .map(|r| {
+                            (0..k).map(|j| ((deq[r * k + j] - w[r * k + j]) * x[t * k + j]) as f64).sum::<f64>().powi(2)
+                        })
                         .sum::<f64>()
                 })
                 .sum()

@@ -5,13 +5,13 @@
 pub mod awq;
 pub mod bert;
 pub mod blocks;
-pub mod gptq;
 pub mod builder;
 pub mod coded_table;
+pub mod emit;
 pub mod gemma;
+pub mod gptq;
 pub mod proto;
 pub mod scheme;
-pub mod emit;
 pub mod st_config;
 pub mod weights;
 
@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use builder::Builder;
-use proto::attr_i;
 pub use builder::{CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, GEMMA_ATTENTION, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
+use proto::attr_i;
 pub use scheme::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;
@@ -49,7 +49,13 @@ pub fn load_dense(cfg: &StConfig) -> Result<Vec<DenseHead>> {
         let w = Weights::open(&d.dir.join("model.safetensors"))?;
         let wm = w.matrix("linear.weight", d.out_features, d.in_features)?;
         let bias = if d.bias { Some(w.vector("linear.bias", d.out_features)?) } else { None };
-        out.push(DenseHead { w: wm.data, bias, in_features: d.in_features, out_features: d.out_features, name: format!("dense{}", i + 1) });
+        out.push(DenseHead {
+            w: wm.data,
+            bias,
+            in_features: d.in_features,
+            out_features: d.out_features,
+            name: format!("dense{}", i + 1),
+        });
     }
     Ok(fold_dense(out))
 }
@@ -85,7 +91,9 @@ pub fn fold_dense(heads: Vec<DenseHead>) -> Vec<DenseHead> {
             (b1, b2) => Some(
                 (0..m)
                     .map(|r| {
-                        let via: f64 = b1.as_ref().map_or(0.0, |b1| d.w[r * mid..(r + 1) * mid].iter().zip(b1).map(|(&a, &b)| a as f64 * b as f64).sum());
+                        let via: f64 = b1.as_ref().map_or(0.0, |b1| {
+                            d.w[r * mid..(r + 1) * mid].iter().zip(b1).map(|(&a, &b)| a as f64 * b as f64).sum()
+                        });
                         (via + b2.as_ref().map_or(0.0, |b2| b2[r] as f64)) as f32
                     })
                     .collect(),
@@ -184,7 +192,9 @@ pub fn detect_family(src: &Path) -> Result<String> {
     Ok(match mt {
         "gemma3_text" | "gemma3" => "gemma3".into(),
         "bert" => "bert".into(),
-        other => bail!("{}: model_type '{other}' is not supported by the graph builder (gemma3_text, bert)", src.display()),
+        other => {
+            bail!("{}: model_type '{other}' is not supported by the graph builder (gemma3_text, bert)", src.display())
+        }
     })
 }
 
@@ -227,14 +237,16 @@ fn slim_tokenizer_config(path: &Path) -> Result<()> {
     }
     let mut cfg: serde_json::Map<String, serde_json::Value> = st_config::read_json(path)?;
     if cfg.remove("added_tokens_decoder").is_some() {
-        std::fs::write(path, serde_json::to_vec_pretty(&cfg)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&cfg)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
 /// `<pid>-<nanoseconds>`: names temporary directories that concurrent conversions never share.
 pub fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{nanos}", std::process::id())
 }
 
@@ -300,7 +312,8 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<Manifest> {
     let tok = src.join("tokenizer.json");
     if tok.exists() {
         let raw = std::fs::read(&tok).with_context(|| format!("reading {}", tok.display()))?;
-        let packed = zstd::bulk::compress(&raw, TOKENIZER_ZSTD_LEVEL).with_context(|| format!("compressing {}", tok.display()))?;
+        let packed = zstd::bulk::compress(&raw, TOKENIZER_ZSTD_LEVEL)
+            .with_context(|| format!("compressing {}", tok.display()))?;
         std::fs::write(tmp.join(TOKENIZER_ZST), packed)?;
     }
     for f in COPY_FILES {

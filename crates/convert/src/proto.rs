@@ -285,12 +285,8 @@ impl ModelProto {
         std::fs::create_dir_all(dir)?;
         let data_name = "model.onnx_data";
         let mut data = std::io::BufWriter::new(std::fs::File::create(dir.join(data_name))?);
-        let bytes = self.encode(Some(External {
-            file_name: data_name.into(),
-            writer: &mut data,
-            offset: 0,
-            threshold: 1024,
-        }))?;
+        let bytes =
+            self.encode(Some(External { file_name: data_name.into(), writer: &mut data, offset: 0, threshold: 1024 }))?;
         data.flush()?;
         std::fs::write(dir.join("model.onnx"), bytes)
     }

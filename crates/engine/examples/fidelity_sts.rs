@@ -93,7 +93,11 @@ fn main() -> anyhow::Result<()> {
         let m = c.iter().map(|&x| x as f64).sum::<f64>() / c.len() as f64;
         let mn = c.iter().cloned().fold(1.0f32, f32::min);
         let worst = c.iter().position(|&x| x == mn).unwrap_or(0);
-        println!("{stem:<22} n={:<4} mean {m:.5} min {mn:.5} ({:?})", c.len(), texts[worst].chars().take(60).collect::<String>());
+        println!(
+            "{stem:<22} n={:<4} mean {m:.5} min {mn:.5} ({:?})",
+            c.len(),
+            texts[worst].chars().take(60).collect::<String>()
+        );
         all.extend(c);
     }
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -23,16 +23,25 @@ pub(crate) fn calibration_for(src: &Path) -> Result<Arc<Calibration>> {
     let t0 = std::time::Instant::now();
     let dir = paths::home().join("calibration").join(format!("graph-{}", deposium_convert::unique_suffix()));
     std::fs::create_dir_all(&dir).map_err(err)?;
-    let measured = deposium_convert::write_calibration_graph(src, &dir).map_err(|e| err(format!("{e:#}"))).and_then(|_| measure(src, &dir));
+    let measured = deposium_convert::write_calibration_graph(src, &dir)
+        .map_err(|e| err(format!("{e:#}")))
+        .and_then(|_| measure(src, &dir));
     let _ = std::fs::remove_dir_all(&dir);
     let cal = measured?;
-    tracing::info!(secs = t0.elapsed().as_secs_f32(), tokens = cal.tokens, layers = cal.mean_sq.len(), "calibration measured");
+    tracing::info!(
+        secs = t0.elapsed().as_secs_f32(),
+        tokens = cal.tokens,
+        layers = cal.mean_sq.len(),
+        "calibration measured"
+    );
     Ok(Arc::new(cal))
 }
 
 /// The calibration inputs: each text behind a few of the model's prompts.
 fn calibration_inputs(src: &Path) -> Vec<String> {
-    let mut prompts: Vec<String> = deposium_convert::st_config::StConfig::load(src).map(|st| st.prompts.into_values().collect()).unwrap_or_default();
+    let mut prompts: Vec<String> = deposium_convert::st_config::StConfig::load(src)
+        .map(|st| st.prompts.into_values().collect())
+        .unwrap_or_default();
     prompts.sort();
     prompts.dedup();
     if prompts.is_empty() {
@@ -40,7 +49,12 @@ fn calibration_inputs(src: &Path) -> Vec<String> {
     }
     let texts: Vec<&str> = CALIBRATION_TEXTS.lines().filter(|l| !l.trim().is_empty()).collect();
     let per = PROMPTS_PER_TEXT.min(prompts.len());
-    texts.iter().enumerate().flat_map(|(i, t)| (0..per).map(move |j| (i * per + j, *t))).map(|(n, t)| format!("{}{t}", prompts[n % prompts.len()])).collect()
+    texts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| (0..per).map(move |j| (i * per + j, *t)))
+        .map(|(n, t)| format!("{}{t}", prompts[n % prompts.len()]))
+        .collect()
 }
 
 fn measure(src: &Path, graph_dir: &Path) -> Result<Calibration> {
@@ -69,6 +83,7 @@ fn measure(src: &Path, graph_dir: &Path) -> Result<Calibration> {
         // Families whose layers are not calibrated (BERT): no statistics, round-to-nearest.
         tracing::info!("no calibrated layers in this model family");
     }
-    let second_moment = sums.into_iter().map(|(k, v)| (k, v.iter().map(|s| (s / tokens as f64) as f32).collect())).collect();
+    let second_moment =
+        sums.into_iter().map(|(k, v)| (k, v.iter().map(|s| (s / tokens as f64) as f32).collect())).collect();
     Ok(Calibration::new(tokens, second_moment))
 }

@@ -18,17 +18,29 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<deposium_conve
     if q.wants_calibration() {
         q.calib = CalibMode::Apply(crate::calibrate::calibration_for(src)?);
     }
-    deposium_convert::convert(src, out, &q).map_err(|e| EngineError::Load(format!("converting {}: {e:#}", src.display())))
+    deposium_convert::convert(src, out, &q)
+        .map_err(|e| EngineError::Load(format!("converting {}: {e:#}", src.display())))
 }
 
 /// Directory where a safetensors model converted with `scheme` is cached.
 pub fn converted_path(src: &Path, scheme: &str) -> Result<PathBuf> {
     let w = src.join("model.safetensors");
     let meta = std::fs::metadata(&w).map_err(|e| load_err(format!("{}: {e}", w.display())))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     // The scheme's settings are part of the key: changing a scheme's defaults must not reuse an old conversion.
-    let settings = QuantConfig::from_scheme(scheme).ok().and_then(|q| serde_json::to_string(&q).ok()).unwrap_or_default();
-    let key = format!("{}|{}|{}|{settings}", std::fs::canonicalize(src).unwrap_or(src.to_path_buf()).display(), meta.len(), mtime);
+    let settings =
+        QuantConfig::from_scheme(scheme).ok().and_then(|q| serde_json::to_string(&q).ok()).unwrap_or_default();
+    let key = format!(
+        "{}|{}|{}|{settings}",
+        std::fs::canonicalize(src).unwrap_or(src.to_path_buf()).display(),
+        meta.len(),
+        mtime
+    );
     use sha2::Digest;
     let h = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..4]);
     let base = src.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());

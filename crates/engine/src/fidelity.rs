@@ -18,16 +18,21 @@ impl Reference {
     /// Read `sentences.json` + `embeddinggemma_fp32_reference.safetensors` from a fixtures directory.
     pub fn load(dir: &Path) -> Result<Self> {
         let err = |e: String| EngineError::Load(format!("fixtures in {}: {e}", dir.display()));
-        let meta: serde_json::Value = crate::st_config::read_json(&dir.join("sentences.json")).map_err(|e| err(format!("{e:#}")))?;
-        let sentences: Vec<String> = serde_json::from_value(meta["sentences"].clone()).map_err(|e| err(e.to_string()))?;
-        let prompts: BTreeMap<String, String> = serde_json::from_value(meta["prompts"].clone()).map_err(|e| err(e.to_string()))?;
-        let bytes = std::fs::read(dir.join("embeddinggemma_fp32_reference.safetensors")).map_err(|e| err(e.to_string()))?;
+        let meta: serde_json::Value =
+            crate::st_config::read_json(&dir.join("sentences.json")).map_err(|e| err(format!("{e:#}")))?;
+        let sentences: Vec<String> =
+            serde_json::from_value(meta["sentences"].clone()).map_err(|e| err(e.to_string()))?;
+        let prompts: BTreeMap<String, String> =
+            serde_json::from_value(meta["prompts"].clone()).map_err(|e| err(e.to_string()))?;
+        let bytes =
+            std::fs::read(dir.join("embeddinggemma_fp32_reference.safetensors")).map_err(|e| err(e.to_string()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
         let mut vectors = BTreeMap::new();
         for name in prompts.keys() {
             let t = st.tensor(name).map_err(|e| err(e.to_string()))?;
             let cols = t.shape()[1];
-            let data: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> =
+                t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             vectors.insert(name.clone(), data.chunks(cols).map(|c| c.to_vec()).collect());
         }
         Ok(Self { sentences, prompts, vectors })

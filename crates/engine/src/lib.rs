@@ -2,14 +2,14 @@
 //!
 //! Every API goes through [`Model::embed`]. Backends implement the small [`Backend`] trait.
 
+mod calibrate;
+pub mod conversion;
 pub mod error;
 pub mod fidelity;
 pub mod model2vec;
 pub mod onnx;
-pub mod paths;
-mod calibrate;
-pub mod conversion;
 mod ops;
+pub mod paths;
 pub mod registry;
 pub mod runtime;
 pub mod tokenizer_load;
@@ -261,10 +261,8 @@ impl Model {
         self.check_dimensions(req.dimensions)?;
         let toks = self.tokenize_request(req)?;
         let vecs = self.embed_tokenized(&toks)?;
-        let embeddings = vecs
-            .into_iter()
-            .map(|v| self.finish(v, req.dimensions, req.normalize))
-            .collect::<Result<Vec<_>>>()?;
+        let embeddings =
+            vecs.into_iter().map(|v| self.finish(v, req.dimensions, req.normalize)).collect::<Result<Vec<_>>>()?;
         Ok(EmbedResponse { embeddings, token_counts: toks.iter().map(|t| t.ids.len()).collect() })
     }
 }

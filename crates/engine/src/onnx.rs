@@ -79,7 +79,8 @@ fn find_onnx(dir: &Path) -> Option<PathBuf> {
 /// Identity of a converted graph: source weights, scheme settings and graph builder version (caches key on it).
 fn converted_digest(m: &Manifest) -> String {
     use sha2::Digest;
-    let key = format!("{}|{}|{}", m.source_sha256, serde_json::to_string(&m.quant).unwrap_or_default(), m.graph_version);
+    let key =
+        format!("{}|{}|{}", m.source_sha256, serde_json::to_string(&m.quant).unwrap_or_default(), m.graph_version);
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
@@ -110,7 +111,8 @@ impl OnnxModel {
     }
 
     fn load_converted(dir: &Path, name: &str) -> Result<Self> {
-        let m: Manifest = crate::st_config::read_json(&dir.join("deposium.json")).map_err(|e| load_err(format!("{e:#}")))?;
+        let m: Manifest =
+            crate::st_config::read_json(&dir.join("deposium.json")).map_err(|e| load_err(format!("{e:#}")))?;
         let st = StConfig::load(dir).map_err(|e| load_err(format!("{e:#}")))?;
         let session = crate::runtime::session(&dir.join("model.onnx"))?;
         let tokenizer = crate::runtime::tokenizer(dir)?;
@@ -128,7 +130,8 @@ impl OnnxModel {
             matryoshka_dims: if m.family == "gemma3" { vec![768, 512, 256, 128] } else { vec![] },
             path: dir.to_path_buf(),
         };
-        let mut model = Self::finish_load(info, session, tokenizer, "sentence_embedding".into(), OutputKind::Pooled, m.normalize)?;
+        let mut model =
+            Self::finish_load(info, session, tokenizer, "sentence_embedding".into(), OutputKind::Pooled, m.normalize)?;
         if m.quant.linear_bits.is_some() {
             model.buckets = INT8_KERNEL_BUCKETS.to_vec();
         }
@@ -215,7 +218,8 @@ impl OnnxModel {
         // The tokenizer may know more ids than the model's table (added multimodal tokens): the config says.
         let cfg: serde_json::Value = crate::st_config::read_json(&m.info.path.join("config.json")).unwrap_or_default();
         let tok_vocab = m.tokenizer.get_vocab_size(true);
-        m.vocab_size = cfg.get("vocab_size").and_then(|v| v.as_u64()).map(|v| (v as usize).min(tok_vocab)).unwrap_or(tok_vocab);
+        m.vocab_size =
+            cfg.get("vocab_size").and_then(|v| v.as_u64()).map(|v| (v as usize).min(tok_vocab)).unwrap_or(tok_vocab);
         m.unk_id = ["<unk>", "[UNK]"].iter().find_map(|t| m.tokenizer.token_to_id(t)).unwrap_or(m.pad_id);
         if m.info.dim == 0 {
             // Learn the output width from one run.
@@ -245,7 +249,8 @@ impl Backend for OnnxModel {
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode_fast(text, true).map_err(|e| EngineError::InvalidInput(format!("tokenizer: {e}")))?;
+        let enc =
+            self.tokenizer.encode_fast(text, true).map_err(|e| EngineError::InvalidInput(format!("tokenizer: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
         if self.vocab_size > 0 {
             ids.iter_mut().filter(|t| **t as usize >= self.vocab_size).for_each(|t| *t = self.unk_id);

@@ -107,10 +107,12 @@ pub fn session(path: &Path) -> Result<Session> {
 pub fn tokenizer(dir: &Path) -> Result<tokenizers::Tokenizer> {
     // Converted directories hold it zstd-compressed (tokenizer.json.zst).
     let p = dir.join("tokenizer.json");
-    let bytes = deposium_convert::read_tokenizer_json(dir)
-        .map_err(|e| EngineError::Load(format!("{e:#}")))?
-        .ok_or_else(|| EngineError::Load(format!("{}: no such file (nor {})", p.display(), deposium_convert::TOKENIZER_ZST)))?;
-    let mut t = crate::tokenizer_load::from_json(&bytes).map_err(|e| EngineError::Load(format!("{}: {e}", p.display())))?;
+    let bytes =
+        deposium_convert::read_tokenizer_json(dir).map_err(|e| EngineError::Load(format!("{e:#}")))?.ok_or_else(
+            || EngineError::Load(format!("{}: no such file (nor {})", p.display(), deposium_convert::TOKENIZER_ZST)),
+        )?;
+    let mut t =
+        crate::tokenizer_load::from_json(&bytes).map_err(|e| EngineError::Load(format!("{}: {e}", p.display())))?;
     t.with_truncation(None).map_err(load_err)?;
     t.with_padding(None);
     Ok(t)

@@ -1,10 +1,10 @@
 //! The token-table lookups the graph builder emits (GatherBlockQuantized: 8-bit, 4-bit asymmetric with fp16 scales,
 //! and mixed tables with id ranges at 8 bits; our bit-packed GatherQ: 6-bit; our entropy-coded GatherCoded), run by
 //! ONNX Runtime on a small random table and compared with the rows dequantized in Rust.
-use deposium_convert::builder::{sym, Builder};
-use deposium_convert::proto::DType;
 use deposium_convert::blocks::{quantize_blocks, quantize_blocks_asym4, quantize_row_asym};
+use deposium_convert::builder::{sym, Builder};
 use deposium_convert::emit::embedding;
+use deposium_convert::proto::DType;
 use deposium_convert::QuantConfig;
 use ort::session::Session;
 use ort::value::Tensor;
@@ -40,7 +40,8 @@ fn lookup(t: &[f32], q: &QuantConfig, ids: &[i64], scale: f32) -> Vec<Vec<f32>> 
     let dir = std::env::temp_dir().join(format!("deposium-table-{}-{}", std::process::id(), ids.len()));
     b.model.write_dir(&dir).unwrap();
     let ops = deposium_engine::runtime::operator_domain().unwrap();
-    let mut s = Session::builder(env).unwrap().with_operators(ops).unwrap().commit_from_file(dir.join("model.onnx")).unwrap();
+    let mut s =
+        Session::builder(env).unwrap().with_operators(ops).unwrap().commit_from_file(dir.join("model.onnx")).unwrap();
     let input = Tensor::from_array(([1i64, ids.len() as i64], ids.to_vec())).unwrap();
     let out = s.run(ort::inputs!["input_ids" => input]).unwrap();
     let (_, data) = out["out"].try_extract_tensor::<f32>().unwrap();
@@ -124,7 +125,8 @@ fn six_bit_packed_table_matches_its_dequantized_rows() {
             let row = &t[id as usize * DIM..(id as usize + 1) * DIM];
             let (c, s, z) = quantize_row_asym(row, 6, block, scale);
             assert!(c.iter().all(|&c| c < 64), "6-bit codes");
-            let want: Vec<f32> = c.iter().enumerate().map(|(j, &c)| (c as f32 - z[j / block] as f32) * s[j / block]).collect();
+            let want: Vec<f32> =
+                c.iter().enumerate().map(|(j, &c)| (c as f32 - z[j / block] as f32) * s[j / block]).collect();
             assert_close(r, &want, 1e-6, &format!("id {id}, block {block}"));
             // And close to the fp32 row (the blocks holding the table's ×8 outliers have 8× coarser steps).
             assert!(relative_error(r, row, scale) < 0.05, "id {id}: relative error {}", relative_error(r, row, scale));
@@ -157,7 +159,8 @@ fn portable_graphs_store_the_coded_table_at_8_bits() {
     let ids: Vec<i64> = vec![3, 600];
     for (r, &id) in lookup(&t, &q, &ids, 1.0).iter().zip(&ids) {
         let (c, s) = quantize_blocks(&t[id as usize * DIM..(id as usize + 1) * DIM], 1, DIM, q.embed_block, 8);
-        let want: Vec<f32> = c.iter().enumerate().map(|(j, &v)| (v as f32 - 128.0) * f16_round(s[j / q.embed_block])).collect();
+        let want: Vec<f32> =
+            c.iter().enumerate().map(|(j, &v)| (v as f32 - 128.0) * f16_round(s[j / q.embed_block])).collect();
         assert_close(r, &want, 1e-3, &format!("id {id}"));
     }
 }

@@ -73,8 +73,8 @@ fn json_lines(path: &Path, content: &str) -> Result<Vec<(usize, serde_json::Valu
         if line.is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: malformed JSON", path.display(), i + 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: malformed JSON", path.display(), i + 1))?;
         if !v.is_object() {
             bail!("{}:{}: expected a JSON object", path.display(), i + 1);
         }
@@ -250,7 +250,14 @@ pub fn build(
         corpus.retain(|_| it.next().unwrap());
     }
     let subset = (evaluated.len(), corpus.len()) != full;
-    Ok(RetrievalTask { name: name.to_string(), split: split.to_string(), dir: dir.to_path_buf(), queries: evaluated, corpus, subset })
+    Ok(RetrievalTask {
+        name: name.to_string(),
+        split: split.to_string(),
+        dir: dir.to_path_buf(),
+        queries: evaluated,
+        corpus,
+        subset,
+    })
 }
 
 /// The root of retrieval data sets: `explicit`, else `../shared/data/retrieval` if it exists, else
@@ -338,7 +345,8 @@ mod tests {
         assert_eq!(q, vec![("q1".to_string(), "what?".to_string())]);
         let e = parse_queries(p("q.jsonl"), "{\"_id\": \"q1\"}\n").unwrap_err().to_string();
         assert!(e.contains("q.jsonl:1: missing field 'text'"), "{e}");
-        let e = format!("{:#}", parse_queries(p("q.jsonl"), "{\"_id\": \"q1\", \"text\": \"a\"}\nnot json\n").unwrap_err());
+        let e =
+            format!("{:#}", parse_queries(p("q.jsonl"), "{\"_id\": \"q1\", \"text\": \"a\"}\nnot json\n").unwrap_err());
         assert!(e.contains("q.jsonl:2: malformed JSON"), "{e}");
     }
 

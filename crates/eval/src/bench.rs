@@ -166,7 +166,12 @@ pub fn reset_peak_rss() -> bool {
 fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -239,15 +244,38 @@ pub fn long_texts(model: &Model, prefix: &str, sentences: &[String], target: usi
 }
 
 /// Time `model.embed` on batches cut from `pool`, cycling through it.
-pub fn run_scenario(model: &Model, prompt: &Prompt, kind: &str, pool: &[String], batch: usize, opts: &BenchOptions) -> Result<Scenario> {
+pub fn run_scenario(
+    model: &Model,
+    prompt: &Prompt,
+    kind: &str,
+    pool: &[String],
+    batch: usize,
+    opts: &BenchOptions,
+) -> Result<Scenario> {
     timed_calls(model, prompt, kind, pool, batch, opts.warmup, opts.iters.max(1), opts, false)
 }
 
 /// The `documents` scenario on a document sample: one warm-up call at most (documents are slow), at least one
 /// pass over the sample (3 calls at least, and `--min-seconds`), stopped by `--max-seconds`; throughput from the
 /// total time.
-pub fn run_documents(model: &Model, prompt: &Prompt, sample: &[String], batch: usize, opts: &BenchOptions) -> Result<Scenario> {
-    timed_calls(model, prompt, "documents", sample, batch, opts.warmup.min(1), sample.len().div_ceil(batch).max(MIN_ITERS), opts, true)
+pub fn run_documents(
+    model: &Model,
+    prompt: &Prompt,
+    sample: &[String],
+    batch: usize,
+    opts: &BenchOptions,
+) -> Result<Scenario> {
+    timed_calls(
+        model,
+        prompt,
+        "documents",
+        sample,
+        batch,
+        opts.warmup.min(1),
+        sample.len().div_ceil(batch).max(MIN_ITERS),
+        opts,
+        true,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -372,7 +400,14 @@ pub fn document_prompt(model: &Model) -> Prompt {
 }
 
 /// Tokenize the sample once (as `embed` will: prompt, truncation) for its length statistics.
-fn describe_sample(model: &Model, prompt: &Prompt, path: &Path, corpus_documents: usize, stride: usize, sample: &[String]) -> Result<CorpusSample> {
+fn describe_sample(
+    model: &Model,
+    prompt: &Prompt,
+    path: &Path,
+    corpus_documents: usize,
+    stride: usize,
+    sample: &[String],
+) -> Result<CorpusSample> {
     let prefix = model.resolve_prompt(prompt)?;
     let max = model.info().max_tokens;
     let (mut total, mut longest, mut truncated) = (0usize, 0usize, 0usize);
@@ -491,7 +526,10 @@ pub fn bench_model(spec: &str, data_dir: Option<&Path>, opts: &BenchOptions, pro
         rss_after_load_bytes,
         peak_rss_bytes: proc_status_bytes("VmHWM"),
         peak_rss_since_load: peak_reset,
-        timestamp_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        timestamp_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         scenarios,
     })
 }

@@ -114,11 +114,9 @@ pub fn embed_texts(
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(missing.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} texts {per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} texts {per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar.set_message(format!("{} ({cached} cached)", model.info().name));
         bar
@@ -182,7 +180,8 @@ pub fn evaluate_with_prompt(model: &Model, tasks: &[StsTask], opts: &EvalOptions
         let mut subsets = Vec::new();
         for subset in &task.subsets {
             let left: Vec<&[f32]> = subset.pairs.iter().map(|p| vecs[index[p.sentence1.as_str()]].as_slice()).collect();
-            let right: Vec<&[f32]> = subset.pairs.iter().map(|p| vecs[index[p.sentence2.as_str()]].as_slice()).collect();
+            let right: Vec<&[f32]> =
+                subset.pairs.iter().map(|p| vecs[index[p.sentence2.as_str()]].as_slice()).collect();
             let gold: Vec<f64> = subset.pairs.iter().map(|p| p.score).collect();
             let scores = sts_scores(&left, &right, &gold)
                 .with_context(|| format!("scoring {} {} ({})", task.name, subset.name, subset.path.display()))?;
@@ -300,7 +299,10 @@ pub fn markdown_table(evals: &[ModelEval]) -> String {
             let cells: Vec<String> = evals
                 .iter()
                 .map(|ev| {
-                    ev.tasks.get(ti).and_then(|t| t.subset(&s.subset)).map_or("—".into(), |r| format!("{:.4}", r.scores.main_score))
+                    ev.tasks
+                        .get(ti)
+                        .and_then(|t| t.subset(&s.subset))
+                        .map_or("—".into(), |r| format!("{:.4}", r.scores.main_score))
                 })
                 .collect();
             out += &format!("| {} | {} |\n", s.subset, cells.join(" | "));

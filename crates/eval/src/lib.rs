@@ -162,7 +162,8 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     let ra = &args.retrieval;
     // `--data` naming a BEIR directory is a retrieval task of that name.
     let beir_data = args.data.as_deref().filter(|d| beir::is_beir_dir(d));
-    let mut task_names: Vec<String> = args.tasks.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+    let mut task_names: Vec<String> =
+        args.tasks.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
     if task_names.is_empty() {
         task_names = match beir_data.and_then(|d| d.file_name()) {
             Some(n) => vec![n.to_string_lossy().to_string()],
@@ -189,7 +190,12 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     };
     let cache_dir = (!args.no_cache)
         .then(|| args.cache.clone().unwrap_or_else(|| deposium_engine::paths::home().join("cache").join("eval")));
-    let opts = eval::EvalOptions { batch: args.batch, cache_dir: cache_dir.clone(), dimensions: args.dimensions, progress: true };
+    let opts = eval::EvalOptions {
+        batch: args.batch,
+        cache_dir: cache_dir.clone(),
+        dimensions: args.dimensions,
+        progress: true,
+    };
     let prompt_of = |name: &Option<String>, raw: &Option<String>| match (name, raw) {
         (Some(n), _) => Some(deposium_engine::Prompt::Named(n.clone())),
         (None, Some(r)) => Some(deposium_engine::Prompt::Raw(r.clone())),
@@ -233,12 +239,19 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             let ev = retrieval::evaluate(&model, task, &ropts)?;
             eprintln!(
                 "{} {}: nDCG@10 {:.4}, {} texts embedded ({} cached) in {:.1} s, total {:.1} s",
-                ev.model, ev.task, ev.scores.ndcg_at_10, ev.embedded_texts, ev.cached_texts, ev.embed_seconds, ev.total_seconds
+                ev.model,
+                ev.task,
+                ev.scores.ndcg_at_10,
+                ev.embedded_texts,
+                ev.cached_texts,
+                ev.embed_seconds,
+                ev.total_seconds
             );
             model_revals.push(ev);
         }
         if let Some(base_spec) = ra.fidelity_to.as_deref().filter(|_| !model_revals.is_empty()) {
-            let base = deposium_engine::registry::resolve(base_spec).with_context(|| format!("resolving {base_spec}"))?;
+            let base =
+                deposium_engine::registry::resolve(base_spec).with_context(|| format!("resolving {base_spec}"))?;
             if base.name == model.info().name {
                 eprintln!("{}: --fidelity-to names the model itself; skipped", base.name);
             } else {
@@ -249,7 +262,14 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
                     let f = retrieval::fidelity_to(&baseline, task, ev, &ropts)?;
                     eprintln!(
                         "{} vs {} on {} {} documents: cosine mean {:.6}, p1 {:.6}, min {:.6} ({:.1} s)",
-                        ev.model, f.baseline, f.n, ev.task, f.mean, f.p1, f.min, t.elapsed().as_secs_f64()
+                        ev.model,
+                        f.baseline,
+                        f.n,
+                        ev.task,
+                        f.mean,
+                        f.p1,
+                        f.min,
+                        t.elapsed().as_secs_f64()
                     );
                     ev.fidelity = Some(f);
                 }
@@ -286,7 +306,8 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         .filter(|s| !s.is_empty())
         .collect();
     let needs_sts = scenarios.iter().any(|s| s == "short" || s == "long");
-    let data_dir = if needs_sts || args.data.is_some() { Some(data::resolve_data_dir(args.data.as_deref())?) } else { None };
+    let data_dir =
+        if needs_sts || args.data.is_some() { Some(data::resolve_data_dir(args.data.as_deref())?) } else { None };
     let corpus = bench::resolve_corpus(args.corpus.as_deref(), data_dir.as_deref());
     if !explicit {
         if let Some(c) = &corpus {
@@ -295,7 +316,10 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         }
     }
     if scenarios.iter().any(|s| s == "documents") && corpus.is_none() {
-        anyhow::bail!("the documents scenario needs a corpus: pass --corpus FILE (BEIR corpus.jsonl); {} not found", bench::DEFAULT_CORPUS);
+        anyhow::bail!(
+            "the documents scenario needs a corpus: pass --corpus FILE (BEIR corpus.jsonl); {} not found",
+            bench::DEFAULT_CORPUS
+        );
     }
     let opts = bench::BenchOptions {
         batches: args.batches.clone(),

@@ -4,11 +4,21 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricError {
-    LengthMismatch { left: usize, right: usize },
+    LengthMismatch {
+        left: usize,
+        right: usize,
+    },
     TooShort(usize),
     /// All values of one side are equal: the correlation is undefined.
-    Constant { side: &'static str, n: usize, value: f64 },
-    NonFinite { side: &'static str, index: usize },
+    Constant {
+        side: &'static str,
+        n: usize,
+        value: f64,
+    },
+    NonFinite {
+        side: &'static str,
+        index: usize,
+    },
 }
 
 impl fmt::Display for MetricError {
@@ -18,10 +28,9 @@ impl fmt::Display for MetricError {
                 write!(f, "correlation of series of different lengths ({left} vs {right})")
             }
             MetricError::TooShort(n) => write!(f, "correlation needs at least 2 pairs, got {n}"),
-            MetricError::Constant { side, n, value } => write!(
-                f,
-                "correlation undefined: the {side} series is constant (all {n} values are {value})"
-            ),
+            MetricError::Constant { side, n, value } => {
+                write!(f, "correlation undefined: the {side} series is constant (all {n} values are {value})")
+            }
             MetricError::NonFinite { side, index } => {
                 write!(f, "non-finite value at index {index} of the {side} series")
             }

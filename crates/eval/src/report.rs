@@ -102,7 +102,8 @@ struct MtebFile {
 
 /// Read an MTEB-style result file; None for other JSON files.
 fn read_mteb(path: &Path) -> Result<Option<MtebFile>> {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path)?).with_context(|| format!("parsing {}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(path)?).with_context(|| format!("parsing {}", path.display()))?;
     let (Some(task), Some(scores)) = (v["task_name"].as_str(), v["scores"].as_object()) else {
         return Ok(None);
     };
@@ -133,7 +134,11 @@ fn prompt_label(name: &Value, text: &Value) -> Option<String> {
 
 fn read_retrieval(path: &Path, doc: &Value) -> Result<RetrievalRow> {
     let scores = doc["scores"].as_object().context("no scores")?;
-    let split = if scores.contains_key("test") { "test".to_string() } else { scores.keys().next().cloned().unwrap_or_default() };
+    let split = if scores.contains_key("test") {
+        "test".to_string()
+    } else {
+        scores.keys().next().cloned().unwrap_or_default()
+    };
     let e = &scores[&split][0];
     let ndcg = e["ndcg_at_10"]
         .as_f64()
@@ -224,7 +229,8 @@ pub fn load_results(results: &Path) -> Result<Vec<ModelRow>> {
 
 /// A reference file like `sts_reference.json`: `{"model": ..., "scores": {"STS17_en-en_test": 0.90, ...}}`.
 pub fn load_reference(path: &Path) -> Result<ModelRow> {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?;
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)?;
     let name = format!("reference: {}", v["model"].as_str().unwrap_or("?"));
     let mut row = ModelRow { name, dir: path.display().to_string(), ..Default::default() };
     for (key, score) in v["scores"].as_object().context("reference file has no 'scores' object")? {
@@ -239,12 +245,14 @@ pub fn load_reference(path: &Path) -> Result<ModelRow> {
 /// Index of the baseline: named, else the first whose name contains `fp32`, else the first.
 pub fn pick_baseline(rows: &[ModelRow], name: Option<&str>) -> Result<usize> {
     if let Some(n) = name {
-        return rows
-            .iter()
-            .position(|r| r.name.eq_ignore_ascii_case(n) || r.dir.eq_ignore_ascii_case(n))
-            .with_context(|| {
-                format!("baseline '{n}' not among: {}", rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "))
-            });
+        return rows.iter().position(|r| r.name.eq_ignore_ascii_case(n) || r.dir.eq_ignore_ascii_case(n)).with_context(
+            || {
+                format!(
+                    "baseline '{n}' not among: {}",
+                    rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            },
+        );
     }
     Ok(rows.iter().position(|r| r.name.contains("fp32") && !r.name.starts_with("reference")).unwrap_or(0))
 }
@@ -270,7 +278,8 @@ fn mean_tasks(rows: &[ModelRow], base: usize) -> Vec<String> {
 fn subset_list(rows: &[ModelRow], tasks: &[String]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for t in tasks {
-        let mut subsets: Vec<String> = rows.iter().filter_map(|r| r.scores.get(t)).flat_map(|s| s.keys().cloned()).collect();
+        let mut subsets: Vec<String> =
+            rows.iter().filter_map(|r| r.scores.get(t)).flat_map(|s| s.keys().cloned()).collect();
         subsets.sort();
         subsets.dedup();
         out.extend(subsets.into_iter().map(|s| (t.clone(), s)));
@@ -298,7 +307,13 @@ fn delta(v: Option<f64>, base: Option<f64>) -> String {
 }
 
 fn size(bytes: Option<u64>) -> String {
-    bytes.map_or("—".into(), |b| if b >= 1_000_000_000 { format!("{:.2} GB", b as f64 / 1e9) } else { format!("{:.1} MB", b as f64 / 1e6) })
+    bytes.map_or("—".into(), |b| {
+        if b >= 1_000_000_000 {
+            format!("{:.2} GB", b as f64 / 1e9)
+        } else {
+            format!("{:.1} MB", b as f64 / 1e6)
+        }
+    })
 }
 
 fn speedup(v: Option<f64>, base: Option<f64>) -> String {
@@ -414,9 +429,12 @@ pub fn markdown(rows: &[ModelRow], base: usize, results_dir: &Path, plots: &[(&s
                 size(bench.peak_rss_bytes),
             );
         }
-        let cpus: Vec<String> = rows.iter().filter_map(|r| r.bench.as_ref()).map(|b| format!("{} ({} CPUs)", b.cpu, b.cpus)).collect();
+        let cpus: Vec<String> =
+            rows.iter().filter_map(|r| r.bench.as_ref()).map(|b| format!("{} ({} CPUs)", b.cpu, b.cpus)).collect();
         if let Some(cpu) = cpus.first() {
-            md += &format!("\nMeasured on {cpu}. Compare ratios from one run: absolute times move on a shared machine.\n");
+            md += &format!(
+                "\nMeasured on {cpu}. Compare ratios from one run: absolute times move on a shared machine.\n"
+            );
         }
     }
     md
@@ -523,7 +541,8 @@ where
         }
         .map_err(plot_err)?;
     }
-    let mut obstacles: Vec<layout::Rect> = px.iter().map(|&(x, y)| layout::Rect::around(x as f64, y as f64, MARKER_R as f64)).collect();
+    let mut obstacles: Vec<layout::Rect> =
+        px.iter().map(|&(x, y)| layout::Rect::around(x as f64, y as f64, MARKER_R as f64)).collect();
     obstacles.extend_from_slice(extra_obstacles);
     let mid = (area.x0 + area.x1) / 2.0;
     let labelled: Vec<usize> = (0..marks.len()).filter(|&i| marks[i].label.is_some()).collect();
@@ -544,13 +563,17 @@ where
         let (ax, ay) = (px[i].0 as f64, px[i].1 as f64);
         let (nx, ny) = b.nearest_point(ax, ay);
         if ((nx - ax).powi(2) + (ny - ay).powi(2)).sqrt() > MARKER_R as f64 + 9.0 {
-            root.draw(&PathElement::new(vec![(ax as i32, ay as i32), (nx as i32, ny as i32)], m_color(&marks[i]).mix(0.6).stroke_width(1)))
-                .map_err(plot_err)?;
+            root.draw(&PathElement::new(
+                vec![(ax as i32, ay as i32), (nx as i32, ny as i32)],
+                m_color(&marks[i]).mix(0.6).stroke_width(1),
+            ))
+            .map_err(plot_err)?;
         }
         // Text drawn from the box's top-left; the box's extra height is the line gap.
         let tc = m_color(&marks[i]);
         let style = TextStyle::from(("sans-serif", *size).into_font()).color(&tc).pos(Pos::new(HPos::Left, VPos::Top));
-        root.draw(&Text::new(text.clone(), (b.x0 as i32, (b.y0 + 0.1 * svg_px(*size)) as i32), style)).map_err(plot_err)?;
+        root.draw(&Text::new(text.clone(), (b.x0 as i32, (b.y0 + 0.1 * svg_px(*size)) as i32), style))
+            .map_err(plot_err)?;
     }
     Ok(boxes)
 }
@@ -571,7 +594,12 @@ const REF_COLOR: RGBColor = RGBColor(60, 60, 60);
 /// Scatter against ms/text (batch of 5 short texts, log scale): mean STS (filled) and, where the data has
 /// cross-lingual subsets, their mean (hollow), one colour per model; with STS reference points, their score (▲)
 /// beside our models' score on the same task (■). False when no model has both axes. Returns the label boxes.
-pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], refs: &[ReferencePoint], path: &Path) -> Result<Option<Vec<layout::Rect>>> {
+pub fn plot_quality_vs_latency(
+    rows: &[ModelRow],
+    tasks: &[String],
+    refs: &[ReferencePoint],
+    path: &Path,
+) -> Result<Option<Vec<layout::Rect>>> {
     let refs: Vec<&ReferencePoint> =
         refs.iter().filter(|p| p.metric == RefMetric::Sts && p.latency_ms.is_some() && p.same_machine(rows)).collect();
     let ref_tasks: Vec<&str> = {
@@ -584,9 +612,21 @@ pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], refs: &[Refe
     for (i, r) in rows.iter().enumerate() {
         let (Some(ms), Some(mean)) = (r.batch5_ms().filter(|&m| m > 0.0), r.mean(tasks)) else { continue };
         let c = color(i);
-        marks.push(Mark { x: ms, y: mean, color: c, shape: Shape::Filled, label: Some((format!("{} ({mean:.3}, {} ms)", r.name, fmt_ms(ms)), 14)) });
+        marks.push(Mark {
+            x: ms,
+            y: mean,
+            color: c,
+            shape: Shape::Filled,
+            label: Some((format!("{} ({mean:.3}, {} ms)", r.name, fmt_ms(ms)), 14)),
+        });
         if let Some(x) = r.cross_lingual_mean() {
-            marks.push(Mark { x: ms, y: x, color: c, shape: Shape::Hollow, label: Some((format!("cross-lingual {x:.3}"), 13)) });
+            marks.push(Mark {
+                x: ms,
+                y: x,
+                color: c,
+                shape: Shape::Hollow,
+                label: Some((format!("cross-lingual {x:.3}"), 13)),
+            });
         }
         if let [t] = ref_tasks[..] {
             if let Some(v) = r.task_score(t) {
@@ -599,7 +639,13 @@ pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], refs: &[Refe
     }
     for p in &refs {
         let ms = p.latency_ms.expect("filtered");
-        marks.push(Mark { x: ms, y: p.score, color: REF_COLOR, shape: Shape::Triangle, label: Some((format!("{} ({:.3}, {} ms)", p.name, p.score, fmt_ms(ms)), 13)) });
+        marks.push(Mark {
+            x: ms,
+            y: p.score,
+            color: REF_COLOR,
+            shape: Shape::Triangle,
+            label: Some((format!("{} ({:.3}, {} ms)", p.name, p.score, fmt_ms(ms)), 13)),
+        });
     }
     let (xmin, xmax) = marks.iter().fold((f64::INFINITY, 0f64), |(lo, hi), m| (lo.min(m.x), hi.max(m.x)));
     let (ymin, ymax) = marks.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| (lo.min(m.y), hi.max(m.y)));
@@ -646,7 +692,12 @@ pub fn plot_quality_vs_latency(rows: &[ModelRow], tasks: &[String], refs: &[Refe
 /// nDCG@10 against documents/s (bench `documents`, log scale): prompts (filled), no prompts (hollow, its model's
 /// colour and speed), external points with a speed (▲); published scores without speed as dashed lines named in
 /// a side list. None when no row has both axes. Returns the label boxes (points, then side list).
-pub fn plot_retrieval(rows: &[ModelRow], task: &str, refs: &[ReferencePoint], path: &Path) -> Result<Option<Vec<layout::Rect>>> {
+pub fn plot_retrieval(
+    rows: &[ModelRow],
+    task: &str,
+    refs: &[ReferencePoint],
+    path: &Path,
+) -> Result<Option<Vec<layout::Rect>>> {
     let mut marks = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         let Some(s) = r.retrieval.get(task) else { continue };
@@ -662,10 +713,17 @@ pub fn plot_retrieval(rows: &[ModelRow], task: &str, refs: &[ReferencePoint], pa
     if marks.is_empty() {
         return Ok(None);
     }
-    let task_refs: Vec<&ReferencePoint> = refs.iter().filter(|p| p.metric == RefMetric::Retrieval && p.task() == task).collect();
+    let task_refs: Vec<&ReferencePoint> =
+        refs.iter().filter(|p| p.metric == RefMetric::Retrieval && p.task() == task).collect();
     for p in task_refs.iter().filter(|p| p.docs_per_s.is_some() && p.same_machine(rows)) {
         let x = p.docs_per_s.expect("filtered");
-        marks.push(Mark { x, y: p.score, color: REF_COLOR, shape: Shape::Triangle, label: Some((format!("{} ({:.3})", p.name, p.score), 13)) });
+        marks.push(Mark {
+            x,
+            y: p.score,
+            color: REF_COLOR,
+            shape: Shape::Triangle,
+            label: Some((format!("{} ({:.3})", p.name, p.score), 13)),
+        });
     }
     let lines: Vec<&ReferencePoint> = task_refs.iter().copied().filter(|p| p.docs_per_s.is_none()).collect();
     let ys = marks.iter().map(|m| m.y).chain(lines.iter().map(|p| p.score));
@@ -677,8 +735,12 @@ pub fn plot_retrieval(rows: &[ModelRow], task: &str, refs: &[ReferencePoint], pa
     let root = SVGBackend::new(path, (w, h)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let centered = TextStyle::from(("sans-serif", 24).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
-    root.draw(&Text::new(format!("{task} retrieval quality vs long-document throughput"), (w as i32 / 2, 12), centered))
-        .map_err(plot_err)?;
+    root.draw(&Text::new(
+        format!("{task} retrieval quality vs long-document throughput"),
+        (w as i32 / 2, 12),
+        centered,
+    ))
+    .map_err(plot_err)?;
     let mut legend = vec!["● with the query / document prompts".to_string()];
     if rows.iter().any(|r| r.no_prompts && r.retrieval.contains_key(task)) {
         legend.push("○ the same model without prompts".into());
@@ -711,7 +773,8 @@ pub fn plot_retrieval(rows: &[ModelRow], task: &str, refs: &[ReferencePoint], pa
         let (_, y) = chart.backend_coord(&(x0, p.score));
         let mut x = xr.start;
         while x < xr.end {
-            root.draw(&PathElement::new(vec![(x, y), ((x + 6).min(xr.end), y)], gray.stroke_width(1))).map_err(plot_err)?;
+            root.draw(&PathElement::new(vec![(x, y), ((x + 6).min(xr.end), y)], gray.stroke_width(1)))
+                .map_err(plot_err)?;
             x += 10;
         }
     }
@@ -738,7 +801,9 @@ pub fn plot_retrieval(rows: &[ModelRow], task: &str, refs: &[ReferencePoint], pa
             let bx = layout::Rect::new(sx as f64 + 14.0, ly - th / 2.0, tw, th);
             root.draw(&PathElement::new(vec![(xr.end, y as i32), (bx.x0 as i32 - 3, ly as i32)], gray.stroke_width(1)))
                 .map_err(plot_err)?;
-            let style = TextStyle::from(("sans-serif", size).into_font()).color(&REF_COLOR).pos(Pos::new(HPos::Left, VPos::Center));
+            let style = TextStyle::from(("sans-serif", size).into_font())
+                .color(&REF_COLOR)
+                .pos(Pos::new(HPos::Left, VPos::Center));
             root.draw(&Text::new(text, (bx.x0 as i32, ly as i32), style)).map_err(plot_err)?;
             boxes.push(bx);
         }
@@ -835,7 +900,10 @@ pub fn write_report_with(
     let mut md;
     let mut sts_base = None;
     if rows.is_empty() {
-        md = format!("# Embedding models: quality vs speed\n\nGenerated by `deposium-embed report` from `{}`.\n\n", results.display());
+        md = format!(
+            "# Embedding models: quality vs speed\n\nGenerated by `deposium-embed report` from `{}`.\n\n",
+            results.display()
+        );
     } else {
         let base = pick_baseline(&rows, baseline)?;
         sts_base = Some(rows[base].name.clone());
@@ -991,7 +1059,13 @@ fn per_s(v: f64) -> String {
 }
 
 /// The retrieval section of `task`: table, the no-prompt loss, the plot, external points.
-pub fn retrieval_markdown(rows: &[ModelRow], task: &str, sts_base: Option<&str>, refs: &[ReferencePoint], plot: Option<&str>) -> String {
+pub fn retrieval_markdown(
+    rows: &[ModelRow],
+    task: &str,
+    sts_base: Option<&str>,
+    refs: &[ReferencePoint],
+    plot: Option<&str>,
+) -> String {
     let Some(base) = retrieval_baseline(rows, task, sts_base) else { return String::new() };
     let bv = rows[base].retrieval[task].ndcg_at_10;
     let mut md = format!("## Retrieval: {task}\n\n");
@@ -1046,7 +1120,10 @@ pub fn retrieval_markdown(rows: &[ModelRow], task: &str, sts_base: Option<&str>,
         }
     }
     if rows.iter().any(|r| r.retrieval.get(task).is_some_and(|s| s.subset)) {
-        notes.push("- Rows on a slice of the task (`--max-queries` / `--max-corpus`) are not comparable with full runs.".into());
+        notes.push(
+            "- Rows on a slice of the task (`--max-queries` / `--max-corpus`) are not comparable with full runs."
+                .into(),
+        );
     }
     if let Some((b, ..)) = rows.iter().filter_map(|r| r.retrieval.get(task)?.fidelity.as_ref()).next() {
         notes.push(format!("- Cosine to baseline: each document's vector against {b}'s, over the corpus."));
@@ -1103,7 +1180,12 @@ pub fn documents_markdown(rows: &[ModelRow]) -> String {
             one.map_or("—".into(), |s| per_s(s.texts_per_s)),
             big.map_or("—".into(), |s| format!("{} (×{})", per_s(s.texts_per_s), s.batch)),
             big.map_or("—".into(), |s| format!("{:.0}", s.tokens_per_s)),
-            b.scenarios.iter().filter(|s| s.kind == "documents").map(|s| s.iters.to_string()).collect::<Vec<_>>().join(" / "),
+            b.scenarios
+                .iter()
+                .filter(|s| s.kind == "documents")
+                .map(|s| s.iters.to_string())
+                .collect::<Vec<_>>()
+                .join(" / "),
         );
     }
     if let Some(c) = benched.iter().find_map(|(_, b)| b.scenarios.iter().find_map(|s| s.corpus.as_ref())) {
@@ -1136,7 +1218,13 @@ pub fn references_markdown(refs: &[ReferencePoint], rows: &[ModelRow]) -> String
             p.score,
             p.latency_ms.map_or("—".into(), fmt_ms),
             p.machine.as_deref().unwrap_or("—"),
-            if p.latency_ms.is_none() { "no (no latency)" } else if p.same_machine(rows) { "yes" } else { "no (other machine)" },
+            if p.latency_ms.is_none() {
+                "no (no latency)"
+            } else if p.same_machine(rows) {
+                "yes"
+            } else {
+                "no (other machine)"
+            },
             p.source
         );
     }

@@ -117,7 +117,8 @@ fn bad_corpus_files_are_named_with_their_line() {
     };
     let e = run("missing.jsonl", None);
     assert!(e.contains("missing.jsonl"), "{e}");
-    let e = run("broken.jsonl", Some("{\"_id\": \"1\", \"title\": \"a\", \"text\": \"b\"}\n{\"_id\": \"2\", \"text\": \n"));
+    let e =
+        run("broken.jsonl", Some("{\"_id\": \"1\", \"title\": \"a\", \"text\": \"b\"}\n{\"_id\": \"2\", \"text\": \n"));
     assert!(e.contains("broken.jsonl:2"), "{e}");
     let e = run("notext.jsonl", Some("{\"_id\": \"1\", \"title\": \"a\"}\n"));
     assert!(e.contains("notext.jsonl:1") && e.contains("text"), "{e}");
@@ -125,7 +126,8 @@ fn bad_corpus_files_are_named_with_their_line() {
     assert!(e.contains("badtitle.jsonl:1") && e.contains("title"), "{e}");
     let e = run("empty.jsonl", Some("\n\n"));
     assert!(e.contains("empty.jsonl") && e.contains("no documents"), "{e}");
-    let e = format!("{:#}", deposium_eval::run_bench(args(&dir, Some(&["short", "huge"]), Some(corpus()))).unwrap_err());
+    let e =
+        format!("{:#}", deposium_eval::run_bench(args(&dir, Some(&["short", "huge"]), Some(corpus()))).unwrap_err());
     assert!(e.contains("unknown bench scenario 'huge'") && e.contains("documents"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

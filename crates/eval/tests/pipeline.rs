@@ -106,7 +106,8 @@ fn eval_cache_files_and_report() {
     assert!(first.unique_texts < 2 * pairs, "duplicates are embedded once");
     let en = first.tasks[1].subset("en-en").unwrap().scores.main_score;
     assert!(en > 0.2 && en < 0.95, "a bag of words correlates somewhat on en-en: {en}");
-    let mean = first.tasks[1].subsets.iter().map(|s| s.scores.main_score).sum::<f64>() / first.tasks[1].subsets.len() as f64;
+    let mean =
+        first.tasks[1].subsets.iter().map(|s| s.scores.main_score).sum::<f64>() / first.tasks[1].subsets.len() as f64;
     assert!((first.tasks[1].main_score - mean).abs() < 1e-12);
 
     // Second run: all from cache, identical scores.
@@ -124,7 +125,8 @@ fn eval_cache_files_and_report() {
     let results = tmp.join("results");
     let dir = results.join(eval::result_dir_name(&first.model, None));
     eval::write_results(&dir, &model, &first, 0.01).unwrap();
-    let sts17: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("STS17.json")).unwrap()).unwrap();
+    let sts17: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("STS17.json")).unwrap()).unwrap();
     assert_eq!(sts17["task_name"], "STS17");
     let subsets = sts17["scores"]["test"].as_array().unwrap();
     assert_eq!(subsets.len(), tasks[1].subsets.len());
@@ -133,7 +135,14 @@ fn eval_cache_files_and_report() {
         assert!(subsets[0][key].is_f64(), "{key}");
     }
 
-    let bench_opts = bench::BenchOptions { batches: vec![1, 5], iters: 3, warmup: 1, min_seconds: 0.0, max_seconds: 5.0, ..Default::default() };
+    let bench_opts = bench::BenchOptions {
+        batches: vec![1, 5],
+        iters: 3,
+        warmup: 1,
+        min_seconds: 0.0,
+        max_seconds: 5.0,
+        ..Default::default()
+    };
     let sentences = bench::source_sentences(&data_dir()).unwrap();
     let prefix = model.resolve_prompt(&eval::sts_prompt(&model)).unwrap();
     let short = bench::short_texts(&model, &prefix, &sentences, 16, 20).unwrap();
@@ -148,7 +157,12 @@ fn eval_cache_files_and_report() {
     assert!(s.ms_per_call.min <= s.ms_per_call.p50 && s.ms_per_call.p50 <= s.ms_per_call.p95);
 
     // A second "model" without a bench, to exercise the baseline logic.
-    let other = eval::evaluate(&Model::new(Arc::new(BagOfWords::new(false))), &tasks, &eval::EvalOptions { cache_dir: None, ..opts.clone() }).unwrap();
+    let other = eval::evaluate(
+        &Model::new(Arc::new(BagOfWords::new(false))),
+        &tasks,
+        &eval::EvalOptions { cache_dir: None, ..opts.clone() },
+    )
+    .unwrap();
     let mut other = other;
     other.model = "fake-bow:fp32".into();
     eval::write_results(&results.join("fake-bow-fp32"), &model, &other, 0.01).unwrap();
@@ -176,7 +190,8 @@ fn eval_cache_files_and_report() {
     std::fs::write(dir.join("bench.json"), serde_json::to_string(&bench_json).unwrap()).unwrap();
 
     let docs = tmp.join("docs");
-    let md_path = report::write_report(&results, None, Some(&data_dir().join("../../sts_reference.json")), &docs).unwrap();
+    let md_path =
+        report::write_report(&results, None, Some(&data_dir().join("../../sts_reference.json")), &docs).unwrap();
     let md = std::fs::read_to_string(&md_path).unwrap();
     assert!(md.contains("**fake-bow:fp32** (baseline)"), "{md}");
     assert!(md.contains("| STS17 en-ar |"), "{md}");

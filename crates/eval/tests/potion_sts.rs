@@ -72,7 +72,9 @@ fn cli_eval_bench_report_end_to_end() {
     };
     deposium_eval::run_eval(eval_args.clone()).unwrap();
     let dir = results.join(MODEL);
-    let read = |f: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap() };
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
     let stsb = read("STSBenchmark.json");
     let main = stsb["scores"]["test"][0]["main_score"].as_f64().unwrap();
     assert!((main - 0.7541).abs() < TOLERANCE, "{main}");
@@ -108,7 +110,14 @@ fn cli_eval_bench_report_end_to_end() {
     assert!(bench["peak_rss_bytes"].as_u64().unwrap() > 0);
 
     let docs = tmp.join("docs");
-    deposium_eval::run_report(ReportArgs { results, baseline: None, reference: None, references: None, out: docs.clone() }).unwrap();
+    deposium_eval::run_report(ReportArgs {
+        results,
+        baseline: None,
+        reference: None,
+        references: None,
+        out: docs.clone(),
+    })
+    .unwrap();
     let md = std::fs::read_to_string(docs.join(deposium_eval::report::REPORT_FILE)).unwrap();
     assert!(md.contains("**potion-base-8M** (baseline)"), "{md}");
     assert!(docs.join(deposium_eval::report::SCATTER_FILE).is_file());

@@ -23,7 +23,8 @@ fn write(path: &Path, v: &Value) {
 }
 
 fn sts(task: &str, model: &str, subsets: &[(&str, f64)]) -> Value {
-    let scores: Vec<Value> = subsets.iter().map(|(s, v)| json!({"hf_subset": s, "main_score": v, "cosine_spearman": v})).collect();
+    let scores: Vec<Value> =
+        subsets.iter().map(|(s, v)| json!({"hf_subset": s, "main_score": v, "cosine_spearman": v})).collect();
     json!({"task_name": task, "scores": {"test": scores}, "deposium": {"model": model, "dimensions": null}})
 }
 
@@ -65,7 +66,7 @@ fn bench(model: &str, quant: &str, short_ms: f64, doc_ms: f64) -> Value {
 fn fabricate(results: &Path) {
     let models = [
         ("embeddinggemma-fp32", "embeddinggemma:fp32", "fp32", 0.8818, 0.8116, 10.9, 160.0, 0.7500, None),
-        ("embeddinggemma", "embeddinggemma", "int8", 0.8817, 0.8123, 3.14, 60.0, 0.7490, Some(0.9996)),
+        ("embeddinggemma", "embeddinggemma", "int8", 0.8817, 0.8123, 3.18, 60.0, 0.7490, Some(0.9996)),
         ("embeddinggemma-int4", "embeddinggemma:int4", "int4", 0.8820, 0.8122, 3.30, 62.0, 0.7460, Some(0.995)),
         ("potion-base-8M", "potion-base-8M", "fp32", 0.7541, 0.1045, 0.0012, 0.02, 0.5050, None),
     ];
@@ -73,7 +74,10 @@ fn fabricate(results: &Path) {
         let d = results.join(dir);
         write(&d.join("STSBenchmark.json"), &sts("STSBenchmark", name, &[("default", stsb)]));
         write(&d.join("BIOSSES.json"), &sts("BIOSSES", name, &[("default", stsb - 0.05)]));
-        write(&d.join("STS17.json"), &sts("STS17", name, &[("en-en", stsb + 0.02), ("en-ar", cross), ("es-en", cross)]));
+        write(
+            &d.join("STS17.json"),
+            &sts("STS17", name, &[("en-en", stsb + 0.02), ("en-ar", cross), ("es-en", cross)]),
+        );
         write(&d.join("SciFact.json"), &scifact(name, ndcg, false, fid));
         write(&d.join("bench.json"), &bench(name, quant, ms, doc_ms));
         write(&d.join("model_meta.json"), &json!({"name": name, "quantization": quant, "size_bytes": 244_000_000u64}));
@@ -103,7 +107,10 @@ fn report_with_retrieval_documents_and_references() {
     assert!(!summary.contains("SciFact"), "{summary}");
     assert!(!md.contains("| SciFact |"), "SciFact as an STS row:\n{md}");
     assert!(md.contains("**embeddinggemma:fp32** (baseline)"), "{md}");
-    assert!(!md.lines().any(|l| l.starts_with("| embeddinggemma (no prompts) | —")), "no-prompt row in the STS tables:\n{md}");
+    assert!(
+        !md.lines().any(|l| l.starts_with("| embeddinggemma (no prompts) | —")),
+        "no-prompt row in the STS tables:\n{md}"
+    );
 
     // Retrieval table: baseline, deltas, prompts, fidelity, speed from the documents scenario, no-prompt row.
     assert!(md.contains("## Retrieval: SciFact"), "{md}");
@@ -130,7 +137,12 @@ fn report_with_retrieval_documents_and_references() {
     assert!(!scatter.contains("19.0 ms"), "the AMD point is not drawn beside Intel benches");
     assert!(scatter.contains("embeddinggemma:int4 (0.") && scatter.contains("cross-lingual 0.812"));
     let retrieval = std::fs::read_to_string(docs.join(report::RETRIEVAL_FILE)).unwrap();
-    for text in ["no prompts 0.738", "bge-small-en-v1.5 0.713", "embeddinggemma:fp32 (0.750", "potion-base-8M (published) 0.506"] {
+    for text in [
+        "no prompts 0.738",
+        "bge-small-en-v1.5 0.713",
+        "embeddinggemma:fp32 (0.750",
+        "potion-base-8M (published) 0.506",
+    ] {
         assert!(retrieval.contains(text), "{text} not in the retrieval plot");
     }
     // KEEP_REPORT_TMP=1 keeps the report and plots in the temp dir, to look at them.
@@ -170,7 +182,11 @@ fn bad_reference_files_are_named() {
     std::fs::write(&p, "[{\"name\": \"x\", \"score\": 0.8, \"metric\": \"speed\", \"source\": \"s\"}]").unwrap();
     let e = format!("{:#}", report::load_references(&p).unwrap_err());
     assert!(e.contains("refs.json:1") && e.contains("speed"), "{e}");
-    std::fs::write(&p, "[{\"name\": \"x\", \"score\": 0.8, \"metric\": \"sts\", \"latency_ms\": -1, \"source\": \"s\"}]").unwrap();
+    std::fs::write(
+        &p,
+        "[{\"name\": \"x\", \"score\": 0.8, \"metric\": \"sts\", \"latency_ms\": -1, \"source\": \"s\"}]",
+    )
+    .unwrap();
     let e = format!("{:#}", report::load_references(&p).unwrap_err());
     assert!(e.contains("entry 1 ('x')") && e.contains("latency_ms"), "{e}");
     let e = format!("{:#}", report::load_references(&tmp.join("none.json")).unwrap_err());

@@ -10,7 +10,8 @@ fn gemma_int8_with_prompts_ranks_an_easy_slice_well() {
     let dir = deposium_engine::paths::models_dir().join("embeddinggemma-300m");
     assert!(dir.is_dir(), "model {} missing: run `scripts/fetch.sh` (make fetch) first", dir.display());
     let data = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/retrieval/SciFact"));
-    let task = beir::load(data, "SciFact", "test", beir::Slice { max_queries: Some(20), max_corpus: Some(120) }).unwrap();
+    let task =
+        beir::load(data, "SciFact", "test", beir::Slice { max_queries: Some(20), max_corpus: Some(120) }).unwrap();
     let model = deposium_engine::registry::load("embeddinggemma").unwrap();
     let opts = retrieval::RetrievalOptions {
         cache_dir: Some(deposium_engine::paths::home().join("cache/eval")),

@@ -111,7 +111,8 @@ fn bad_beir_input_names_file_and_line() {
     std::fs::write(dir.join("queries.jsonl"), "{\"_id\": \"q1\", \"text\": \"what purrs?\"}\n").unwrap();
     std::fs::write(dir.join("qrels.tsv"), "query-id\tcorpus-id\tscore\nq1\td1\t1\n").unwrap();
     let run = |tag: &str| {
-        let mut a = args(&tmp, None, &["Tiny"], RetrievalArgs { retrieval_data: Some(tmp.clone()), ..Default::default() });
+        let mut a =
+            args(&tmp, None, &["Tiny"], RetrievalArgs { retrieval_data: Some(tmp.clone()), ..Default::default() });
         a.out = tmp.join(tag);
         deposium_eval::run_eval(a).map_err(|e| format!("{e:#}"))
     };

@@ -33,7 +33,9 @@ fn main() {
             let w4 = Packed4::new(n, k, &pc4, &ps4).unwrap();
             let mut y = vec![0f32; m * n];
             let mut scratch = QuantizedRows::default();
-            for (label, par) in [("1 thread", &sequential as &dyn Fn(usize, &(dyn Fn(usize) + Sync))), ("2 threads", &two_threads)] {
+            for (label, par) in
+                [("1 thread", &sequential as &dyn Fn(usize, &(dyn Fn(usize) + Sync))), ("2 threads", &two_threads)]
+            {
                 let iters = (2e9 / (m * n * k) as f64).clamp(3.0, 2000.0) as usize;
                 matmul(&x, m, w, &mut y, &mut scratch, par);
                 let t = Instant::now();
@@ -47,7 +49,13 @@ fn main() {
                     matmul(&x, m, w4, &mut y, &mut scratch, par);
                 }
                 let s4 = t4.elapsed().as_secs_f64() / iters as f64;
-                println!("m={m:5} {name:8} {label:9}: int8 {:8.1} us {:6.0} GMAC/s | int4 {:8.1} us {:6.0} GMAC/s", s * 1e6, macs / s / 1e9, s4 * 1e6, macs / s4 / 1e9);
+                println!(
+                    "m={m:5} {name:8} {label:9}: int8 {:8.1} us {:6.0} GMAC/s | int4 {:8.1} us {:6.0} GMAC/s",
+                    s * 1e6,
+                    macs / s / 1e9,
+                    s4 * 1e6,
+                    macs / s4 / 1e9
+                );
                 if label == "1 thread" {
                     total_macs += macs;
                     total_s += s;

@@ -36,8 +36,25 @@ impl KeyMask<'_> {
 /// # Safety
 /// `out` must be valid for writes at those rows, and no other thread may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn attend(q: &[f32], keys: &[f32], v: &[f32], v_stride: usize, s: usize, d: usize, mask: KeyMask<'_>, rows: std::ops::Range<usize>, out: *mut f32, out_stride: usize, scores: &mut Vec<f32>) {
-    assert!(d.is_multiple_of(KEY_TILE) && rows.start.is_multiple_of(QR) && rows.len().is_multiple_of(QR) && rows.end <= s.div_ceil(QR) * QR);
+pub unsafe fn attend(
+    q: &[f32],
+    keys: &[f32],
+    v: &[f32],
+    v_stride: usize,
+    s: usize,
+    d: usize,
+    mask: KeyMask<'_>,
+    rows: std::ops::Range<usize>,
+    out: *mut f32,
+    out_stride: usize,
+    scores: &mut Vec<f32>,
+) {
+    assert!(
+        d.is_multiple_of(KEY_TILE)
+            && rows.start.is_multiple_of(QR)
+            && rows.len().is_multiple_of(QR)
+            && rows.end <= s.div_ceil(QR) * QR
+    );
     assert!(q.len() >= rows.len() * d && keys.len() >= packed_keys_len(s, d) && mask.keep.len() >= s);
     assert!(s == 0 || v.len() >= (s - 1) * v_stride + d);
     let st = s.div_ceil(KEY_TILE) * KEY_TILE;
@@ -100,7 +117,17 @@ fn scores_rows(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f32])
 /// # Safety
 /// As `portable::weighted_sum`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn weighted_sum(p: &[f32], st: usize, v: &[f32], v_stride: usize, s: usize, d: usize, out: *mut f32, out_stride: usize, live: usize) {
+unsafe fn weighted_sum(
+    p: &[f32],
+    st: usize,
+    v: &[f32],
+    v_stride: usize,
+    s: usize,
+    d: usize,
+    out: *mut f32,
+    out_stride: usize,
+    live: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     if caps().f32x16() {
         return simd::weighted_sum(p, st, v, v_stride, s, d, out, out_stride, live);
@@ -116,7 +143,8 @@ mod tests {
         let mut out = vec![0f32; s * d];
         for i in 0..s {
             let seen: Vec<usize> = (0..s).filter(|&j| mask.sees(i, j)).collect();
-            let sc: Vec<f64> = seen.iter().map(|&j| (0..d).map(|c| (q[i * d + c] * k[j * d + c]) as f64).sum()).collect();
+            let sc: Vec<f64> =
+                seen.iter().map(|&j| (0..d).map(|c| (q[i * d + c] * k[j * d + c]) as f64).sum()).collect();
             let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = sc.iter().map(|x| (x - max).exp()).collect();
             let sum: f64 = e.iter().sum();
@@ -156,8 +184,11 @@ mod tests {
             ((seed >> 33) as u32 % 2001) as f32 / 1000.0 - 1.0
         };
         for (s, d, pad, reach) in [(1, 16, 0, 0), (5, 32, 2, 0), (19, 48, 3, 0), (37, 64, 5, 4), (70, 256, 9, 0)] {
-            let (q, k, v): (Vec<f32>, Vec<f32>, Vec<f32>) =
-                ((0..s * d).map(|_| rnd()).collect(), (0..s * d).map(|_| rnd()).collect(), (0..s * d).map(|_| rnd()).collect());
+            let (q, k, v): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+                (0..s * d).map(|_| rnd()).collect(),
+                (0..s * d).map(|_| rnd()).collect(),
+                (0..s * d).map(|_| rnd()).collect(),
+            );
             let keep: Vec<bool> = (0..s).map(|j| j < s - pad).collect();
             let mask = KeyMask { keep: &keep, reach };
             let got = run(&q, &k, &v, s, d, mask);

@@ -38,7 +38,14 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32],
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
-pub fn matmul<const BITS: u8>(x: &[f32], m: usize, w: Packed<'_, BITS>, out: &mut [f32], scratch: &mut QuantizedRows, par: ParFor<'_>) {
+pub fn matmul<const BITS: u8>(
+    x: &[f32],
+    m: usize,
+    w: Packed<'_, BITS>,
+    out: &mut [f32],
+    scratch: &mut QuantizedRows,
+    par: ParFor<'_>,
+) {
     assert!(x.len() == m * w.k && out.len() == m * w.n);
     if m == 0 {
         return;
@@ -63,7 +70,14 @@ pub fn matmul<const BITS: u8>(x: &[f32], m: usize, w: Packed<'_, BITS>, out: &mu
 
 /// # Safety
 /// As `portable::gemm8_tiles`; `fast` only where `caps().int8()`.
-unsafe fn gemm_tiles<const BITS: u8>(fast: bool, qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t0: usize, t1: usize) {
+unsafe fn gemm_tiles<const BITS: u8>(
+    fast: bool,
+    qa: &QuantizedRows,
+    w: Packed<'_, BITS>,
+    out: *mut f32,
+    t0: usize,
+    t1: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     if fast {
         return simd::gemm_tiles(qa, w, out, t0, t1);
@@ -140,7 +154,14 @@ mod tests {
             matmul(&x, m, packed, &mut y, &mut scratch, &sequential);
 
             let mut yp = vec![0f32; m * n];
-            let mut qp = QuantizedRows { m, k, q: vec![0; m * k], scale: vec![0.0; m * k / BLOCK], corr: vec![0; m * k / BLOCK], ssum: vec![] };
+            let mut qp = QuantizedRows {
+                m,
+                k,
+                q: vec![0; m * k],
+                scale: vec![0.0; m * k / BLOCK],
+                corr: vec![0; m * k / BLOCK],
+                ssum: vec![],
+            };
             portable::quantize_rows(&x, m, k, &mut qp.q, &mut qp.scale, &mut qp.corr);
             assert_eq!(qp.q, scratch.q, "activation codes");
             unsafe { portable::gemm8_tiles(&qp, packed, yp.as_mut_ptr(), 0, n / TILE) };
@@ -180,8 +201,9 @@ mod four_bit {
             unsafe { portable::gemm4_tiles(&scratch, w, yp.as_mut_ptr(), 0, n / TILE) };
             assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
             // Against x · dequantized W: only activation rounding remains.
-            let w_deq: Vec<f32> =
-                (0..n * k).map(|i| (codes[i] as f32 - zps[i / BLOCK] as f32) * f16_value(f16_bits(scales[i / BLOCK]))).collect();
+            let w_deq: Vec<f32> = (0..n * k)
+                .map(|i| (codes[i] as f32 - zps[i / BLOCK] as f32) * f16_value(f16_bits(scales[i / BLOCK])))
+                .collect();
             let cos = super::tests::cosine(&super::tests::reference(&x, &w_deq, m, n, k), &y);
             assert!(cos > 0.9999, "cosine {cos} (m={m} n={n} k={k})");
         }
@@ -214,4 +236,3 @@ mod invariance {
         assert_eq!(one[..], big[129 * n..]);
     }
 }
-

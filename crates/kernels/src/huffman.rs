@@ -32,7 +32,8 @@ fn unbounded_lengths(counts: &[u64], floor: u64) -> Vec<u8> {
     }
     // Tree nodes: leaves first, then merged nodes; parent links give each leaf's depth.
     let mut parent = vec![usize::MAX; used.len()];
-    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = used.iter().enumerate().map(|(i, &s)| Reverse((counts[s].max(floor), i))).collect();
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
+        used.iter().enumerate().map(|(i, &s)| Reverse((counts[s].max(floor), i))).collect();
     while heap.len() > 1 {
         let Reverse((a, ia)) = heap.pop().unwrap();
         let Reverse((b, ib)) = heap.pop().unwrap();
@@ -165,7 +166,16 @@ impl Decoder {
     /// + col_mean[j]`. Never reads out of bounds: symbols past the end of `data` (corrupt offsets or codes) decode
     /// as `min_code`.
     #[allow(clippy::too_many_arguments)]
-    pub fn decode_scaled(&self, data: &[u8], start: usize, min_code: i32, step: f32, col_scale: &[f32], col_mean: &[f32], out: &mut [f32]) {
+    pub fn decode_scaled(
+        &self,
+        data: &[u8],
+        start: usize,
+        min_code: i32,
+        step: f32,
+        col_scale: &[f32],
+        col_mean: &[f32],
+        out: &mut [f32],
+    ) {
         let n = out.len().min(col_scale.len()).min(col_mean.len());
         let mut bit = start * 8;
         // Whatever the codes, `n` symbols span at most n · max_len bits: check once, then read without bounds checks.
@@ -173,7 +183,9 @@ impl Decoder {
         if worst_end <= data.len() {
             for j in 0..n {
                 // SAFETY: bit / 8 + 8 <= worst_end <= data.len() for every symbol (each consumes at most max_len bits).
-                let window = unsafe { u64::from_be_bytes(data.as_ptr().add(bit / 8).cast::<[u8; 8]>().read_unaligned()) } << (bit % 8);
+                let window =
+                    unsafe { u64::from_be_bytes(data.as_ptr().add(bit / 8).cast::<[u8; 8]>().read_unaligned()) }
+                        << (bit % 8);
                 let q = self.symbol(window, &mut bit) as i32 + min_code;
                 out[j] = (q as f32 * step) * col_scale[j] + col_mean[j];
             }

@@ -27,9 +27,12 @@ pub type Packed4<'a> = Packed<'a, 4>;
 impl<'a, const BITS: u8> Packed<'a, BITS> {
     /// Checks the lengths against `n` and `k`.
     pub fn new(n: usize, k: usize, codes: &'a [u8], scales: &'a [u16]) -> Result<Self, String> {
-        let (want_codes, want_scales) = if BITS == 4 { (n * k / 2, 2 * n * (k / BLOCK)) } else { (n * k, n * (k / BLOCK)) };
+        let (want_codes, want_scales) =
+            if BITS == 4 { (n * k / 2, 2 * n * (k / BLOCK)) } else { (n * k, n * (k / BLOCK)) };
         if !supports(n, k) {
-            return Err(format!("packed {BITS}-bit weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"));
+            return Err(format!(
+                "packed {BITS}-bit weights need N % {TILE} == 0 and K % {BLOCK} == 0 (got N={n}, K={k})"
+            ));
         }
         if codes.len() != want_codes || scales.len() != want_scales {
             return Err(format!(
@@ -110,7 +113,13 @@ pub fn pack4(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usiz
 /// The stored form of packed 4-bit weights: codes as the kernel reads them, fp16 scales `[N/16][K/32][16]` and zero
 /// points `[N/16][K/32][8]` (two per byte, even column in the low nibble): 4.625 bits per weight instead of the
 /// kernel's 5 (`expand_scales4` rebuilds its scale · zero_point terms at load).
-pub fn pack4_stored(codes: &[u8], scales: &[f32], zero_points: &[u8], n: usize, k: usize) -> (Vec<u8>, Vec<u16>, Vec<u8>) {
+pub fn pack4_stored(
+    codes: &[u8],
+    scales: &[f32],
+    zero_points: &[u8],
+    n: usize,
+    k: usize,
+) -> (Vec<u8>, Vec<u16>, Vec<u8>) {
     let nb = k / BLOCK;
     assert!(supports(n, k) && codes.len() == n * k && scales.len() == n * nb && zero_points.len() == n * nb);
     let mut pc = vec![0u8; n * k / 2];

@@ -1,7 +1,9 @@
 //! The portable kernels: plain loops, the slow reference of each vector kernel in `arch` and the path of CPUs
 //! without its features. The int8 GEMM gives results bit-identical to the VNNI path.
 
-use crate::layout::{code4_offset, code8_offset, f16_value, scale_offset, Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE};
+use crate::layout::{
+    code4_offset, code8_offset, f16_value, scale_offset, Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE,
+};
 use crate::scalar::{exp_fast, gelu_tanh, SOFTMAX_FLOOR};
 
 pub fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
@@ -124,7 +126,17 @@ pub fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f32]) 
 /// `out` must be valid for writes of `d` floats at each of the `live` rows `out + r·out_stride`, which no other
 /// thread may access meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn weighted_sum(p: &[f32], st: usize, v: &[f32], v_stride: usize, s: usize, d: usize, out: *mut f32, out_stride: usize, live: usize) {
+pub unsafe fn weighted_sum(
+    p: &[f32],
+    st: usize,
+    v: &[f32],
+    v_stride: usize,
+    s: usize,
+    d: usize,
+    out: *mut f32,
+    out_stride: usize,
+    live: usize,
+) {
     for r in 0..live {
         let o = std::slice::from_raw_parts_mut(out.add(r * out_stride), d);
         o.iter_mut().for_each(|x| *x = 0.0);

@@ -3,7 +3,8 @@
 
 pub const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// Taylor coefficients of `2^f = e^(f·ln 2)`.
-pub const EXP2_C: [f32; 8] = [1.0, std::f32::consts::LN_2, 0.240_226_5, 0.055_504_11, 0.009_618_129, 0.001_333_356, 1.540_353e-4, 1.525_273e-5];
+pub const EXP2_C: [f32; 8] =
+    [1.0, std::f32::consts::LN_2, 0.240_226_5, 0.055_504_11, 0.009_618_129, 0.001_333_356, 1.540_353e-4, 1.525_273e-5];
 /// √(2/π), GELU's tanh-approximation constant.
 pub const GELU_K: f32 = 0.797_884_6;
 /// Scores this far below a row's maximum get probability 0 (e^−69 ≈ 1e−30): smaller ones would reach the weighted

@@ -36,9 +36,7 @@ fn parse_args() -> Args {
         }
     }
     assert!(
-        a.addr.starts_with("127.")
-            || a.addr.starts_with("localhost")
-            || a.addr.starts_with("[::1]"),
+        a.addr.starts_with("127.") || a.addr.starts_with("localhost") || a.addr.starts_with("[::1]"),
         "loopback addresses only"
     );
     a
@@ -52,11 +50,7 @@ fn request(r: &mut BufReader<TcpStream>, head: &[u8], body: &[u8]) -> std::io::R
     r.get_mut().write_all(&req)?;
     let mut line = String::new();
     r.read_line(&mut line)?;
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut len = 0usize;
     loop {
         line.clear();
@@ -93,10 +87,8 @@ fn main() {
                 let mut conn = None;
                 while Instant::now() < deadline {
                     if conn.is_none() {
-                        conn = TcpStream::connect(&addr)
-                            .ok()
-                            .filter(|s| s.set_nodelay(true).is_ok())
-                            .map(BufReader::new);
+                        conn =
+                            TcpStream::connect(&addr).ok().filter(|s| s.set_nodelay(true).is_ok()).map(BufReader::new);
                     }
                     let Some(r) = conn.as_mut() else {
                         failed += 1;
@@ -126,11 +118,7 @@ fn main() {
     }
     let secs = t0.elapsed().as_secs_f64();
     lat.sort_by(|x, y| x.total_cmp(y));
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
     println!(
         "{} clients, {:.1} s: {} ok, {} failed, {:.0} req/s; latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
         a.clients,

@@ -126,12 +126,10 @@ impl Shares {
         if self.running.is_some() {
             return None;
         }
-        (0..self.models.len())
-            .filter(|&i| self.models[i].waiting > 0)
-            .min_by(|&a, &b| {
-                let (a, b) = (&self.models[a], &self.models[b]);
-                a.used.total_cmp(&b.used).then(a.last_turn.cmp(&b.last_turn))
-            })
+        (0..self.models.len()).filter(|&i| self.models[i].waiting > 0).min_by(|&a, &b| {
+            let (a, b) = (&self.models[a], &self.models[b]);
+            a.used.total_cmp(&b.used).then(a.last_turn.cmp(&b.last_turn))
+        })
     }
 
     fn start(&mut self, id: usize) {
@@ -163,19 +161,14 @@ pub struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.scheduler
-            .lock()
-            .finish(self.share, self.started.elapsed().as_secs_f64());
+        self.scheduler.lock().finish(self.share, self.started.elapsed().as_secs_f64());
         self.scheduler.released.notify_all();
     }
 }
 
 impl Scheduler {
     pub fn new() -> Arc<Self> {
-        Arc::new(Scheduler {
-            shares: Mutex::default(),
-            released: Condvar::new(),
-        })
+        Arc::new(Scheduler { shares: Mutex::default(), released: Condvar::new() })
     }
 
     /// The gate every batcher uses unless given another ([`Batcher::with_scheduler`]).
@@ -201,11 +194,7 @@ impl Scheduler {
             s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
         }
         s.start(share);
-        Turn {
-            scheduler: self,
-            share,
-            started: Instant::now(),
-        }
+        Turn { scheduler: self, share, started: Instant::now() }
     }
 
     /// Whether a share other than `share` waits for a turn.
@@ -286,10 +275,7 @@ impl Job {
         s.vectors[index] = Some(vector);
         s.missing -= 1;
         if s.missing == 0 {
-            let vectors = std::mem::take(&mut s.vectors)
-                .into_iter()
-                .map(|v| v.unwrap_or_default())
-                .collect();
+            let vectors = std::mem::take(&mut s.vectors).into_iter().map(|v| v.unwrap_or_default()).collect();
             if let Some(tx) = s.reply.take() {
                 let _ = tx.send(Ok(vectors));
             }
@@ -347,10 +333,7 @@ impl Batcher {
                     .expect("spawning a batcher thread")
             })
             .collect();
-        Batcher {
-            shared,
-            workers: Mutex::new(workers),
-        }
+        Batcher { shared, workers: Mutex::new(workers) }
     }
 
     /// Embed tokenized inputs; raw backend vectors (not finished) in input order.
@@ -362,34 +345,18 @@ impl Batcher {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
         let (tx, rx) = oneshot::channel();
-        let job = Arc::new(Job {
-            state: Mutex::new(JobState {
-                vectors: vec![None; n],
-                missing: n,
-                reply: Some(tx),
-            }),
-        });
+        let job = Arc::new(Job { state: Mutex::new(JobState { vectors: vec![None; n], missing: n, reply: Some(tx) }) });
         {
             let mut q = self.shared.lock_queue();
             if q.closed {
                 return Err(EngineError::Internal("the server is shutting down".into()));
             }
-            q.pending.push_back(Pending {
-                job,
-                items,
-                order,
-                next: 0,
-                enqueued: Instant::now(),
-            });
-            self.shared
-                .metrics
-                .queue_depth
-                .fetch_add(n as i64, Ordering::Relaxed);
+            q.pending.push_back(Pending { job, items, order, next: 0, enqueued: Instant::now() });
+            self.shared.metrics.queue_depth.fetch_add(n as i64, Ordering::Relaxed);
         }
         self.shared.wake.notify_one();
         // Dropping this future (client gone) closes `rx`; the workers then skip the rest of the request.
-        rx.await
-            .map_err(|_| EngineError::Internal("the batcher stopped before answering".into()))?
+        rx.await.map_err(|_| EngineError::Internal("the batcher stopped before answering".into()))?
     }
 
     /// This model's turn on the compute gate, for its other CPU work (tokenizing a request); blocking.
@@ -438,12 +405,8 @@ impl Shared {
         q.pending.retain(|p| {
             let keep = !p.job.is_over();
             if !keep {
-                self.metrics
-                    .queue_depth
-                    .fetch_sub(p.left() as i64, Ordering::Relaxed);
-                self.metrics
-                    .cancelled_inputs
-                    .fetch_add(p.left() as u64, Ordering::Relaxed);
+                self.metrics.queue_depth.fetch_sub(p.left() as i64, Ordering::Relaxed);
+                self.metrics.cancelled_inputs.fetch_add(p.left() as u64, Ordering::Relaxed);
             }
             keep
         });
@@ -457,8 +420,7 @@ impl Shared {
                 let index = p.order[p.next];
                 let len = p.items[index].ids.len().max(1);
                 let padded_len = longest.max(len);
-                let full = step.len() >= max_batch_size
-                    || (step.len() + 1) * padded_len > max_batch_tokens;
+                let full = step.len() >= max_batch_size || (step.len() + 1) * padded_len > max_batch_tokens;
                 if full && !step.is_empty() {
                     if p.next > before {
                         partly_taken = Some(pos);
@@ -466,17 +428,11 @@ impl Shared {
                     break 'fill;
                 }
                 if p.next == 0 {
-                    self.metrics
-                        .queue_wait_seconds
-                        .observe(p.enqueued.elapsed().as_secs_f64());
+                    self.metrics.queue_wait_seconds.observe(p.enqueued.elapsed().as_secs_f64());
                 }
                 longest = padded_len;
                 let tokens = std::mem::replace(&mut p.items[index], Tokenized { ids: Vec::new() });
-                step.push(StepItem {
-                    job: p.job.clone(),
-                    index,
-                    tokens,
-                });
+                step.push(StepItem { job: p.job.clone(), index, tokens });
                 p.next += 1;
             }
         }
@@ -487,9 +443,7 @@ impl Shared {
             }
         }
         q.pending.retain(|p| p.left() > 0);
-        self.metrics
-            .queue_depth
-            .fetch_sub(step.len() as i64, Ordering::Relaxed);
+        self.metrics.queue_depth.fetch_sub(step.len() as i64, Ordering::Relaxed);
         step
     }
 
@@ -497,16 +451,10 @@ impl Shared {
         let tokens: Vec<Tokenized> = step.iter().map(|s| s.tokens.clone()).collect();
         let t0 = Instant::now();
         let result = self.embed_guarded(&tokens);
-        self.metrics
-            .inference_seconds
-            .observe(t0.elapsed().as_secs_f64());
+        self.metrics.inference_seconds.observe(t0.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(tokens.len() as f64);
-        self.metrics
-            .backend_inputs
-            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
-        self.metrics
-            .batch_tokens
-            .observe(tokens.iter().map(|t| t.ids.len()).sum::<usize>() as f64);
+        self.metrics.backend_inputs.fetch_add(tokens.len() as u64, Ordering::Relaxed);
+        self.metrics.batch_tokens.observe(tokens.iter().map(|t| t.ids.len()).sum::<usize>() as f64);
         match result {
             Ok(vectors) => {
                 for (item, v) in step.iter().zip(vectors) {
@@ -527,16 +475,10 @@ impl Shared {
                 // Several requests shared the step: run each alone so only the faulty one fails.
                 tracing::warn!(model = %self.metrics.model, "batched step failed ({e}); retrying request by request");
                 for job in jobs {
-                    let (mine, tokens): (Vec<&StepItem>, Vec<Tokenized>) = step
-                        .iter()
-                        .filter(|s| Arc::ptr_eq(&s.job, &job))
-                        .map(|s| (s, s.tokens.clone()))
-                        .unzip();
+                    let (mine, tokens): (Vec<&StepItem>, Vec<Tokenized>) =
+                        step.iter().filter(|s| Arc::ptr_eq(&s.job, &job)).map(|s| (s, s.tokens.clone())).unzip();
                     match self.embed_guarded(&tokens) {
-                        Ok(vectors) => mine
-                            .iter()
-                            .zip(vectors)
-                            .for_each(|(s, v)| job.deliver(s.index, v)),
+                        Ok(vectors) => mine.iter().zip(vectors).for_each(|(s, v)| job.deliver(s.index, v)),
                         Err(e) => job.fail(e),
                     }
                 }
@@ -546,17 +488,15 @@ impl Shared {
 
     /// The backend call, with a panic turned into an error (the worker thread must survive).
     fn embed_guarded(&self, tokens: &[Tokenized]) -> Result<Vec<Vec<f32>>> {
-        let vectors = catch_unwind(AssertUnwindSafe(|| self.model.embed_tokenized(tokens)))
-            .unwrap_or_else(|panic| {
+        let vectors =
+            catch_unwind(AssertUnwindSafe(|| self.model.embed_tokenized(tokens))).unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(model = %self.metrics.model, "backend panicked: {what}");
-                Err(EngineError::Internal(format!(
-                    "the backend failed on this input ({what})"
-                )))
+                Err(EngineError::Internal(format!("the backend failed on this input ({what})")))
             })?;
         if vectors.len() != tokens.len() {
             return Err(EngineError::Internal(format!(
@@ -597,9 +537,7 @@ fn worker(shared: &Shared) {
         }
         let t0 = Instant::now();
         shared.run_step(step);
-        shared
-            .metrics
-            .add_compute_seconds(t0.elapsed().as_secs_f64());
+        shared.metrics.add_compute_seconds(t0.elapsed().as_secs_f64());
         drop(turn);
     }
 }
@@ -611,21 +549,12 @@ mod tests {
     fn pending(job_len: &[usize]) -> Pending {
         let (tx, _rx) = oneshot::channel();
         std::mem::forget(_rx);
-        let items: Vec<Tokenized> = job_len
-            .iter()
-            .map(|&n| Tokenized { ids: vec![1; n] })
-            .collect();
+        let items: Vec<Tokenized> = job_len.iter().map(|&n| Tokenized { ids: vec![1; n] }).collect();
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
         let n = items.len();
         Pending {
-            job: Arc::new(Job {
-                state: Mutex::new(JobState {
-                    vectors: vec![None; n],
-                    missing: n,
-                    reply: Some(tx),
-                }),
-            }),
+            job: Arc::new(Job { state: Mutex::new(JobState { vectors: vec![None; n], missing: n, reply: Some(tx) }) }),
             items,
             order,
             next: 0,
@@ -648,11 +577,7 @@ mod tests {
         }
         Shared {
             model: Arc::new(Model::new(Arc::new(Never))),
-            config: BatchConfig {
-                max_batch_tokens,
-                max_batch_size,
-                workers: 1,
-            },
+            config: BatchConfig { max_batch_tokens, max_batch_size, workers: 1 },
             metrics: crate::metrics::Metrics::default().model("m"),
             queue: Mutex::default(),
             wake: Condvar::new(),
@@ -671,16 +596,9 @@ mod tests {
         let step = s.next_step(&mut q);
         assert_eq!(step.len(), 4);
         assert_eq!(q.pending.len(), 2);
-        assert_eq!(
-            q.pending[0].order.len(),
-            1,
-            "the small request is served next"
-        );
+        assert_eq!(q.pending[0].order.len(), 1, "the small request is served next");
         let step = s.next_step(&mut q);
-        assert_eq!(
-            step.iter().map(|s| s.tokens.ids.len()).collect::<Vec<_>>(),
-            vec![5, 10, 10, 10]
-        );
+        assert_eq!(step.iter().map(|s| s.tokens.ids.len()).collect::<Vec<_>>(), vec![5, 10, 10, 10]);
         let step = s.next_step(&mut q);
         assert_eq!(step.len(), 3);
         assert!(q.pending.is_empty());
@@ -730,9 +648,7 @@ mod tests {
         let (flood, single) = (s.add(1.0), s.add(1.0));
         s.arrive(flood);
         // The flood runs alone for 1,000 steps.
-        assert!(run_turns(&mut s, &[0.001, 0.0], 1000)
-            .iter()
-            .all(|&i| i == flood));
+        assert!(run_turns(&mut s, &[0.001, 0.0], 1000).iter().all(|&i| i == flood));
         // A single text arrives while a flood step runs: it gets the very next turn.
         let id = s.next().unwrap();
         s.start(id);
@@ -749,11 +665,7 @@ mod tests {
         s.arrive(single);
         let order = run_turns(&mut s, &[0.001, 0.005], 12);
         assert!(order.contains(&single) && order.contains(&flood), "{order:?}");
-        assert_eq!(
-            &order[..4],
-            &[flood; 4],
-            "the flood catches up the single text's 5 ms first"
-        );
+        assert_eq!(&order[..4], &[flood; 4], "the flood catches up the single text's 5 ms first");
     }
 
     #[test]
@@ -814,16 +726,8 @@ mod tests {
         let s = shared(64, 100);
         let mut q = Queue::default();
         q.pending.push_back(pending(&[200, 30, 30, 4]));
-        assert_eq!(
-            s.next_step(&mut q).len(),
-            1,
-            "an input over the budget still runs, alone"
-        );
-        assert_eq!(
-            s.next_step(&mut q).len(),
-            2,
-            "30 + 30 padded fits 64, a third would not"
-        );
+        assert_eq!(s.next_step(&mut q).len(), 1, "an input over the budget still runs, alone");
+        assert_eq!(s.next_step(&mut q).len(), 2, "30 + 30 padded fits 64, a third would not");
         assert_eq!(s.next_step(&mut q).len(), 1);
         assert!(q.pending.is_empty());
     }

@@ -18,18 +18,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         // A client that stalls mid-body would otherwise hold its concurrency slot for as long as it stays connected.
         let timeout = state.config().body_timeout;
-        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request body did not arrive within {} s (--body-timeout-secs)",
-                        timeout.as_secs()
-                    ),
-                )
-                .code("body_timeout")
-            })?;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state)).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} s (--body-timeout-secs)", timeout.as_secs()),
+            )
+            .code("body_timeout")
+        })?;
         let bytes = read.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -41,10 +36,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 )
                 .code("body_too_large")
             } else {
-                ApiError::new(
-                    rej.status(),
-                    format!("could not read the request body: {}", rej.body_text()),
-                )
+                ApiError::new(rej.status(), format!("could not read the request body: {}", rej.body_text()))
             }
         })?;
         parse(&bytes).map(JsonBody)
@@ -54,10 +46,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 /// Parse JSON into `T`, with messages that name the problem.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::bad_request(
-            "request body is empty; expected a JSON object",
-        )
-        .code("malformed_json"));
+        return Err(ApiError::bad_request("request body is empty; expected a JSON object").code("malformed_json"));
     }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::bad_request(format!("invalid request: {e}")),
@@ -75,11 +64,8 @@ pub fn texts(v: Option<Value>, field: &'static str) -> Result<Vec<String>, ApiEr
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(s),
-                other => Err(ApiError::bad_request(format!(
-                    "`{field}[{i}]` must be a string, got {}",
-                    kind(&other)
-                ))
-                .param(field)),
+                other => Err(ApiError::bad_request(format!("`{field}[{i}]` must be a string, got {}", kind(&other)))
+                    .param(field)),
             })
             .collect(),
         Some(other) => Err(ApiError::bad_request(format!(

@@ -46,9 +46,7 @@ pub async fn rerank(
         .into_iter()
         .map(|r| json!({ "index": r.index, "document": r.text, "relevance_score": r.score }))
         .collect();
-    Ok(Json(
-        json!({ "model": req.model.unwrap_or_else(|| target.served.name.clone()), "results": results }),
-    ))
+    Ok(Json(json!({ "model": req.model.unwrap_or_else(|| target.served.name.clone()), "results": results })))
 }
 
 /// Models, their memory, uptime and request counts (the seed's dashboard read this).

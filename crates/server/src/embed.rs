@@ -21,12 +21,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            prompt: Prompt::Default,
-            truncate: true,
-            normalize: true,
-            dimensions: None,
-        }
+        Self { prompt: Prompt::Default, truncate: true, normalize: true, dimensions: None }
     }
 }
 
@@ -41,10 +36,9 @@ pub struct Embedded {
 /// An empty string asks for no prompt at all.
 pub fn prompt_choice(prompt_name: Option<String>, raw: Option<String>) -> Result<Prompt, ApiError> {
     match (prompt_name, raw) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "give either `prompt_name` or `prompt`, not both",
-        )
-        .param("prompt_name")),
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("give either `prompt_name` or `prompt`, not both").param("prompt_name"))
+        }
         (Some(n), None) if n.is_empty() => Ok(Prompt::None),
         (Some(n), None) => Ok(Prompt::Named(n)),
         (None, Some(p)) if p.is_empty() => Ok(Prompt::None),
@@ -68,11 +62,7 @@ pub fn check_count(state: &AppState, n: usize, field: &'static str) -> Result<()
 }
 
 /// Tokenize texts with a prompt on the blocking pool (prompt and truncation policy applied).
-pub async fn tokenize(
-    served: &Arc<Served>,
-    texts: Vec<String>,
-    opts: &Options,
-) -> Result<Vec<Tokenized>, ApiError> {
+pub async fn tokenize(served: &Arc<Served>, texts: Vec<String>, opts: &Options) -> Result<Vec<Tokenized>, ApiError> {
     if texts.is_empty() {
         return Ok(Vec::new());
     }
@@ -99,41 +89,23 @@ pub async fn tokenize(
             .collect::<Result<Vec<_>, ApiError>>()
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("tokenizer failed: {e}"),
-        )
-    })??;
-    served
-        .metrics
-        .tokenize_seconds
-        .observe(t0.elapsed().as_secs_f64());
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("tokenizer failed: {e}")))??;
+    served.metrics.tokenize_seconds.observe(t0.elapsed().as_secs_f64());
     Ok(tokens)
 }
 
 /// Token ids a client sent directly (OpenAI): checked against the model's limits, truncated when allowed.
-pub fn token_inputs(
-    served: &Served,
-    seqs: Vec<Vec<u32>>,
-    truncate: bool,
-) -> Result<Vec<Tokenized>, ApiError> {
+pub fn token_inputs(served: &Served, seqs: Vec<Vec<u32>>, truncate: bool) -> Result<Vec<Tokenized>, ApiError> {
     let max = served.model.info().max_tokens;
     seqs.into_iter()
         .enumerate()
         .map(|(i, mut ids)| {
             if ids.is_empty() {
-                return Err(
-                    ApiError::bad_request(format!("input {i} is an empty token list"))
-                        .param("input"),
-                );
+                return Err(ApiError::bad_request(format!("input {i} is an empty token list")).param("input"));
             }
             if ids.len() > max {
                 if !truncate {
-                    return Err(ApiError::from(deposium_engine::EngineError::TooLong {
-                        tokens: ids.len(),
-                        max,
-                    }));
+                    return Err(ApiError::from(deposium_engine::EngineError::TooLong { tokens: ids.len(), max }));
                 }
                 served.model.backend().truncate_tokens(&mut ids);
             }
@@ -143,11 +115,7 @@ pub fn token_inputs(
 }
 
 /// Embed tokenized inputs through the model's batcher, then finish each vector.
-pub async fn run(
-    served: &Served,
-    tokens: Vec<Tokenized>,
-    opts: &Options,
-) -> Result<Embedded, ApiError> {
+pub async fn run(served: &Served, tokens: Vec<Tokenized>, opts: &Options) -> Result<Embedded, ApiError> {
     served.model.check_dimensions(opts.dimensions)?;
     let token_count: usize = tokens.iter().map(|t| t.ids.len()).sum();
     let n = tokens.len();
@@ -158,14 +126,8 @@ pub async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     served.metrics.requests.fetch_add(1, Ordering::Relaxed);
     served.metrics.inputs.fetch_add(n as u64, Ordering::Relaxed);
-    served
-        .metrics
-        .tokens
-        .fetch_add(token_count as u64, Ordering::Relaxed);
-    Ok(Embedded {
-        embeddings,
-        tokens: token_count,
-    })
+    served.metrics.tokens.fetch_add(token_count as u64, Ordering::Relaxed);
+    Ok(Embedded { embeddings, tokens: token_count })
 }
 
 /// The whole path for texts.

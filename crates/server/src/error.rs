@@ -22,10 +22,7 @@ impl Family {
     pub fn of_path(path: &str) -> Family {
         if path.starts_with("/v1/") || path == "/v1" {
             Family::OpenAi
-        } else if matches!(
-            path,
-            "/embed" | "/rerank" | "/similarity" | "/tokenize" | "/decode" | "/info"
-        ) {
+        } else if matches!(path, "/embed" | "/rerank" | "/similarity" | "/tokenize" | "/decode" | "/info") {
             Family::Tei
         } else {
             Family::Ollama
@@ -46,12 +43,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            param: None,
-            code: None,
-        }
+        Self { status, message: message.into(), param: None, code: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

@@ -32,12 +32,7 @@ pub use state::{AppState, Config};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Models to serve: NAME or NAME=PATH (repeatable, or comma-separated). The first is the default model.
-    #[arg(
-        long = "model",
-        env = "DEPOSIUM_MODELS",
-        value_delimiter = ',',
-        default_value = "embeddinggemma"
-    )]
+    #[arg(long = "model", env = "DEPOSIUM_MODELS", value_delimiter = ',', default_value = "embeddinggemma")]
     pub models: Vec<String>,
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]
@@ -194,30 +189,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         loader.load_all().await;
         let ready: Vec<String> = loader.ready().iter().map(|m| m.name.clone()).collect();
-        tracing::info!(
-            "models ready: {}",
-            if ready.is_empty() {
-                "none".into()
-            } else {
-                ready.join(", ")
-            }
-        );
+        tracing::info!("models ready: {}", if ready.is_empty() { "none".into() } else { ready.join(", ") });
     });
     // Small responses go out at once (no Nagle delay).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
     tracing::info!("in-flight requests answered; stopping");
     let batchers = state.clone();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || batchers.shutdown()),
-    )
-    .await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || batchers.shutdown())).await;
     Ok(())
 }
 
@@ -228,9 +210,7 @@ fn check_default_prompt(state: &AppState, name: &str) -> anyhow::Result<()> {
     let mut listing = Vec::new();
     for slot in state.slots() {
         let Some(spec) = &slot.spec else { continue };
-        let prompts = deposium_engine::st_config::StConfig::load(&spec.dir)
-            .map(|c| c.prompts)
-            .unwrap_or_default();
+        let prompts = deposium_engine::st_config::StConfig::load(&spec.dir).map(|c| c.prompts).unwrap_or_default();
         if prompts.contains_key(name) {
             found = true;
         } else {

@@ -5,15 +5,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-const SECONDS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-const SIZE_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
-];
-const TOKEN_BUCKETS: &[f64] = &[
-    16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0,
-];
+const SECONDS_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
+const TOKEN_BUCKETS: &[f64] = &[16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0];
 
 /// A cumulative histogram with fixed upper bounds.
 pub struct Histogram {
@@ -30,13 +25,7 @@ struct HistogramData {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            inner: Mutex::new(HistogramData {
-                counts: vec![0; bounds.len()],
-                ..Default::default()
-            }),
-        }
+        Self { bounds, inner: Mutex::new(HistogramData { counts: vec![0; bounds.len()], ..Default::default() }) }
     }
 
     pub fn observe(&self, v: f64) {
@@ -106,8 +95,7 @@ impl ModelMetrics {
     }
 
     pub fn add_compute_seconds(&self, seconds: f64) {
-        self.compute_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.compute_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     pub fn compute_seconds(&self) -> f64 {
@@ -125,12 +113,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record_request(&self, route: &str, status: u16, seconds: f64) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route.to_string(), status))
-            .or_default() += 1;
+        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((route.to_string(), status)).or_default() += 1;
         let h = self
             .request_seconds
             .lock()
@@ -155,23 +138,14 @@ impl Metrics {
     /// Request counts by route (all statuses).
     pub fn requests_by_route(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for ((route, _), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for ((route, _), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             *out.entry(route.clone()).or_default() += n;
         }
         out
     }
 
     pub fn requests_total(&self) -> u64 {
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .sum()
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
     }
 
     /// The Prometheus text exposition.
@@ -179,73 +153,34 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP deposium_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE deposium_requests_total counter\n");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "deposium_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "deposium_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
         }
-        out.push_str(
-            "# HELP deposium_request_duration_seconds Time to answer a request, by route.\n",
-        );
+        out.push_str("# HELP deposium_request_duration_seconds Time to answer a request, by route.\n");
         out.push_str("# TYPE deposium_request_duration_seconds histogram\n");
-        for (route, h) in self
-            .request_seconds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            h.render(
-                &mut out,
-                "deposium_request_duration_seconds",
-                &format!("route=\"{route}\""),
-            );
+        for (route, h) in self.request_seconds.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h.render(&mut out, "deposium_request_duration_seconds", &format!("route=\"{route}\""));
         }
         out.push_str("# HELP deposium_requests_in_flight Requests being answered now.\n");
         out.push_str("# TYPE deposium_requests_in_flight gauge\n");
-        let _ = writeln!(
-            out,
-            "deposium_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
+        let _ = writeln!(out, "deposium_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
         out.push_str("# HELP deposium_uptime_seconds Seconds since the server started.\n");
         out.push_str("# TYPE deposium_uptime_seconds gauge\n");
         let _ = writeln!(out, "deposium_uptime_seconds {uptime_seconds}");
 
-        let models = self
-            .models
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let gauge = |out: &mut String,
-                     name: &str,
-                     help: &str,
-                     kind: &str,
-                     f: &dyn Fn(&ModelMetrics) -> String| {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, f: &dyn Fn(&ModelMetrics) -> String| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for m in &models {
                 let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(&m.model), f(m));
             }
         };
-        gauge(
-            &mut out,
-            "deposium_queue_depth",
-            "Inputs waiting for the backend, by model.",
-            "gauge",
-            &|m| m.queue_depth.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "deposium_model_requests_total",
-            "Embedding requests served, by model.",
-            "counter",
-            &|m| m.requests.load(Ordering::Relaxed).to_string(),
-        );
+        gauge(&mut out, "deposium_queue_depth", "Inputs waiting for the backend, by model.", "gauge", &|m| {
+            m.queue_depth.load(Ordering::Relaxed).to_string()
+        });
+        gauge(&mut out, "deposium_model_requests_total", "Embedding requests served, by model.", "counter", &|m| {
+            m.requests.load(Ordering::Relaxed).to_string()
+        });
         gauge(
             &mut out,
             "deposium_model_inputs_total",
@@ -274,57 +209,30 @@ impl Metrics {
             "counter",
             &|m| m.compute_seconds().to_string(),
         );
-        gauge(
-            &mut out,
-            "deposium_model_tokens_total",
-            "Tokens embedded, by model.",
-            "counter",
-            &|m| m.tokens.load(Ordering::Relaxed).to_string(),
-        );
-        let hist =
-            |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ModelMetrics) -> &Histogram| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-                for m in &models {
-                    f(m).render(out, name, &format!("model=\"{}\"", escape(&m.model)));
-                }
-            };
-        hist(
-            &mut out,
-            "deposium_tokenize_seconds",
-            "Time to tokenize one request.",
-            &|m| &m.tokenize_seconds,
-        );
-        hist(
-            &mut out,
-            "deposium_inference_seconds",
-            "Time of one backend step.",
-            &|m| &m.inference_seconds,
-        );
+        gauge(&mut out, "deposium_model_tokens_total", "Tokens embedded, by model.", "counter", &|m| {
+            m.tokens.load(Ordering::Relaxed).to_string()
+        });
+        let hist = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ModelMetrics) -> &Histogram| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for m in &models {
+                f(m).render(out, name, &format!("model=\"{}\"", escape(&m.model)));
+            }
+        };
+        hist(&mut out, "deposium_tokenize_seconds", "Time to tokenize one request.", &|m| &m.tokenize_seconds);
+        hist(&mut out, "deposium_inference_seconds", "Time of one backend step.", &|m| &m.inference_seconds);
         hist(
             &mut out,
             "deposium_queue_wait_seconds",
             "Time from a request joining its model's queue to its first backend step.",
             &|m| &m.queue_wait_seconds,
         );
-        hist(
-            &mut out,
-            "deposium_batch_size",
-            "Sequences per backend step.",
-            &|m| &m.batch_size,
-        );
-        hist(
-            &mut out,
-            "deposium_batch_tokens",
-            "Tokens per backend step.",
-            &|m| &m.batch_tokens,
-        );
+        hist(&mut out, "deposium_batch_size", "Sequences per backend step.", &|m| &m.batch_size);
+        hist(&mut out, "deposium_batch_tokens", "Tokens per backend step.", &|m| &m.batch_tokens);
         out
     }
 }
 
 /// A Prometheus label value with `\`, `"` and newlines escaped.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -23,9 +23,7 @@ pub async fn root() -> &'static str {
 }
 
 pub async fn version() -> Json<Value> {
-    Json(
-        json!({ "version": OLLAMA_VERSION, "server": format!("deposium-embed {}", env!("CARGO_PKG_VERSION")) }),
-    )
+    Json(json!({ "version": OLLAMA_VERSION, "server": format!("deposium-embed {}", env!("CARGO_PKG_VERSION")) }))
 }
 
 #[derive(Deserialize)]
@@ -44,20 +42,13 @@ pub struct EmbedRequest {
     options: Option<Value>,
 }
 
-pub async fn embed(
-    State(state): State<AppState>,
-    JsonBody(req): JsonBody<EmbedRequest>,
-) -> Result<Response, ApiError> {
+pub async fn embed(State(state): State<AppState>, JsonBody(req): JsonBody<EmbedRequest>) -> Result<Response, ApiError> {
     let t0 = Instant::now();
     let target = state.target(req.model.as_deref())?;
     let served = target.served.clone();
     // Ollama skips an empty string: `"input": ""` gives no embeddings.
     let inputs: Vec<String> = body::texts(req.input, "input")?;
-    let inputs = if inputs.len() == 1 && inputs[0].is_empty() {
-        Vec::new()
-    } else {
-        inputs
-    };
+    let inputs = if inputs.len() == 1 && inputs[0].is_empty() { Vec::new() } else { inputs };
     let opts = Options {
         prompt: target.prompt(embed::prompt_choice(req.prompt_name, req.prompt)?),
         truncate: req.truncate.unwrap_or(true),
@@ -194,9 +185,7 @@ fn quantization_level(q: &str) -> String {
 }
 
 fn modified_at(m: &Served) -> String {
-    let when = std::fs::metadata(&m.model.info().path)
-        .and_then(|md| md.modified())
-        .unwrap_or(m.loaded_at);
+    let when = std::fs::metadata(&m.model.info().path).and_then(|md| md.modified()).unwrap_or(m.loaded_at);
     rfc3339(when)
 }
 
@@ -237,10 +226,7 @@ pub fn tag_entry(m: &Served, selector: Option<&str>) -> Value {
 
 /// `NAME@PROMPT` for every prompt the model defines (`query` and `document` first).
 pub fn selectors(m: &Served) -> Vec<String> {
-    deposium_engine::registry::prompt_names(m.model.info())
-        .into_iter()
-        .map(|p| format!("{}@{p}", m.name))
-        .collect()
+    deposium_engine::registry::prompt_names(m.model.info()).into_iter().map(|p| format!("{}@{p}", m.name)).collect()
 }
 
 /// Every name the model answers to.
@@ -293,20 +279,14 @@ pub struct ShowRequest {
     verbose: Option<bool>,
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    JsonBody(req): JsonBody<ShowRequest>,
-) -> Result<Response, ApiError> {
+pub async fn show(State(state): State<AppState>, JsonBody(req): JsonBody<ShowRequest>) -> Result<Response, ApiError> {
     let Some(name) = req.model.or(req.name) else {
         return Err(ApiError::bad_request("`model` is required").param("model"));
     };
     let target = state.target(Some(&name)).map_err(|e| {
         // Ollama's own wording for an unknown model; a bad prompt selector keeps the prompts it lists.
         if e.status == StatusCode::NOT_FOUND && target_is_plain(&e) {
-            ApiError {
-                message: format!("model '{name}' not found"),
-                ..e
-            }
+            ApiError { message: format!("model '{name}' not found"), ..e }
         } else {
             e
         }

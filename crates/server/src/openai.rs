@@ -39,11 +39,7 @@ fn invalid_input(msg: impl Into<String>) -> ApiError {
 fn token_id(v: &Value, at: &str) -> Result<u32, ApiError> {
     v.as_u64()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            invalid_input(format!(
-                "`input{at}` must be a token id (an integer ≥ 0), got {v}"
-            ))
-        })
+        .ok_or_else(|| invalid_input(format!("`input{at}` must be a token id (an integer ≥ 0), got {v}")))
 }
 
 fn parse_input(v: Option<Value>) -> Result<Input, ApiError> {
@@ -65,48 +61,34 @@ fn parse_input(v: Option<Value>) -> Result<Input, ApiError> {
             .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::String(s) if s.is_empty() => {
-                    Err(invalid_input(format!("`input[{i}]` is an empty string")))
-                }
+                Value::String(s) if s.is_empty() => Err(invalid_input(format!("`input[{i}]` is an empty string"))),
                 Value::String(s) => Ok(s),
-                other => Err(invalid_input(format!(
-                    "`input[{i}]` must be a string, got {}",
-                    body::kind(&other)
-                ))),
+                other => Err(invalid_input(format!("`input[{i}]` must be a string, got {}", body::kind(&other)))),
             })
             .collect::<Result<_, _>>()
             .map(Input::Texts),
         Value::Number(_) => {
-            let ids = items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| token_id(v, &format!("[{i}]")))
-                .collect::<Result<_, _>>()?;
+            let ids =
+                items.iter().enumerate().map(|(i, v)| token_id(v, &format!("[{i}]"))).collect::<Result<_, _>>()?;
             Ok(Input::Tokens(vec![ids]))
         }
         Value::Array(_) => items
             .iter()
             .enumerate()
             .map(|(i, seq)| match seq {
-                Value::Array(ids) if ids.is_empty() => Err(invalid_input(format!(
-                    "`input[{i}]` is an empty token list"
-                ))),
-                Value::Array(ids) => ids
-                    .iter()
-                    .enumerate()
-                    .map(|(j, v)| token_id(v, &format!("[{i}][{j}]")))
-                    .collect::<Result<_, _>>(),
-                other => Err(invalid_input(format!(
-                    "`input[{i}]` must be an array of token ids, got {}",
-                    body::kind(other)
-                ))),
+                Value::Array(ids) if ids.is_empty() => {
+                    Err(invalid_input(format!("`input[{i}]` is an empty token list")))
+                }
+                Value::Array(ids) => {
+                    ids.iter().enumerate().map(|(j, v)| token_id(v, &format!("[{i}][{j}]"))).collect::<Result<_, _>>()
+                }
+                other => {
+                    Err(invalid_input(format!("`input[{i}]` must be an array of token ids, got {}", body::kind(other))))
+                }
             })
             .collect::<Result<_, _>>()
             .map(Input::Tokens),
-        other => Err(invalid_input(format!(
-            "`input[0]` must be a string or a token id, got {}",
-            body::kind(other)
-        ))),
+        other => Err(invalid_input(format!("`input[0]` must be a string or a token id, got {}", body::kind(other)))),
     }
 }
 
@@ -149,17 +131,15 @@ pub async fn embeddings(
     };
     let out = match parse_input(req.input)? {
         Input::Texts(texts) => embed::texts(&state, &served, texts, &opts, "input").await?,
-        Input::Tokens(_) if !state.config().allow_token_ids => {
-            return Err(ApiError::bad_request(
-                "token-id input is refused: ids from another tokenizer (LangChain's OpenAIEmbeddings sends tiktoken ids \
+        Input::Tokens(_) if !state.config().allow_token_ids => return Err(ApiError::bad_request(
+            "token-id input is refused: ids from another tokenizer (LangChain's OpenAIEmbeddings sends tiktoken ids \
                  by default) would silently give wrong vectors. Send the texts instead (LangChain: \
                  OpenAIEmbeddings(check_embedding_ctx_length=False)); a server started with --allow-token-ids accepts \
                  this model's own token ids",
-            )
-            .param("input")
-            .code("token_ids_not_allowed")
-            .into())
-        }
+        )
+        .param("input")
+        .code("token_ids_not_allowed")
+        .into()),
         Input::Tokens(seqs) => {
             if body_prompt != deposium_engine::Prompt::Default || target.selector.is_some() {
                 return Err(
@@ -169,10 +149,7 @@ pub async fn embeddings(
                 );
             }
             embed::check_count(&state, seqs.len(), "input")?;
-            served
-                .model
-                .check_dimensions(opts.dimensions)
-                .map_err(ApiError::from)?;
+            served.model.check_dimensions(opts.dimensions).map_err(ApiError::from)?;
             let tokens = embed::token_inputs(&served, seqs, opts.truncate)?;
             embed::run(&served, tokens, &opts).await?
         }
@@ -194,10 +171,7 @@ pub async fn embeddings(
         object: "list",
         data,
         model: req.model.unwrap_or_else(|| served.name.clone()),
-        usage: Usage {
-            prompt_tokens: out.tokens,
-            total_tokens: out.tokens,
-        },
+        usage: Usage { prompt_tokens: out.tokens, total_tokens: out.tokens },
     }))
 }
 
@@ -260,11 +234,7 @@ pub async fn model(
 ) -> Result<Json<Value>, OpenAiError> {
     // A model id that is not valid UTF-8 once percent-decoded: a JSON 400, not axum's plain-text rejection.
     let Path(id) = id.map_err(|rej| {
-        ApiError::new(
-            rej.status(),
-            format!("invalid model id in the path: {}", rej.body_text()),
-        )
-        .param("model")
+        ApiError::new(rej.status(), format!("invalid model id in the path: {}", rej.body_text())).param("model")
     })?;
     let t = state.target(Some(&id))?;
     Ok(Json(model_entry(&t.served, t.selector.as_deref())))

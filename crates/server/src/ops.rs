@@ -28,47 +28,30 @@ pub async fn health(State(state): State<AppState>) -> Response {
         })
         .collect();
     let status = state.overall_status();
-    let code = if matches!(status, "ok" | "degraded") {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if matches!(status, "ok" | "degraded") { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(json!({ "status": status, "models": models }))).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics().render(state.uptime_seconds()),
     )
         .into_response()
 }
 
 pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {method} {}", uri.path()),
-    )
-    .render(Family::of_path(uri.path()))
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {method} {}", uri.path()))
+        .render(Family::of_path(uri.path()))
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} is not allowed on {}", uri.path()),
-    )
-    .render(Family::of_path(uri.path()))
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
+        .render(Family::of_path(uri.path()))
 }
 
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
@@ -78,26 +61,15 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!("handler panicked: {what}");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error while answering this request",
-    )
-    .render(Family::Ollama)
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error while answering this request")
+        .render(Family::Ollama)
 }
 
 /// Counts every request by route and status; a request whose client went away is counted as 499.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let mut guard = Tracked {
-        state: state.clone(),
-        route,
-        t0: Instant::now(),
-        status: 499,
-    };
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let mut guard = Tracked { state: state.clone(), route, t0: Instant::now(), status: 499 };
     state.metrics().in_flight.fetch_add(1, Ordering::Relaxed);
     let resp = next.run(req).await;
     guard.status = resp.status().as_u16();
@@ -148,16 +120,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let family = Family::of_path(&path);
     if let Some(key) = &state.config().api_key {
         if !open && !authorized(req.headers(), key) {
-            let mut resp = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong API key: send `Authorization: Bearer <key>`",
-            )
-            .code("invalid_api_key")
-            .render(family);
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            let mut resp =
+                ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key: send `Authorization: Bearer <key>`")
+                    .code("invalid_api_key")
+                    .render(family);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return resp;
         }
     }
@@ -182,15 +149,10 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    bearer
-        .or(x_api_key)
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+    bearer.or(x_api_key).is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

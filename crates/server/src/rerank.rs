@@ -36,9 +36,7 @@ pub struct Ranked {
 fn documents(v: Option<Value>) -> Result<Vec<String>, ApiError> {
     let Some(Value::Array(items)) = v else {
         return match v {
-            None | Some(Value::Null) => {
-                Err(ApiError::bad_request("`documents` is required").param("documents"))
-            }
+            None | Some(Value::Null) => Err(ApiError::bad_request("`documents` is required").param("documents")),
             Some(Value::String(s)) => Ok(vec![s]),
             Some(other) => Err(ApiError::bad_request(format!(
                 "`documents` must be an array of strings, got {}",
@@ -54,16 +52,13 @@ fn documents(v: Option<Value>) -> Result<Vec<String>, ApiError> {
             Value::String(s) => Ok(s),
             Value::Object(mut o) => match o.remove("text") {
                 Some(Value::String(s)) => Ok(s),
-                _ => Err(ApiError::bad_request(format!(
-                    "`documents[{i}]` is an object without a string `text`"
-                ))
-                .param("documents")),
+                _ => Err(ApiError::bad_request(format!("`documents[{i}]` is an object without a string `text`"))
+                    .param("documents")),
             },
-            other => Err(ApiError::bad_request(format!(
-                "`documents[{i}]` must be a string, got {}",
-                body::kind(&other)
-            ))
-            .param("documents")),
+            other => {
+                Err(ApiError::bad_request(format!("`documents[{i}]` must be a string, got {}", body::kind(&other)))
+                    .param("documents"))
+            }
         })
         .collect()
 }
@@ -93,24 +88,16 @@ fn pair_of(served: &Served, selector: &str) -> Option<(String, String)> {
 
 /// Score every document against the query; best first (ties keep input order), cut to `top_k`.
 /// Returns the ranking and the tokens used (query and documents, prompts and special tokens included).
-pub async fn rank(
-    state: &AppState,
-    target: &Target,
-    q: Query,
-) -> Result<(Vec<Ranked>, usize), ApiError> {
+pub async fn rank(state: &AppState, target: &Target, q: Query) -> Result<(Vec<Ranked>, usize), ApiError> {
     let served: &Arc<Served> = &target.served;
     let query = match q.query {
         None => return Err(ApiError::bad_request("`query` is required").param("query")),
-        Some(s) if s.is_empty() => {
-            return Err(ApiError::bad_request("`query` must not be empty").param("query"))
-        }
+        Some(s) if s.is_empty() => return Err(ApiError::bad_request("`query` must not be empty").param("query")),
         Some(s) => s,
     };
     let docs = documents(q.documents)?;
     if docs.is_empty() {
-        return Err(ApiError::bad_request("`documents` must not be empty")
-            .param("documents")
-            .code("empty"));
+        return Err(ApiError::bad_request("`documents` must not be empty").param("documents").code("empty"));
     }
     embed::check_count(state, docs.len(), "documents")?;
     if q.top_k == Some(0) {
@@ -123,37 +110,13 @@ pub async fn rank(
         },
         (Prompt::Default, None) => {
             let fallback = target.prompt(Prompt::Default);
-            (
-                model_prompt(served, "query", &fallback),
-                model_prompt(served, "document", &fallback),
-            )
+            (model_prompt(served, "query", &fallback), model_prompt(served, "document", &fallback))
         }
         (p, _) => (p.clone(), p),
     };
-    let base = Options {
-        truncate: q.truncate,
-        ..Options::default()
-    };
-    let mut tokens = embed::tokenize(
-        served,
-        vec![query],
-        &Options {
-            prompt: query_prompt,
-            ..base.clone()
-        },
-    )
-    .await?;
-    tokens.extend(
-        embed::tokenize(
-            served,
-            docs.clone(),
-            &Options {
-                prompt: doc_prompt,
-                ..base.clone()
-            },
-        )
-        .await?,
-    );
+    let base = Options { truncate: q.truncate, ..Options::default() };
+    let mut tokens = embed::tokenize(served, vec![query], &Options { prompt: query_prompt, ..base.clone() }).await?;
+    tokens.extend(embed::tokenize(served, docs.clone(), &Options { prompt: doc_prompt, ..base.clone() }).await?);
     // Query and documents go through the batcher as one request.
     let out = embed::run(served, tokens, &base).await?;
     let vectors = out.embeddings;
@@ -162,11 +125,7 @@ pub async fn rank(
         .iter()
         .zip(docs)
         .enumerate()
-        .map(|(index, (dv, text))| Ranked {
-            index,
-            score: cosine(qv, dv),
-            text,
-        })
+        .map(|(index, (dv, text))| Ranked { index, score: cosine(qv, dv), text })
         .collect();
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
     if let Some(k) = q.top_k {

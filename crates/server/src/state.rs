@@ -37,11 +37,7 @@ impl Default for Config {
             max_body_bytes: 8 << 20,
             body_timeout: Duration::from_secs(60),
             max_concurrent_requests: 512,
-            batch: BatchConfig {
-                max_batch_tokens: 8192,
-                max_batch_size: 64,
-                workers: 1,
-            },
+            batch: BatchConfig { max_batch_tokens: 8192, max_batch_size: 64, workers: 1 },
             api_key: None,
             default_prompt_name: None,
             allow_token_ids: false,
@@ -103,10 +99,7 @@ pub struct Slot {
 impl Slot {
     /// The name the model is (or would be) served under.
     pub fn name(&self) -> &str {
-        self.spec
-            .as_ref()
-            .map(|s| s.name.as_str())
-            .unwrap_or(&self.spec_text)
+        self.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(&self.spec_text)
     }
 
     pub fn state(&self) -> SlotState {
@@ -152,11 +145,7 @@ impl AppState {
                     (None, SlotState::Failed(e.to_string()))
                 }
             };
-            let slot = Slot {
-                spec_text: text.to_string(),
-                spec,
-                state: RwLock::new(state),
-            };
+            let slot = Slot { spec_text: text.to_string(), spec, state: RwLock::new(state) };
             if slots.iter().any(|s| s.name() == slot.name()) {
                 tracing::warn!(model = %text, "model given twice; serving it once");
                 continue;
@@ -249,16 +238,11 @@ impl AppState {
                 });
                 // Ready in its slot first, then findable by name: a lookup never sees one without the other.
                 *slot.state.write().unwrap_or_else(|p| p.into_inner()) = SlotState::Ready(served);
-                self.0
-                    .registry
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(spec, model);
+                self.0.registry.write().unwrap_or_else(|p| p.into_inner()).insert(spec, model);
             }
             Err(e) => {
                 tracing::error!(model = %spec.name, "failed to load, not served: {e}");
-                *slot.state.write().unwrap_or_else(|p| p.into_inner()) =
-                    SlotState::Failed(e.to_string());
+                *slot.state.write().unwrap_or_else(|p| p.into_inner()) = SlotState::Failed(e.to_string());
             }
         }
     }
@@ -315,10 +299,7 @@ impl AppState {
 
     /// True while any model is still loading.
     pub fn loading(&self) -> bool {
-        self.0
-            .slots
-            .iter()
-            .any(|s| matches!(s.state(), SlotState::Loading))
+        self.0.slots.iter().any(|s| matches!(s.state(), SlotState::Loading))
     }
 
     /// The model a request names (name, alias or `name:tag`), or the default (first configured) model.
@@ -339,48 +320,29 @@ impl AppState {
                         return Err(not_found);
                     };
                     let served = self.find(base.trim())?;
-                    let selector = registry::prompt_selector(served.model.info(), selector.trim())
-                        .map_err(|e| {
-                            ApiError::new(StatusCode::NOT_FOUND, format!("model '{name}' not found: {e}"))
-                                .param("model")
-                                .code("model_not_found")
-                        })?;
+                    let selector = registry::prompt_selector(served.model.info(), selector.trim()).map_err(|e| {
+                        ApiError::new(StatusCode::NOT_FOUND, format!("model '{name}' not found: {e}"))
+                            .param("model")
+                            .code("model_not_found")
+                    })?;
                     (served, Some(selector))
                 }
             },
         };
-        let server_default = self
-            .0
-            .config
-            .default_prompt_name
-            .clone()
-            .filter(|p| served.model.info().prompts.contains_key(p));
-        Ok(Target {
-            served,
-            selector,
-            server_default,
-        })
+        let server_default =
+            self.0.config.default_prompt_name.clone().filter(|p| served.model.info().prompts.contains_key(p));
+        Ok(Target { served, selector, server_default })
     }
 
     /// A served model by name, alias or tag (no selector).
     fn find(&self, name: &str) -> Result<Arc<Served>, ApiError> {
-        let found = self
-            .0
-            .registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name);
+        let found = self.0.registry.read().unwrap_or_else(|p| p.into_inner()).get(name);
         match found {
             Ok(model) => self
                 .ready()
                 .into_iter()
                 .find(|s| Arc::ptr_eq(&s.model, &model))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "model registry out of sync",
-                    )
-                }),
+                .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model registry out of sync")),
             Err(_) => {
                 if let Some(slot) = self.0.slots.iter().find(|s| s.answers_to(name)) {
                     if let Some(e) = unavailable(slot) {
@@ -388,17 +350,10 @@ impl AppState {
                     }
                 }
                 let available: Vec<String> = self.ready().iter().map(|s| s.name.clone()).collect();
-                let available = if available.is_empty() {
-                    "none".to_string()
-                } else {
-                    available.join(", ")
-                };
-                Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("model '{name}' not found; available: {available}"),
-                )
-                .param("model")
-                .code("model_not_found"))
+                let available = if available.is_empty() { "none".to_string() } else { available.join(", ") };
+                Err(ApiError::new(StatusCode::NOT_FOUND, format!("model '{name}' not found; available: {available}"))
+                    .param("model")
+                    .code("model_not_found"))
             }
         }
     }
@@ -412,9 +367,7 @@ impl AppState {
                 SlotState::Failed(_) => first_failure = first_failure.or_else(|| unavailable(slot)),
             }
         }
-        Err(first_failure.unwrap_or_else(|| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no model is configured")
-        }))
+        Err(first_failure.unwrap_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no model is configured")))
     }
 
     /// Stop every batcher once its queue is drained.
@@ -430,18 +383,12 @@ fn unavailable(slot: &Slot) -> Option<ApiError> {
     match slot.state() {
         SlotState::Ready(_) => None,
         SlotState::Loading => Some(
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("model '{}' is still loading", slot.name()),
-            )
-            .code("model_loading"),
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("model '{}' is still loading", slot.name()))
+                .code("model_loading"),
         ),
         SlotState::Failed(reason) => Some(
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("model '{}' failed to load: {reason}", slot.name()),
-            )
-            .code("model_unavailable"),
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("model '{}' failed to load: {reason}", slot.name()))
+                .code("model_unavailable"),
         ),
     }
 }

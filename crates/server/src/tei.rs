@@ -21,9 +21,7 @@ type Body<T> = Result<JsonBody<T>, ApiError>;
 
 fn non_empty(texts: Vec<String>, field: &'static str) -> Result<Vec<String>, ApiError> {
     if texts.is_empty() {
-        return Err(ApiError::bad_request(format!("`{field}` cannot be empty"))
-            .param(field)
-            .code("empty"));
+        return Err(ApiError::bad_request(format!("`{field}` cannot be empty")).param(field).code("empty"));
     }
     Ok(texts)
 }
@@ -44,17 +42,12 @@ fn check_direction(d: Option<&str>) -> Result<(), ApiError> {
     match d {
         None => Ok(()),
         Some(d) if d.eq_ignore_ascii_case("right") => Ok(()),
-        Some(d) => Err(ApiError::bad_request(format!(
-            "truncation_direction '{d}' is not supported; only 'Right'"
-        ))
-        .param("truncation_direction")),
+        Some(d) => Err(ApiError::bad_request(format!("truncation_direction '{d}' is not supported; only 'Right'"))
+            .param("truncation_direction")),
     }
 }
 
-pub async fn embed(
-    State(state): State<AppState>,
-    body: Body<EmbedRequest>,
-) -> Result<Json<Vec<Vec<f32>>>, TeiError> {
+pub async fn embed(State(state): State<AppState>, body: Body<EmbedRequest>) -> Result<Json<Vec<Vec<f32>>>, TeiError> {
     let JsonBody(req) = body?;
     Ok(Json(embed_inner(&state, req).await?))
 }
@@ -70,18 +63,13 @@ async fn embed_inner(state: &AppState, req: EmbedRequest) -> Result<Vec<Vec<f32>
         normalize: req.normalize.unwrap_or(true),
         dimensions: req.dimensions,
     };
-    Ok(embed::texts(state, served, texts, &opts, "inputs")
-        .await?
-        .embeddings)
+    Ok(embed::texts(state, served, texts, &opts, "inputs").await?.embeddings)
 }
 
 /// `POST /`: TEI serves its model's task at the root; huggingface_hub's `InferenceClient(model=URL)` posts
 /// `feature_extraction` (`{"inputs": text(s), ...}`) and `sentence_similarity` (`{"inputs": {"source_sentence",
 /// "sentences"}}`) there. Dispatched by the shape of `inputs`.
-pub async fn root(
-    State(state): State<AppState>,
-    body: Body<Value>,
-) -> Result<Json<RootResponse>, TeiError> {
+pub async fn root(State(state): State<AppState>, body: Body<Value>) -> Result<Json<RootResponse>, TeiError> {
     let JsonBody(v) = body?;
     let parse_err = |e: serde_json::Error| ApiError::bad_request(format!("invalid request: {e}"));
     if v.get("inputs").is_some_and(Value::is_object) {
@@ -120,10 +108,7 @@ pub struct RerankRequest {
     raw_scores: Option<bool>,
 }
 
-pub async fn rerank(
-    State(state): State<AppState>,
-    body: Body<RerankRequest>,
-) -> Result<Json<Vec<Value>>, TeiError> {
+pub async fn rerank(State(state): State<AppState>, body: Body<RerankRequest>) -> Result<Json<Vec<Value>>, TeiError> {
     let JsonBody(req) = body?;
     check_direction(req.truncation_direction.as_deref())?;
     let target = state.target(req.model.as_deref())?;
@@ -195,22 +180,13 @@ async fn similarity_inner(state: &AppState, req: SimilarityRequest) -> Result<Ve
     let target = state.target(req.model.as_deref())?;
     let served = &target.served;
     let inputs = req.inputs.ok_or_else(|| {
-        ApiError::bad_request(
-            "`inputs` is required: {\"source_sentence\": ..., \"sentences\": [...]}",
-        )
-        .param("inputs")
+        ApiError::bad_request("`inputs` is required: {\"source_sentence\": ..., \"sentences\": [...]}").param("inputs")
     })?;
-    let source = inputs.source_sentence.ok_or_else(|| {
-        ApiError::bad_request("`inputs.source_sentence` is required").param("inputs")
-    })?;
-    let sentences = non_empty(
-        body::texts(inputs.sentences, "inputs.sentences")?,
-        "inputs.sentences",
-    )?;
-    let body_prompt = embed::prompt_choice(
-        params.prompt_name.or(req.prompt_name),
-        params.prompt.or(req.prompt),
-    )?;
+    let source = inputs
+        .source_sentence
+        .ok_or_else(|| ApiError::bad_request("`inputs.source_sentence` is required").param("inputs"))?;
+    let sentences = non_empty(body::texts(inputs.sentences, "inputs.sentences")?, "inputs.sentences")?;
+    let body_prompt = embed::prompt_choice(params.prompt_name.or(req.prompt_name), params.prompt.or(req.prompt))?;
     let opts = Options {
         prompt: target.prompt(body_prompt),
         truncate: params.truncate.or(req.truncate).unwrap_or(true),
@@ -219,9 +195,7 @@ async fn similarity_inner(state: &AppState, req: SimilarityRequest) -> Result<Ve
     let mut texts = Vec::with_capacity(sentences.len() + 1);
     texts.push(source);
     texts.extend(sentences);
-    let vectors = embed::texts(state, served, texts, &opts, "inputs.sentences")
-        .await?
-        .embeddings;
+    let vectors = embed::texts(state, served, texts, &opts, "inputs.sentences").await?.embeddings;
     let (src, rest) = vectors.split_first().expect("source vector");
     Ok(rest.iter().map(|v| cosine(src, v)).collect())
 }
@@ -247,9 +221,11 @@ pub struct SimpleToken {
 }
 
 fn tokenizer_of(served: &Served) -> Result<&deposium_engine::Tokenizer, ApiError> {
-    served.model.backend().tokenizer().ok_or_else(|| {
-        ApiError::bad_request(format!("model '{}' has no tokenizer to show", served.name))
-    })
+    served
+        .model
+        .backend()
+        .tokenizer()
+        .ok_or_else(|| ApiError::bad_request(format!("model '{}' has no tokenizer to show", served.name)))
 }
 
 /// Tokens per input as TEI returns them: the model's prompt (when one applies) and its special tokens included
@@ -314,10 +290,7 @@ pub struct DecodeRequest {
 }
 
 /// `ids` (one list or a list of lists) back to text: one string per list (TEI's `/decode`).
-pub async fn decode(
-    State(state): State<AppState>,
-    body: Body<DecodeRequest>,
-) -> Result<Json<Vec<String>>, TeiError> {
+pub async fn decode(State(state): State<AppState>, body: Body<DecodeRequest>) -> Result<Json<Vec<String>>, TeiError> {
     let JsonBody(req) = body?;
     let served = state.lookup(req.model.as_deref())?;
     let bad = |what: String| ApiError::bad_request(what).param("ids");
@@ -343,7 +316,9 @@ pub async fn decode(
             vec![items.iter().enumerate().map(|(i, v)| id(v, format!("[{i}]"))).collect::<Result<_, _>>()?]
         }
         Some(other) => {
-            return Err(bad(format!("`ids` must be an array of token ids or of arrays, got {}", body::kind(&other))).into())
+            return Err(
+                bad(format!("`ids` must be an array of token ids or of arrays, got {}", body::kind(&other))).into()
+            )
         }
     };
     embed::check_count(&state, seqs.len(), "ids")?;
@@ -356,9 +331,7 @@ pub async fn decode(
                 if let Some(b) = ids.iter().find(|&&t| t as usize >= vocab) {
                     return Err(bad(format!("token id {b} is outside the vocabulary ({vocab} ids)")));
                 }
-                tokenizer
-                    .decode(ids, skip)
-                    .map_err(|e| ApiError::bad_request(format!("tokenizer: {e}")))
+                tokenizer.decode(ids, skip).map_err(|e| ApiError::bad_request(format!("tokenizer: {e}")))
             })
             .collect::<Result<Vec<String>, ApiError>>()
     })

@@ -3,24 +3,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `2024-05-01T12:34:56Z` (UTC) for a point in time.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
@@ -45,11 +35,7 @@ pub fn human_count(n: u64) -> String {
         n if n >= 1_000 => (n as f64 / 1e3, "K"),
         n => return n.to_string(),
     };
-    let s = if v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    };
+    let s = if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") };
     format!("{}{unit}", s.strip_suffix(".0").unwrap_or(&s))
 }
 
@@ -68,10 +54,7 @@ mod tests {
     #[test]
     fn dates_and_counts() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
-            "2024-02-29T23:59:59Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
         assert_eq!(human_count(7_559_168), "7.6M");
         assert_eq!(human_count(307_581_696), "308M");
         assert_eq!(human_count(999), "999");

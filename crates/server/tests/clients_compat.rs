@@ -1,39 +1,15 @@
 //! What everyday clients send and expect (issue 20), in-process on the real EmbeddingGemma int8 and potion-base-8M:
 //! TEI's `POST /`, `/tokenize` token objects, `/decode`, `/similarity` parameters, TEI status codes; OpenAI token ids
 //! behind `--allow-token-ids`; Cohere/Jina `/v1/rerank`; Ollama conventions; CORS.
-use std::sync::{Arc, OnceLock};
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use deposium_engine::registry::{self, ModelSpec};
-use deposium_engine::{Backend, Model};
-use deposium_server::{router, router_with_cors, AppState, Config};
+use deposium_server::{router, router_with_cors, Config};
 use serde_json::{json, Value};
+use support::{backends, state, GEMMA, POTION};
 use tower::ServiceExt;
-
-const GEMMA: &str = "embeddinggemma";
-const POTION: &str = "potion-base-8M";
-
-fn backends() -> &'static Vec<(ModelSpec, Arc<dyn Backend>)> {
-    static B: OnceLock<Vec<(ModelSpec, Arc<dyn Backend>)>> = OnceLock::new();
-    B.get_or_init(|| {
-        [GEMMA, POTION]
-            .iter()
-            .map(|name| {
-                let spec = registry::resolve(name).expect("known model");
-                assert!(spec.dir.is_dir(), "model {} missing: run `make fetch` first", spec.dir.display());
-                let model = registry::load_spec(&spec).unwrap_or_else(|e| panic!("loading {name}: {e}"));
-                (spec, model.backend().clone())
-            })
-            .collect()
-    })
-}
-
-fn state(config: Config) -> AppState {
-    let models = backends().iter().map(|(s, b)| (s.clone(), Model::new(b.clone()))).collect();
-    AppState::with_models(config, models)
-}
 
 fn app() -> Router {
     router(state(Config::default()))
@@ -48,10 +24,8 @@ async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::Head
 }
 
 async fn call(app: &Router, path: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
+    let req =
+        Request::post(path).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
     let (st, _, v) = send(app, req).await;
     (st, v)
 }
@@ -92,16 +66,20 @@ async fn tei_root_serves_feature_extraction_and_sentence_similarity() {
 #[tokio::test]
 async fn similarity_parameters_apply() {
     let app = app();
-    let inputs = json!({"source_sentence": "A man is eating food.", "sentences": ["A man is eating a piece of bread."]});
+    let inputs =
+        json!({"source_sentence": "A man is eating food.", "sentences": ["A man is eating a piece of bread."]});
     let top = ok(&app, "/similarity", json!({"inputs": inputs, "prompt_name": "STS"})).await;
-    let params = ok(&app, "/similarity", json!({"inputs": inputs, "parameters": {"prompt_name": "STS", "truncate": true}})).await;
+    let params =
+        ok(&app, "/similarity", json!({"inputs": inputs, "parameters": {"prompt_name": "STS", "truncate": true}}))
+            .await;
     let none = ok(&app, "/similarity", json!({"inputs": inputs})).await;
     assert_eq!(params, top);
     assert_ne!(params, none, "the prompt changes the score");
     let (st, v) = call(&app, "/similarity", json!({"inputs": inputs, "parameters": {"prompt_name": "nope"}})).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v["error"].as_str().unwrap().contains("known: "), "{v}");
-    let (st, v) = call(&app, "/similarity", json!({"inputs": inputs, "parameters": {"truncation_direction": "Left"}})).await;
+    let (st, v) =
+        call(&app, "/similarity", json!({"inputs": inputs, "parameters": {"truncation_direction": "Left"}})).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 }
 
@@ -234,7 +212,9 @@ async fn openai_token_ids_only_with_the_flag() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v["error"]["message"].as_str().unwrap().contains("check_embedding_ctx_length=False"), "{v}");
     // tiktoken's ids for the same text (cl100k_base), as LangChain would send them: refused, not mis-embedded.
-    let (st, _) = call(&app(), "/v1/embeddings", json!({"input": [[791, 4062, 14198, 39935, 35308, 927, 279, 16053, 5679, 13]]})).await;
+    let (st, _) =
+        call(&app(), "/v1/embeddings", json!({"input": [[791, 4062, 14198, 39935, 35308, 927, 279, 16053, 5679, 13]]}))
+            .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
     let app = router(state(Config { allow_token_ids: true, ..Config::default() }));

@@ -21,9 +21,7 @@ use axum::http::Request;
 use axum::Router;
 use deposium_server::{router, AppState, Config};
 use proptest::prelude::*;
-use proptest::test_runner::{
-    Config as PtConfig, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
-};
+use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -38,24 +36,13 @@ struct Harness {
 /// The router over one real model, in-process.
 fn build_harness(name: &str) -> Harness {
     let spec = deposium_engine::registry::resolve(name).expect("known model");
-    assert!(
-        spec.dir.is_dir(),
-        "model {} missing: run `make fetch` (scripts/fetch.sh) first",
-        spec.dir.display()
-    );
+    assert!(spec.dir.is_dir(), "model {} missing: run `make fetch` (scripts/fetch.sh) first", spec.dir.display());
     let model = deposium_engine::registry::load_spec(&spec).unwrap_or_else(|e| panic!("loading {name}: {e}"));
     // Token-id input allowed (--allow-token-ids), so the targets reach that path too.
     let config = Config { allow_token_ids: true, ..Config::default() };
     let state = AppState::with_models(config, vec![(spec, model)]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    Harness {
-        app: router(state),
-        rt,
-    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    Harness { app: router(state), rt }
 }
 
 /// The router over the real potion-base-8M, built once per test binary.
@@ -89,9 +76,8 @@ fn check_on(h: &Harness, method: &str, path: &str, body: Vec<u8>) -> Result<(), 
             .map_err(|_| "no answer within 120 s".to_string())?
             .map_err(|e| format!("router error: {e}"))?;
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .map_err(|e| format!("response body: {e}"))?;
+        let bytes =
+            axum::body::to_bytes(resp.into_body(), usize::MAX).await.map_err(|e| format!("response body: {e}"))?;
         Ok::<_, String>((status, bytes))
     })?;
     let text = || String::from_utf8_lossy(&bytes[..bytes.len().min(400)]).into_owned();
@@ -103,28 +89,20 @@ fn check_on(h: &Harness, method: &str, path: &str, body: Vec<u8>) -> Result<(), 
     });
     if status.is_server_error() {
         let documented = status.as_u16() == 500
-            && error_message
-                .as_deref()
-                .is_some_and(|m| m.contains("NaN") || m.contains("non-finite"));
+            && error_message.as_deref().is_some_and(|m| m.contains("NaN") || m.contains("non-finite"));
         if !documented {
             return Err(format!("{method} {path}: {status} {}", text()));
         }
     }
     // HEAD answers carry no body.
     if status.is_client_error() && error_message.is_none() && method != "HEAD" {
-        return Err(format!(
-            "{method} {path}: {status} without a JSON error: {}",
-            text()
-        ));
+        return Err(format!("{method} {path}: {status} without a JSON error: {}", text()));
     }
     if status.is_success() && method == "POST" && EMBED_ROUTES.contains(&path) {
-        let v =
-            json.ok_or_else(|| format!("{method} {path}: {status} but not JSON: {}", text()))?;
+        let v = json.ok_or_else(|| format!("{method} {path}: {status} but not JSON: {}", text()))?;
         let nums = all_numbers(&v);
         if nums.iter().any(|x| !x.is_finite()) {
-            return Err(format!(
-                "{method} {path}: non-finite number in a 2xx answer"
-            ));
+            return Err(format!("{method} {path}: non-finite number in a 2xx answer"));
         }
     }
     Ok(())
@@ -386,12 +364,8 @@ fn number() -> impl Strategy<Value = J> {
 }
 
 fn any_json() -> impl Strategy<Value = J> {
-    let leaf = prop_oneof![
-        Just(J::Null),
-        any::<bool>().prop_map(J::Bool),
-        number(),
-        hostile_string().prop_map(J::Str),
-    ];
+    let leaf =
+        prop_oneof![Just(J::Null), any::<bool>().prop_map(J::Bool), number(), hostile_string().prop_map(J::Str),];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..8).prop_map(J::Arr),
@@ -431,37 +405,25 @@ fn field_value(field: &'static str) -> BoxedStrategy<J> {
             .prop_map(J::Arr),
             // Rerank documents as objects.
             proptest::collection::vec(
-                clean_string()
-                    .prop_map(|s| J::Obj(vec![(S(vec![Piece::Text("text".into())]), J::Str(s))])),
+                clean_string().prop_map(|s| J::Obj(vec![(S(vec![Piece::Text("text".into())]), J::Str(s))])),
                 0..8
             )
             .prop_map(J::Arr),
         ]
         .boxed(),
-        "query" | "prompt" | "source_sentence" | "user" => prop_oneof![
-            clean_string().prop_map(J::Str),
-            hostile_string().prop_map(J::Str)
-        ]
-        .boxed(),
-        "prompt_name" => prop_oneof![
-            Just(text("query")),
-            Just(text("")),
-            Just(text("document")),
-            hostile_string().prop_map(J::Str)
-        ]
-        .boxed(),
-        "encoding_format" => prop_oneof![
-            Just(text("float")),
-            Just(text("base64")),
-            hostile_string().prop_map(J::Str)
-        ]
-        .boxed(),
-        "truncation_direction" => prop_oneof![
-            Just(text("right")),
-            Just(text("Left")),
-            hostile_string().prop_map(J::Str)
-        ]
-        .boxed(),
+        "query" | "prompt" | "source_sentence" | "user" => {
+            prop_oneof![clean_string().prop_map(J::Str), hostile_string().prop_map(J::Str)].boxed()
+        }
+        "prompt_name" => {
+            prop_oneof![Just(text("query")), Just(text("")), Just(text("document")), hostile_string().prop_map(J::Str)]
+                .boxed()
+        }
+        "encoding_format" => {
+            prop_oneof![Just(text("float")), Just(text("base64")), hostile_string().prop_map(J::Str)].boxed()
+        }
+        "truncation_direction" => {
+            prop_oneof![Just(text("right")), Just(text("Left")), hostile_string().prop_map(J::Str)].boxed()
+        }
         "dimensions" | "top_k" | "top_n" => number().boxed(),
         _ => prop_oneof![any::<bool>().prop_map(J::Bool), Just(J::Null)].boxed(),
     };
@@ -470,56 +432,15 @@ fn field_value(field: &'static str) -> BoxedStrategy<J> {
 
 /// Every POST route with its field names.
 const ROUTES: &[(&str, &[&str])] = &[
-    (
-        "/api/embed",
-        &[
-            "model",
-            "input",
-            "truncate",
-            "dimensions",
-            "prompt_name",
-            "prompt",
-            "keep_alive",
-            "options",
-        ],
-    ),
-    (
-        "/api/embeddings",
-        &[
-            "model",
-            "prompt",
-            "input",
-            "prompt_name",
-            "truncate",
-            "dimensions",
-            "keep_alive",
-        ],
-    ),
+    ("/api/embed", &["model", "input", "truncate", "dimensions", "prompt_name", "prompt", "keep_alive", "options"]),
+    ("/api/embeddings", &["model", "prompt", "input", "prompt_name", "truncate", "dimensions", "keep_alive"]),
     (
         "/v1/embeddings",
-        &[
-            "input",
-            "model",
-            "encoding_format",
-            "dimensions",
-            "user",
-            "prompt_name",
-            "prompt",
-            "truncate",
-        ],
+        &["input", "model", "encoding_format", "dimensions", "user", "prompt_name", "prompt", "truncate"],
     ),
     (
         "/embed",
-        &[
-            "inputs",
-            "normalize",
-            "truncate",
-            "truncation_direction",
-            "prompt_name",
-            "prompt",
-            "dimensions",
-            "model",
-        ],
+        &["inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "prompt", "dimensions", "model"],
     ),
     (
         "/rerank",
@@ -539,34 +460,9 @@ const ROUTES: &[(&str, &[&str])] = &[
             "raw_scores",
         ],
     ),
-    (
-        "/api/rerank",
-        &[
-            "model",
-            "query",
-            "documents",
-            "texts",
-            "top_k",
-            "top_n",
-            "prompt_name",
-            "prompt",
-            "truncate",
-        ],
-    ),
-    (
-        "/similarity",
-        &["inputs", "truncate", "prompt_name", "prompt", "model"],
-    ),
-    (
-        "/tokenize",
-        &[
-            "inputs",
-            "prompt_name",
-            "prompt",
-            "model",
-            "add_special_tokens",
-        ],
-    ),
+    ("/api/rerank", &["model", "query", "documents", "texts", "top_k", "top_n", "prompt_name", "prompt", "truncate"]),
+    ("/similarity", &["inputs", "truncate", "prompt_name", "prompt", "model"]),
+    ("/tokenize", &["inputs", "prompt_name", "prompt", "model", "add_special_tokens"]),
     ("/api/show", &["model", "name", "verbose"]),
 ];
 
@@ -580,37 +476,27 @@ fn field_request() -> impl Strategy<Value = (&'static str, J)> {
                 let key = S(vec![Piece::Text(f.to_string())]);
                 if f == "inputs" && path == "/similarity" {
                     // {"inputs": {"source_sentence", "sentences"}}
-                    let obj = (field_value("source_sentence"), field_value("sentences")).prop_map(
-                        |(a, b)| {
-                            J::Obj(vec![
-                                (S(vec![Piece::Text("source_sentence".into())]), a),
-                                (S(vec![Piece::Text("sentences".into())]), b),
-                            ])
-                        },
-                    );
+                    let obj = (field_value("source_sentence"), field_value("sentences")).prop_map(|(a, b)| {
+                        J::Obj(vec![
+                            (S(vec![Piece::Text("source_sentence".into())]), a),
+                            (S(vec![Piece::Text("sentences".into())]), b),
+                        ])
+                    });
                     proptest::option::weighted(
                         0.8,
                         prop_oneof![3 => obj, 1 => any_json()].prop_map(move |v| (key.clone(), v)),
                     )
                     .boxed()
                 } else {
-                    proptest::option::weighted(
-                        0.6,
-                        field_value(f).prop_map(move |v| (key.clone(), v)),
-                    )
-                    .boxed()
+                    proptest::option::weighted(0.6, field_value(f).prop_map(move |v| (key.clone(), v))).boxed()
                 }
             })
             .collect();
-        (
-            entries,
-            proptest::option::weighted(0.2, (hostile_string(), any_json())),
-        )
-            .prop_map(move |(fs, extra)| {
-                let mut obj: Vec<(S, J)> = fs.into_iter().flatten().collect();
-                obj.extend(extra);
-                (path, J::Obj(obj))
-            })
+        (entries, proptest::option::weighted(0.2, (hostile_string(), any_json()))).prop_map(move |(fs, extra)| {
+            let mut obj: Vec<(S, J)> = fs.into_iter().flatten().collect();
+            obj.extend(extra);
+            (path, J::Obj(obj))
+        })
     })
 }
 
@@ -635,12 +521,7 @@ impl std::fmt::Debug for Shown {
 /// Clean texts into a well-formed request for each embedding route: these must all succeed (200), except the
 /// documented refusals of empty strings (OpenAI `input`, a rerank `query`).
 fn text_request() -> impl Strategy<Value = (&'static str, Shown, usize, bool)> {
-    (
-        0usize..7,
-        proptest::collection::vec(clean_string(), 1..12),
-        clean_string(),
-        proptest::option::of(clean_string()),
-    )
+    (0usize..7, proptest::collection::vec(clean_string(), 1..12), clean_string(), proptest::option::of(clean_string()))
         .prop_map(|(route, texts, query, prompt)| {
             let empty_query = is_empty(&query);
             let any_empty = texts.iter().any(is_empty);
@@ -732,10 +613,7 @@ fn bytes_request() -> impl Strategy<Value = (&'static str, &'static str, Shown)>
         Just(br#"{"query":"q","texts":["a","b"],"return_text":true}"#.to_vec()),
         Just(br#"{"inputs":{"source_sentence":"a","sentences":["b"]}}"#.to_vec()),
     ];
-    let mutated = (
-        valid,
-        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
-    )
+    let mutated = (valid, proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6))
         .prop_map(|(mut b, edits)| {
             for (at, byte, op) in edits {
                 let i = at.index(b.len().max(1));
@@ -757,11 +635,7 @@ fn bytes_request() -> impl Strategy<Value = (&'static str, &'static str, Shown)>
         1 => Just(Vec::new()),
         1 => Just(b"\xef\xbb\xbf{\"input\":\"bom first\"}".to_vec()),
     ];
-    (
-        prop::sample::select(METHODS),
-        prop::sample::select(PATHS),
-        body.prop_map(Shown),
-    )
+    (prop::sample::select(METHODS), prop::sample::select(PATHS), body.prop_map(Shown))
 }
 
 /// Run a target: FUZZ_CASES cases (default 256), or new seeds until FUZZ_SECONDS have passed.
@@ -769,43 +643,23 @@ fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<
 where
     S::Value: std::fmt::Debug,
 {
-    let seconds: u64 = std::env::var("FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let cases: u32 = std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(256);
+    let seconds: u64 = std::env::var("FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let cases: u32 = std::env::var("FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256);
     let t0 = Instant::now();
     let mut total = 0u64;
     let mut round = 0u64;
     loop {
-        let seed = std::env::var("FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0x5eed)
-            + round;
+        let seed = std::env::var("FUZZ_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0x5eed) + round;
         let mut seed_bytes = [0u8; 32];
         seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-        let config = PtConfig {
-            cases,
-            failure_persistence: None,
-            max_shrink_iters: 2000,
-            ..PtConfig::default()
-        };
-        let mut runner = TestRunner::new_with_rng(
-            config,
-            TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-        );
+        let config = PtConfig { cases, failure_persistence: None, max_shrink_iters: 2000, ..PtConfig::default() };
+        let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
         let result = runner.run(&strategy, |v| test(v).map_err(TestCaseError::fail));
         total += cases as u64;
         if let Err(e) = result {
             match e {
                 TestError::Fail(why, value) => {
-                    panic!(
-                        "fuzz target {name} (seed {seed}) failed: {why}\nminimal input: {value:#?}"
-                    )
+                    panic!("fuzz target {name} (seed {seed}) failed: {why}\nminimal input: {value:#?}")
                 }
                 TestError::Abort(why) => panic!("fuzz target {name} aborted: {why}"),
             }
@@ -815,73 +669,52 @@ where
             break;
         }
     }
-    eprintln!(
-        "fuzz target {name}: {total} cases in {:.1} s, no failure",
-        t0.elapsed().as_secs_f64()
-    );
+    eprintln!("fuzz target {name}: {total} cases in {:.1} s, no failure", t0.elapsed().as_secs_f64());
 }
 
 #[test]
 fn fuzz_fields_every_route_arbitrary_json_values() {
-    fuzz("fields", field_request(), |(path, j)| {
-        check("POST", path, to_bytes(&j))
-    });
+    fuzz("fields", field_request(), |(path, j)| check("POST", path, to_bytes(&j)));
 }
 
 #[test]
 fn fuzz_bytes_methods_and_paths() {
-    fuzz("bytes", bytes_request(), |(method, path, Shown(body))| {
-        check(method, path, body)
-    });
+    fuzz("bytes", bytes_request(), |(method, path, Shown(body))| check(method, path, body));
 }
 
 #[test]
 fn fuzz_text_hostile_but_valid_texts_embed() {
     let h = harness();
-    fuzz(
-        "text",
-        text_request(),
-        |(path, Shown(body), n, may_refuse)| {
-            check("POST", path, body.clone())?;
-            // Valid UTF-8 texts must embed: 200, one finite vector (or score, or token list) per input.
-            let req = Request::builder()
-                .method("POST")
-                .uri(path)
-                .body(Body::from(body.clone()))
-                .unwrap();
-            let (status, bytes) = h.rt.block_on(async {
-                let resp = h.app.clone().oneshot(req).await.unwrap();
-                let s = resp.status();
-                (
-                    s,
-                    axum::body::to_bytes(resp.into_body(), usize::MAX)
-                        .await
-                        .unwrap(),
-                )
-            });
-            let v: Value =
-                serde_json::from_slice(&bytes).map_err(|e| format!("{path}: not JSON ({e})"))?;
-            // OpenAI refuses empty strings and rerank an empty query (400, documented); the rest embed "" (zero vector).
-            if status != 200 && !(may_refuse && status == 400) {
-                return Err(format!("{path}: {status} for valid texts: {v}"));
-            }
-            if status != 200 {
-                return Ok(());
-            }
-            let count = match path {
-                "/v1/embeddings" => v["data"].as_array().map(Vec::len),
-                "/api/embed" | "/api/embeddings" => v["embeddings"].as_array().map(Vec::len),
-                "/api/rerank" => v["results"].as_array().map(Vec::len),
-                _ => v.as_array().map(Vec::len),
-            };
-            // Ollama's `/api/embed` answers `[]` for a single empty string.
-            let single_empty_ollama = path == "/api/embed" && n == 1 && count == Some(0);
-            if count != Some(n) && !single_empty_ollama {
-                return Err(format!("{path}: {count:?} results for {n} inputs"));
-            }
-            Ok(())
-        },
-    );
+    fuzz("text", text_request(), |(path, Shown(body), n, may_refuse)| {
+        check("POST", path, body.clone())?;
+        // Valid UTF-8 texts must embed: 200, one finite vector (or score, or token list) per input.
+        let req = Request::builder().method("POST").uri(path).body(Body::from(body.clone())).unwrap();
+        let (status, bytes) = h.rt.block_on(async {
+            let resp = h.app.clone().oneshot(req).await.unwrap();
+            let s = resp.status();
+            (s, axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap())
+        });
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{path}: not JSON ({e})"))?;
+        // OpenAI refuses empty strings and rerank an empty query (400, documented); the rest embed "" (zero vector).
+        if status != 200 && !(may_refuse && status == 400) {
+            return Err(format!("{path}: {status} for valid texts: {v}"));
+        }
+        if status != 200 {
+            return Ok(());
+        }
+        let count = match path {
+            "/v1/embeddings" => v["data"].as_array().map(Vec::len),
+            "/api/embed" | "/api/embeddings" => v["embeddings"].as_array().map(Vec::len),
+            "/api/rerank" => v["results"].as_array().map(Vec::len),
+            _ => v.as_array().map(Vec::len),
+        };
+        // Ollama's `/api/embed` answers `[]` for a single empty string.
+        let single_empty_ollama = path == "/api/embed" && n == 1 && count == Some(0);
+        if count != Some(n) && !single_empty_ollama {
+            return Err(format!("{path}: {count:?} results for {n} inputs"));
+        }
+        Ok(())
+    });
 }
 
 /// EmbeddingGemma's tokenizer (SentencePiece with byte fallback, special tokens) on hostile texts, through
@@ -889,17 +722,8 @@ fn fuzz_text_hostile_but_valid_texts_embed() {
 fn gemma_request() -> impl Strategy<Value = (&'static str, Shown, usize, bool)> {
     (
         any::<bool>(),
-        proptest::collection::vec(
-            prop_oneof![3 => clean_string(), 1 => hostile_string()],
-            1..10,
-        ),
-        proptest::option::of(prop_oneof![
-            Just("query"),
-            Just("document"),
-            Just("STS"),
-            Just("nope"),
-            Just("")
-        ]),
+        proptest::collection::vec(prop_oneof![3 => clean_string(), 1 => hostile_string()], 1..10),
+        proptest::option::of(prop_oneof![Just("query"), Just("document"), Just("STS"), Just("nope"), Just("")]),
         0usize..3,
     )
         .prop_map(|(tokenize, texts, prompt_name, route)| {
@@ -931,11 +755,7 @@ fn gemma_request() -> impl Strategy<Value = (&'static str, Shown, usize, bool)> 
                 fields.push((k(field), J::Arr(long)));
                 fields.push((k("truncate"), J::Bool(false)));
             }
-            let path = if tokenize {
-                "/tokenize"
-            } else {
-                ["/api/embed", "/v1/embeddings", "/embed"][route]
-            };
+            let path = if tokenize { "/tokenize" } else { ["/api/embed", "/v1/embeddings", "/embed"][route] };
             (path, Shown(to_bytes(&J::Obj(fields))), n, clean)
         })
 }
@@ -946,20 +766,11 @@ fn fuzz_gemma_tokenizer_hostile_texts() {
     fuzz("gemma", gemma_request(), |(path, Shown(body), n, clean)| {
         let tokenize = path == "/tokenize";
         check_on(h, "POST", path, body.clone())?;
-        let req = Request::builder()
-            .method("POST")
-            .uri(path)
-            .body(Body::from(body))
-            .unwrap();
+        let req = Request::builder().method("POST").uri(path).body(Body::from(body)).unwrap();
         let (status, bytes) = h.rt.block_on(async {
             let resp = h.app.clone().oneshot(req).await.unwrap();
             let s = resp.status();
-            (
-                s,
-                axum::body::to_bytes(resp.into_body(), usize::MAX)
-                    .await
-                    .unwrap(),
-            )
+            (s, axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap())
         });
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !tokenize {
@@ -997,17 +808,11 @@ fn fuzz_gemma_tokenizer_hostile_texts() {
 fn status_of(method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
     check(method, path, body.clone()).unwrap_or_else(|e| panic!("{e}"));
     let h = harness();
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Body::from(body))
-        .unwrap();
+    let req = Request::builder().method(method).uri(path).body(Body::from(body)).unwrap();
     h.rt.block_on(async {
         let resp = h.app.clone().oneshot(req).await.unwrap();
         let s = resp.status().as_u16();
-        let b = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let b = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
         (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
     })
 }
@@ -1054,18 +859,10 @@ fn million_element_arrays_are_refused_or_cut_never_a_crash() {
         ("/tokenize", "inputs"),
         ("/api/embeddings", "input"),
     ] {
-        let (s, v) = status_of(
-            "POST",
-            path,
-            format!(r#"{{"{field}": {many}}}"#).into_bytes(),
-        );
+        let (s, v) = status_of("POST", path, format!(r#"{{"{field}": {many}}}"#).into_bytes());
         assert_eq!(s, 413, "{path}: {v}");
     }
-    let (s, _) = status_of(
-        "POST",
-        "/api/rerank",
-        format!(r#"{{"query": "q", "documents": {many}}}"#).into_bytes(),
-    );
+    let (s, _) = status_of("POST", "/api/rerank", format!(r#"{{"query": "q", "documents": {many}}}"#).into_bytes());
     assert_eq!(s, 413);
     let (s, _) = status_of(
         "POST",
@@ -1075,40 +872,20 @@ fn million_element_arrays_are_refused_or_cut_never_a_crash() {
     assert_eq!(s, 413);
     // 1e6 token ids in one sequence: cut to the model's limit (truncate defaults to true), refused without it.
     let ids = format!("[{}]", vec!["7"; 1_000_000].join(","));
-    let (s, v) = status_of(
-        "POST",
-        "/v1/embeddings",
-        format!(r#"{{"input": {ids}}}"#).into_bytes(),
-    );
+    let (s, v) = status_of("POST", "/v1/embeddings", format!(r#"{{"input": {ids}}}"#).into_bytes());
     assert_eq!(s, 200, "{v}");
-    let (s, _) = status_of(
-        "POST",
-        "/v1/embeddings",
-        format!(r#"{{"input": {ids}, "truncate": false}}"#).into_bytes(),
-    );
+    let (s, _) = status_of("POST", "/v1/embeddings", format!(r#"{{"input": {ids}, "truncate": false}}"#).into_bytes());
     assert_eq!(s, 400);
     // 1e6 one-id sequences: too many inputs.
     let seqs = format!("[{}]", vec!["[7]"; 1_000_000].join(","));
-    let (s, _) = status_of(
-        "POST",
-        "/v1/embeddings",
-        format!(r#"{{"input": {seqs}}}"#).into_bytes(),
-    );
+    let (s, _) = status_of("POST", "/v1/embeddings", format!(r#"{{"input": {seqs}}}"#).into_bytes());
     assert_eq!(s, 413);
     // 1e6 numbers where a string is expected; 1e6 nulls; 1e6-key object.
     let nums = format!("[{}]", vec!["1.5"; 1_000_000].join(","));
-    let (s, _) = status_of(
-        "POST",
-        "/api/embed",
-        format!(r#"{{"input": {nums}}}"#).into_bytes(),
-    );
+    let (s, _) = status_of("POST", "/api/embed", format!(r#"{{"input": {nums}}}"#).into_bytes());
     assert!(s == 400 || s == 413, "{s}");
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("\"k{i}\":0")).collect();
-    let (s, _) = status_of(
-        "POST",
-        "/api/embed",
-        format!("{{{}}}", keys.join(",")).into_bytes(),
-    );
+    let (s, _) = status_of("POST", "/api/embed", format!("{{{}}}", keys.join(",")).into_bytes());
     assert!(s < 500);
 }
 
@@ -1138,11 +915,7 @@ fn huge_unicode_runs_and_control_characters_embed() {
         }
     }
     // A valid surrogate pair is an ordinary character.
-    let (s, v) = status_of(
-        "POST",
-        "/api/embed",
-        br#"{"input": "\ud83d\ude00 ok"}"#.to_vec(),
-    );
+    let (s, v) = status_of("POST", "/api/embed", br#"{"input": "\ud83d\ude00 ok"}"#.to_vec());
     assert_eq!(s, 200, "{v}");
 }
 

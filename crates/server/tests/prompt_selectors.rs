@@ -1,40 +1,20 @@
 //! `NAME@PROMPT` model names and `--default-prompt-name`, in-process, on the real EmbeddingGemma int8 and
 //! potion-base-8M: a selector gives the very vectors of the same `prompt_name` in the body, on every route family.
-use std::sync::{Arc, OnceLock};
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use clap::Parser;
-use deposium_engine::registry::{self, ModelSpec};
-use deposium_engine::{Backend, Model};
-use deposium_server::{router, AppState, Config, ServeArgs};
+use deposium_server::{router, Config, ServeArgs};
 use serde_json::{json, Value};
+use support::{state, GEMMA, POTION};
 use tower::ServiceExt;
 
-const GEMMA: &str = "embeddinggemma";
-const POTION: &str = "potion-base-8M";
 const TEXTS: [&str; 2] = ["Which planet is known as the red planet?", "Mars is often called the red planet."];
 
-/// Loaded once per test binary; every test builds its own server over the same backends.
-fn backends() -> &'static Vec<(ModelSpec, Arc<dyn Backend>)> {
-    static B: OnceLock<Vec<(ModelSpec, Arc<dyn Backend>)>> = OnceLock::new();
-    B.get_or_init(|| {
-        [GEMMA, POTION]
-            .iter()
-            .map(|name| {
-                let spec = registry::resolve(name).expect("known model");
-                assert!(spec.dir.is_dir(), "model {} missing: run `make fetch` first", spec.dir.display());
-                let model = registry::load_spec(&spec).unwrap_or_else(|e| panic!("loading {name}: {e}"));
-                (spec, model.backend().clone())
-            })
-            .collect()
-    })
-}
-
 fn app_with(config: Config) -> Router {
-    let models = backends().iter().map(|(s, b)| (s.clone(), Model::new(b.clone()))).collect();
-    router(AppState::with_models(config, models))
+    router(state(config))
 }
 
 fn app() -> Router {
@@ -125,7 +105,8 @@ async fn body_prompt_wins_over_selector() {
     assert_eq!(v, document);
     let raw = ollama(&app, json!({"model": GEMMA, "input": texts, "prompt": "title: none | text: "})).await;
     assert_eq!(raw, document, "the raw prefix equals the named prompt");
-    let v = ollama(&app, json!({"model": "embeddinggemma@query", "input": texts, "prompt": "title: none | text: "})).await;
+    let v =
+        ollama(&app, json!({"model": "embeddinggemma@query", "input": texts, "prompt": "title: none | text: "})).await;
     assert_eq!(v, document);
     // An empty prompt_name asks for no prompt, whatever the name selects.
     let none = ollama(&app, json!({"model": GEMMA, "input": texts})).await;
@@ -198,7 +179,8 @@ async fn unknown_selectors_are_404_in_each_family() {
         assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
         assert!(v["error"].as_str().unwrap().contains(listed) && v["error_type"].is_string(), "{v}");
 
-        let (st, v) = call(&app, "POST", "/api/rerank", json!({"model": model, "query": "a", "documents": ["b"]})).await;
+        let (st, v) =
+            call(&app, "POST", "/api/rerank", json!({"model": model, "query": "a", "documents": ["b"]})).await;
         assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
         let (st, v) = call(&app, "POST", "/api/show", json!({"model": model})).await;
         assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
@@ -286,7 +268,15 @@ struct Cli {
 #[tokio::test]
 async fn default_prompt_name_no_model_defines_refuses_to_start() {
     let cli = Cli::parse_from([
-        "serve", "--model", POTION, "--port", "0", "--host", "127.0.0.1", "--default-prompt-name", "query",
+        "serve",
+        "--model",
+        POTION,
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--default-prompt-name",
+        "query",
     ]);
     assert_eq!(cli.serve.default_prompt_name.as_deref(), Some("query"));
     let err = tokio::time::timeout(std::time::Duration::from_secs(30), deposium_server::run(cli.serve))

@@ -8,10 +8,7 @@ use serde_json::Value;
 
 /// Resolve `host:port` and refuse anything that is not a loopback address.
 pub fn loopback(addr: &str) -> io::Result<SocketAddr> {
-    let addr = addr
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let addr = addr.trim().trim_start_matches("http://").trim_end_matches('/');
     let resolved: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
     resolved
         .iter()
@@ -36,10 +33,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -76,10 +70,7 @@ impl Conn {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(Conn {
-            reader: BufReader::with_capacity(64 << 10, stream),
-            head_request: false,
-        })
+        Ok(Conn { reader: BufReader::with_capacity(64 << 10, stream), head_request: false })
     }
 
     pub fn stream(&self) -> &TcpStream {
@@ -124,10 +115,7 @@ impl Conn {
         let status = loop {
             line.clear();
             if r.read_line(&mut line)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
             }
             let status: u16 = line
                 .split(' ')
@@ -149,10 +137,7 @@ impl Conn {
         loop {
             line.clear();
             if r.read_line(&mut line)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed in the headers",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in the headers"));
             }
             if line == "\r\n" || line == "\n" {
                 break;
@@ -161,12 +146,7 @@ impl Conn {
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         // No body after HEAD, 204 or 304, whatever Content-Length says (RFC 9112 §6.3).
         let body = if self.head_request || status == 204 || status == 304 {
             Vec::new()
@@ -194,9 +174,7 @@ impl Conn {
                 r.read_exact(&mut crlf)?;
             }
         } else if let Some(len) = get("content-length") {
-            let len: usize = len
-                .parse()
-                .map_err(|_| io::Error::other("bad content-length"))?;
+            let len: usize = len.parse().map_err(|_| io::Error::other("bad content-length"))?;
             let mut body = vec![0u8; len];
             r.read_exact(&mut body)?;
             body
@@ -205,11 +183,7 @@ impl Conn {
             r.read_to_end(&mut body)?;
             body
         };
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        Ok(Resp { status, headers, body })
     }
 }
 
@@ -223,21 +197,11 @@ pub struct Client {
 impl Client {
     /// A client for `host:port` (loopback only) with a per-read/write timeout.
     pub fn new(addr: &str, timeout: Duration) -> io::Result<Client> {
-        Ok(Client {
-            addr: loopback(addr)?,
-            timeout,
-            conn: None,
-        })
+        Ok(Client { addr: loopback(addr)?, timeout, conn: None })
     }
 
     /// Send one request and read its answer. `close` asks for (and uses) a fresh connection that is closed after.
-    pub fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: &[u8],
-        close: bool,
-    ) -> io::Result<Resp> {
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8], close: bool) -> io::Result<Resp> {
         if close {
             self.conn = None;
         }
@@ -245,23 +209,14 @@ impl Client {
             Some(c) => c,
             None => Conn::open(self.addr, self.timeout)?,
         };
-        let headers: &[(&str, &str)] = if body.is_empty() {
-            &[]
-        } else {
-            &[("Content-Type", "application/json")]
-        };
-        let sent = conn
-            .send_head(method, path, headers, body.len(), close)
-            .and_then(|_| conn.write(body));
+        let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("Content-Type", "application/json")] };
+        let sent = conn.send_head(method, path, headers, body.len(), close).and_then(|_| conn.write(body));
         let resp = match sent {
             Ok(()) => conn.read_response(),
             // The server may answer (413) and close before it has read the whole body: the answer still counts.
             Err(e) => conn.read_response().map_err(|_| e),
         }?;
-        let keep = !close
-            && !resp
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let keep = !close && !resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         if keep {
             self.conn = Some(conn);
         }
@@ -278,20 +233,13 @@ impl Client {
 }
 
 /// One request on a fresh connection (`Connection: close`).
-pub fn once(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> io::Result<Resp> {
+pub fn once(addr: &str, method: &str, path: &str, body: &[u8], timeout: Duration) -> io::Result<Resp> {
     Client::new(addr, timeout)?.request(method, path, body, true)
 }
 
 /// A value of a Prometheus line `NAME{labels} VALUE` from `/metrics` text (`name` includes the labels).
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
 }
 
 /// Time a closure.

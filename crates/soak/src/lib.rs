@@ -36,10 +36,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 /// A JSON array of numbers as f32 (`None` when it is not one).
 pub fn floats(v: &serde_json::Value) -> Option<Vec<f32>> {
-    v.as_array()?
-        .iter()
-        .map(|x| x.as_f64().map(|f| f as f32))
-        .collect()
+    v.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect()
 }
 
 /// An OpenAI base64 embedding (little-endian f32) as floats.
@@ -49,12 +46,7 @@ pub fn base64_floats(s: &str) -> Option<Vec<f32>> {
     if bytes.len() % 4 != 0 {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
+    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// `600s`, `10m`, `1h`, `250ms`, or plain seconds (`30`, `1.5`).
@@ -71,10 +63,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: '{s}' (try 30s, 10m, 600)"))?;
+    let v: f64 = num.trim().parse().map_err(|_| format!("not a duration: '{s}' (try 30s, 10m, 600)"))?;
     if !(v.is_finite() && v >= 0.0) {
         return Err(format!("not a duration: '{s}'"));
     }
@@ -169,12 +158,7 @@ pub fn find_sts_file() -> Option<PathBuf> {
     }
     workspace_root()
         .ancestors()
-        .flat_map(|d| {
-            [
-                d.join("shared/data/sts/STSBenchmark_test.tsv"),
-                d.join("data/sts/STSBenchmark_test.tsv"),
-            ]
-        })
+        .flat_map(|d| [d.join("shared/data/sts/STSBenchmark_test.tsv"), d.join("data/sts/STSBenchmark_test.tsv")])
         .find(|p| p.is_file())
 }
 

@@ -16,11 +16,7 @@ use clap::Parser;
 use deposium_soak::{mixed, parse_duration, soak};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "deposium-soak",
-    version,
-    about = "Load/soak harness for deposium-embed serve (loopback only)"
-)]
+#[command(name = "deposium-soak", version, about = "Load/soak harness for deposium-embed serve (loopback only)")]
 struct Args {
     /// What to run: `soak` (every route, both models), `mixed` (potion flood beside EmbeddingGemma: alone vs
     /// mixed latency and throughput) or `memory` (peak RSS under `--clients` requests of 2,048-token documents).

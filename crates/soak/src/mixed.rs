@@ -56,12 +56,10 @@ pub fn find_scifact() -> Option<PathBuf> {
 
 /// `n` documents (`title. text`), every `1/long_share`-th made of 12 consecutive ones (over 2,048 tokens).
 pub fn scifact_docs(path: &Path, n: usize, long_share: f64) -> anyhow::Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut all = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
         let (title, body) = (v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or(""));
         if !body.is_empty() {
             all.push(format!("{title}. {body}"));
@@ -69,15 +67,7 @@ pub fn scifact_docs(path: &Path, n: usize, long_share: f64) -> anyhow::Result<Ve
     }
     anyhow::ensure!(all.len() >= n + 12, "{}: only {} documents", path.display(), all.len());
     let every = if long_share > 0.0 { (1.0 / long_share).round().max(1.0) as usize } else { usize::MAX };
-    Ok((0..n)
-        .map(|i| {
-            if i % every == every - 1 {
-                all[i..i + 12].join("\n\n")
-            } else {
-                all[i].clone()
-            }
-        })
-        .collect())
+    Ok((0..n).map(|i| if i % every == every - 1 { all[i..i + 12].join("\n\n") } else { all[i].clone() }).collect())
 }
 
 /// Start the server (or connect to `--url`) and wait for `/health`.
@@ -271,13 +261,13 @@ fn stats(t: &Tally, secs: f64) -> Value {
 /// The three phases; writes `OUT.json` and `OUT.md`. `pass` is false when a request was lost or a vector differed.
 pub fn run_mixed(cfg: MixedConfig) -> anyhow::Result<Value> {
     let sts = cfg.sts.clone().or_else(crate::find_sts_file).context("STS Benchmark TSV not found: pass --sts")?;
-    let scifact = cfg.scifact.clone().or_else(find_scifact).context("SciFact corpus.jsonl not found: pass --scifact")?;
+    let scifact =
+        cfg.scifact.clone().or_else(find_scifact).context("SciFact corpus.jsonl not found: pass --scifact")?;
     let sentences = crate::texts::load_sts(&sts)?;
     let docs = scifact_docs(&scifact, cfg.docs.max(1), cfg.long_share)?;
     let singles: Vec<String> = sentences.iter().take(64).cloned().collect();
     let pool: Vec<String> = sentences.iter().take(1500).cloned().collect();
-    let (server, addr, pid) =
-        server_for(&cfg.url, cfg.pid, &cfg.bin, &[&cfg.gemma, &cfg.potion], &cfg.server_args)?;
+    let (server, addr, pid) = server_for(&cfg.url, cfg.pid, &cfg.bin, &[&cfg.gemma, &cfg.potion], &cfg.server_args)?;
 
     // References, one text per request.
     let t0 = Instant::now();
@@ -316,7 +306,9 @@ pub fn run_mixed(cfg: MixedConfig) -> anyhow::Result<Value> {
     let mut rss_series: Vec<(String, f64, u64)> = Vec::new();
     let (mut lost, mut mismatched) = (0u64, 0u64);
     let t_run = Instant::now();
-    for (name, gemma_on, flood_on) in [("alone: embeddinggemma", true, false), ("alone: potion-base-8M", false, true), ("mixed", true, true)] {
+    for (name, gemma_on, flood_on) in
+        [("alone: embeddinggemma", true, false), ("alone: potion-base-8M", false, true), ("mixed", true, true)]
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients: Vec<(Kind, usize)> = Vec::new();
         if gemma_on {
@@ -353,7 +345,11 @@ pub fn run_mixed(cfg: MixedConfig) -> anyhow::Result<Value> {
         }
         let secs = t_phase.elapsed().as_secs_f64();
         let mut per_kind = serde_json::Map::new();
-        for (kind, on) in [(Kind::Single, gemma_on && cfg.single_clients > 0), (Kind::Doc, gemma_on && cfg.doc_clients > 0), (Kind::Flood, flood_on)] {
+        for (kind, on) in [
+            (Kind::Single, gemma_on && cfg.single_clients > 0),
+            (Kind::Doc, gemma_on && cfg.doc_clients > 0),
+            (Kind::Flood, flood_on),
+        ] {
             if !on {
                 continue;
             }
@@ -369,7 +365,8 @@ pub fn run_mixed(cfg: MixedConfig) -> anyhow::Result<Value> {
             "rss_max_mib": phase_rss.iter().max().map(|&b| b as f64 / 1048576.0),
         }));
     }
-    let metrics = http::once(&addr, "GET", "/metrics", b"", Duration::from_secs(10)).map(|r| r.text()).unwrap_or_default();
+    let metrics =
+        http::once(&addr, "GET", "/metrics", b"", Duration::from_secs(10)).map(|r| r.text()).unwrap_or_default();
     drop(server);
 
     // Goals (reported, not asserted).
@@ -427,8 +424,16 @@ fn mixed_md(r: &Value) -> String {
             md.push_str(&format!(
                 "| {} — {kind} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
                 p["phase"].as_str().unwrap_or(""),
-                s["requests"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"], s["texts_per_s"], s["lost"],
-                s["mismatched_vectors"], s["not_bit_identical"], p["rss_max_mib"].as_f64().unwrap_or(f64::NAN)
+                s["requests"],
+                s["p50_ms"],
+                s["p95_ms"],
+                s["p99_ms"],
+                s["max_ms"],
+                s["texts_per_s"],
+                s["lost"],
+                s["mismatched_vectors"],
+                s["not_bit_identical"],
+                p["rss_max_mib"].as_f64().unwrap_or(f64::NAN)
             ));
         }
     }
@@ -477,7 +482,8 @@ pub struct MemoryConfig {
 
 /// `clients` requests of 2,048-token documents at once; the peak RSS against `limit_mib`.
 pub fn run_memory(cfg: MemoryConfig) -> anyhow::Result<Value> {
-    let scifact = cfg.scifact.clone().or_else(find_scifact).context("SciFact corpus.jsonl not found: pass --scifact")?;
+    let scifact =
+        cfg.scifact.clone().or_else(find_scifact).context("SciFact corpus.jsonl not found: pass --scifact")?;
     // Every document just over 2,048 tokens (scientific English: ~1.4 tokens per word), so that as many as possible
     // fit in one body.
     let docs: Vec<String> = scifact_docs(&scifact, 64, 1.0)?
@@ -540,7 +546,8 @@ pub fn run_memory(cfg: MemoryConfig) -> anyhow::Result<Value> {
     let hwm = vm_kb(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
     let peak_sampled = series.iter().map(|s| s.1).max().unwrap_or(0) as f64;
     let alive = Path::new(&format!("/proc/{pid}")).exists();
-    let metrics = http::once(&addr, "GET", "/metrics", b"", Duration::from_secs(10)).map(|r| r.text()).unwrap_or_default();
+    let metrics =
+        http::once(&addr, "GET", "/metrics", b"", Duration::from_secs(10)).map(|r| r.text()).unwrap_or_default();
     drop(server);
     let statuses = statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut errs = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();

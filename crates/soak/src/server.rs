@@ -45,10 +45,8 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
-                    let addr: String = line[i + "listening on http://".len()..]
-                        .chars()
-                        .take_while(|c| !c.is_whitespace())
-                        .collect();
+                    let addr: String =
+                        line[i + "listening on http://".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -64,19 +62,11 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                anyhow::bail!(
-                    "the server did not start listening:\n{}",
-                    log.lock().unwrap_or_else(|p| p.into_inner())
-                );
+                anyhow::bail!("the server did not start listening:\n{}", log.lock().unwrap_or_else(|p| p.into_inner()));
             }
         };
         http::loopback(&addr)?;
-        Ok(Server {
-            child: Some(child),
-            addr,
-            pid,
-            log,
-        })
+        Ok(Server { child: Some(child), addr, pid, log })
     }
 
     /// Start and wait until `/health` answers 200 (every model settled, at least one ready).
@@ -112,10 +102,8 @@ impl Server {
     /// False once the process has exited (a zombie counts as exited; does not wait).
     pub fn running(&self) -> bool {
         // try_wait needs &mut; peek through /proc so shared references work.
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid)).is_ok_and(|s| {
-            !s.lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'))
-        })
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
     }
 
     /// Resident memory of the server process in bytes (`VmRSS` from `/proc/<pid>/status`).
@@ -125,9 +113,7 @@ impl Server {
 
     /// Send a signal (`TERM`, `INT`, `KILL`...) with `kill(1)`.
     pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid.to_string()])
-            .status()?;
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid.to_string()]).status()?;
         anyhow::ensure!(ok.success(), "kill -{sig} {} failed", self.pid);
         Ok(())
     }

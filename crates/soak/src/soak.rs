@@ -226,12 +226,7 @@ struct VecStats {
 
 impl Default for VecStats {
     fn default() -> Self {
-        VecStats {
-            checked: 0,
-            min_cosine: 1.0,
-            comparable: 0,
-            identical: 0,
-        }
+        VecStats { checked: 0, min_cosine: 1.0, comparable: 0, identical: 0 }
     }
 }
 
@@ -255,17 +250,9 @@ pub fn run(cfg: Config) -> anyhow::Result<Value> {
         .sts
         .clone()
         .or_else(crate::find_sts_file)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "STSBenchmark_test.tsv not found: pass --sts PATH (../shared/data/sts/)"
-            )
-        })?;
+        .ok_or_else(|| anyhow::anyhow!("STSBenchmark_test.tsv not found: pass --sts PATH (../shared/data/sts/)"))?;
     let sentences = texts::load_sts(&sts)?;
-    log(format!(
-        "{} sentences from {}",
-        sentences.len(),
-        sts.display()
-    ));
+    log(format!("{} sentences from {}", sentences.len(), sts.display()));
 
     // The server: started here, or the one at --url.
     let mut spawned: Option<Server> = None;
@@ -291,19 +278,10 @@ pub fn run(cfg: Config) -> anyhow::Result<Value> {
             }
             args.extend(cfg.server_args.iter().cloned());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            log(format!(
-                "starting {} serve {}",
-                bin.display(),
-                args.join(" ")
-            ));
+            log(format!("starting {} serve {}", bin.display(), args.join(" ")));
             let t0 = Instant::now();
             let s = Server::start(&bin, &args, Duration::from_secs(600))?;
-            log(format!(
-                "listening on {} (pid {}), healthy after {:.1} s",
-                s.addr,
-                s.pid,
-                t0.elapsed().as_secs_f64()
-            ));
+            log(format!("listening on {} (pid {}), healthy after {:.1} s", s.addr, s.pid, t0.elapsed().as_secs_f64()));
             let out = (s.addr.clone(), Some(s.pid));
             spawned = Some(s);
             out
@@ -316,10 +294,7 @@ pub fn run(cfg: Config) -> anyhow::Result<Value> {
             if let Some(s) = &spawned {
                 let log_text = s.log();
                 let tail: Vec<&str> = log_text.lines().rev().take(30).collect();
-                log(format!(
-                    "server log (last lines):\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                ));
+                log(format!("server log (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
             }
             return Err(e);
         }
@@ -340,22 +315,11 @@ pub fn run(cfg: Config) -> anyhow::Result<Value> {
             if panicked { "; a panic in the log" } else { "" }
         );
         report["shutdown"] = json!({ "exit_code": status.and_then(|s| s.code()), "seconds": t0.elapsed().as_secs_f64(), "panic_in_log": panicked });
-        push_check(
-            &mut report,
-            "SIGTERM after the run: exit 0, no panic logged",
-            ok,
-            detail,
-        );
-        let errors: Vec<&str> = log_text
-            .lines()
-            .filter(|l| l.contains(" ERROR "))
-            .take(10)
-            .collect();
+        push_check(&mut report, "SIGTERM after the run: exit 0, no panic logged", ok, detail);
+        let errors: Vec<&str> = log_text.lines().filter(|l| l.contains(" ERROR ")).take(10).collect();
         report["server_error_log_lines"] = json!(errors);
     }
-    let pass = report["checks"]
-        .as_array()
-        .is_some_and(|c| c.iter().all(|c| c["pass"] == true));
+    let pass = report["checks"].as_array().is_some_and(|c| c.iter().all(|c| c["pass"] == true));
     report["pass"] = json!(pass);
     write_report(&cfg, &report)?;
     Ok(report)
@@ -365,10 +329,7 @@ fn push_check(report: &mut Value, name: &str, pass: bool, detail: String) {
     if !report["checks"].is_array() {
         report["checks"] = json!([]);
     }
-    report["checks"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({ "name": name, "pass": pass, "detail": detail }));
+    report["checks"].as_array_mut().unwrap().push(json!({ "name": name, "pass": pass, "detail": detail }));
 }
 
 /// Describe the served models, build the pool, compute references, run the load, check the aftermath.
@@ -388,10 +349,7 @@ fn drive(
     let wanted: Vec<String> = if !cfg.models.is_empty() {
         cfg.models.clone()
     } else {
-        served
-            .iter()
-            .filter_map(|m| m["model_id"].as_str().map(String::from))
-            .collect()
+        served.iter().filter_map(|m| m["model_id"].as_str().map(String::from)).collect()
     };
     let mut rng = Rng::new(cfg.seed);
     let heavy_pool = cfg.heavy_pool.min(cfg.pool).max(1);
@@ -405,11 +363,7 @@ fn drive(
     );
     pool_texts.extend(texts::distinct_texts(
         sentences,
-        &texts::target_lengths(
-            cfg.pool.saturating_sub(heavy_pool),
-            cfg.max_tokens,
-            &mut rng,
-        ),
+        &texts::target_lengths(cfg.pool.saturating_sub(heavy_pool), cfg.max_tokens, &mut rng),
         &mut rng,
         &mut seen,
     ));
@@ -417,14 +371,9 @@ fn drive(
     for name in &wanted {
         let Some(m) = served.iter().find(|m| {
             m["model_id"].as_str() == Some(name.as_str())
-                || m["aliases"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(name.as_str())))
+                || m["aliases"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(name.as_str())))
         }) else {
-            let names: Vec<&str> = served
-                .iter()
-                .filter_map(|m| m["model_id"].as_str())
-                .collect();
+            let names: Vec<&str> = served.iter().filter_map(|m| m["model_id"].as_str()).collect();
             anyhow::bail!("model {name} is not served (served: {})", names.join(", "));
         };
         let name = m["model_id"].as_str().unwrap_or(name).to_string();
@@ -432,10 +381,7 @@ fn drive(
         let prompts = m["prompts"].as_object().cloned().unwrap_or_default();
         let n_texts = if heavy { heavy_pool } else { pool_texts.len() };
         let max_tokens = m["max_input_length"].as_u64().unwrap_or(512) as usize;
-        let r = c.post_json(
-            "/tokenize",
-            &json!({ "model": name, "inputs": &pool_texts[..n_texts] }),
-        )?;
+        let r = c.post_json("/tokenize", &json!({ "model": name, "inputs": &pool_texts[..n_texts] }))?;
         anyhow::ensure!(r.status == 200, "/tokenize: {} {}", r.status, r.text());
         let tokens: Vec<usize> = r
             .json()
@@ -444,11 +390,7 @@ fn drive(
             .iter()
             .map(|ids| ids.as_array().map_or(0, Vec::len).min(max_tokens))
             .collect();
-        anyhow::ensure!(
-            tokens.len() == n_texts,
-            "/tokenize returned {} lists",
-            tokens.len()
-        );
+        anyhow::ensure!(tokens.len() == n_texts, "/tokenize returned {} lists", tokens.len());
         let mut queries: Vec<usize> = (0..n_texts).filter(|&i| tokens[i] <= 64).collect();
         queries.truncate(48);
         if queries.is_empty() {
@@ -463,11 +405,7 @@ fn drive(
             has_document: prompts.contains_key("document"),
             matryoshka: m["matryoshka_dims"]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.as_u64().map(|d| d as usize))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|d| d.as_u64().map(|d| d as usize)).collect())
                 .unwrap_or_default(),
             n_texts,
             tokens,
@@ -508,12 +446,7 @@ fn drive(
                 body["prompt_name"] = json!(name);
             }
             let r = c.post_json("/api/embed", &body)?;
-            anyhow::ensure!(
-                r.status == 200,
-                "reference for text {t}: {} {}",
-                r.status,
-                r.text()
-            );
+            anyhow::ensure!(r.status == 200, "reference for text {t}: {} {}", r.status, r.text());
             let v = r
                 .json()
                 .and_then(|v| floats(&v["embeddings"][0]))
@@ -521,12 +454,7 @@ fn drive(
             anyhow::ensure!(v.len() == m.dim, "reference for text {t}: {} dims", v.len());
             refs.insert((mi, p, t), v);
         }
-        log(format!(
-            "{}: {} reference vectors in {:.1} s",
-            m.name,
-            jobs.len(),
-            t0.elapsed().as_secs_f64()
-        ));
+        log(format!("{}: {} reference vectors in {:.1} s", m.name, jobs.len(), t0.elapsed().as_secs_f64()));
     }
     let refs_seconds = t_refs.elapsed().as_secs_f64();
 
@@ -555,32 +483,20 @@ fn drive(
                         &addr,
                         "POST",
                         "/api/embed",
-                        json!({"model": name, "input": texts})
-                            .to_string()
-                            .as_bytes(),
+                        json!({"model": name, "input": texts}).to_string().as_bytes(),
                         timeout,
                     )
                 })
             })
             .collect();
         for h in handles {
-            let r = h
-                .join()
-                .map_err(|_| anyhow::anyhow!("warm-up thread panicked"))??;
-            anyhow::ensure!(
-                r.status == 200,
-                "warm-up request: {} {}",
-                r.status,
-                r.text()
-            );
+            let r = h.join().map_err(|_| anyhow::anyhow!("warm-up thread panicked"))??;
+            anyhow::ensure!(r.status == 200, "warm-up request: {} {}", r.status, r.text());
             let v = r.json().unwrap_or_default();
             for (i, &t) in batch.iter().enumerate() {
                 let got = floats(&v["embeddings"][i]).unwrap_or_default();
                 let c = cosine(&got, &refs[&(mi, P_NONE, t)]);
-                anyhow::ensure!(
-                    c >= cfg.min_cosine,
-                    "warm-up: text {t} cosine {c} to its reference"
-                );
+                anyhow::ensure!(c >= cfg.min_cosine, "warm-up: text {t} cosine {c} to its reference");
             }
         }
         log(format!(
@@ -598,15 +514,8 @@ fn drive(
     let mut oversized = br#"{"input": [""#.to_vec();
     oversized.resize(max_body_bytes + 1024, b'x');
     oversized.extend_from_slice(br#""]}"#);
-    let work = Arc::new(Workload {
-        texts: pool_texts,
-        models,
-        refs,
-        max_inputs,
-        max_body_bytes,
-        oversized,
-        cfg: cfg.clone(),
-    });
+    let work =
+        Arc::new(Workload { texts: pool_texts, models, refs, max_inputs, max_body_bytes, oversized, cfg: cfg.clone() });
 
     // RSS sampler: /proc/<pid>/status when the pid is known, else /api/status.
     let stop = Arc::new(AtomicBool::new(false));
@@ -630,15 +539,10 @@ fn drive(
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let Some(b) = rss_now() {
-                    samples
-                        .lock()
-                        .unwrap()
-                        .push((t_start.elapsed().as_secs_f64(), b));
+                    samples.lock().unwrap().push((t_start.elapsed().as_secs_f64(), b));
                 }
                 let next = Duration::from_secs(samples.lock().unwrap().len() as u64);
-                let wait = next
-                    .saturating_sub(t_start.elapsed())
-                    .max(Duration::from_millis(50));
+                let wait = next.saturating_sub(t_start.elapsed()).max(Duration::from_millis(50));
                 std::thread::sleep(wait.min(Duration::from_millis(1000)));
             }
         })
@@ -650,11 +554,7 @@ fn drive(
         cfg.concurrency,
         cfg.duration.as_secs_f64(),
         cfg.max_requests,
-        work.models
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        work.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
     let deadline = t_start + cfg.duration;
     let budget = Arc::new(AtomicU64::new(cfg.max_requests));
@@ -662,12 +562,8 @@ fn drive(
     let live = Arc::new(Live::default());
     let clients: Vec<_> = (0..cfg.concurrency)
         .map(|i| {
-            let (work, budget, heavy_inflight, live) = (
-                work.clone(),
-                budget.clone(),
-                heavy_inflight.clone(),
-                live.clone(),
-            );
+            let (work, budget, heavy_inflight, live) =
+                (work.clone(), budget.clone(), heavy_inflight.clone(), live.clone());
             let addr = addr.to_string();
             std::thread::Builder::new()
                 .name(format!("client-{i}"))
@@ -702,21 +598,9 @@ fn drive(
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let samples = samples.lock().unwrap().clone();
-    log(format!(
-        "load done after {load_seconds:.1} s: {} requests",
-        stats.sent
-    ));
+    log(format!("load done after {load_seconds:.1} s: {} requests", stats.sent));
 
-    let mut report = build_report(
-        cfg,
-        addr,
-        &work,
-        stats,
-        samples,
-        rss_before,
-        load_seconds,
-        refs_seconds,
-    )?;
+    let mut report = build_report(cfg, addr, &work, stats, samples, rss_before, load_seconds, refs_seconds)?;
     report["peak_warmup_seconds"] = json!(warmup_seconds);
     Ok(report)
 }
@@ -727,12 +611,7 @@ fn cfg_body_limit(_spawned: Option<&Server>, args: &[String]) -> usize {
         .position(|a| a == "--max-body-bytes")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .or_else(|| {
-            args.iter().find_map(|a| {
-                a.strip_prefix("--max-body-bytes=")
-                    .and_then(|v| v.parse().ok())
-            })
-        })
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--max-body-bytes=").and_then(|v| v.parse().ok())))
         .unwrap_or(8 << 20)
 }
 
@@ -750,12 +629,7 @@ fn client(
     heavy_inflight: &AtomicUsize,
     live: &Live,
 ) -> Stats {
-    let mut rng = Rng::new(
-        work.cfg
-            .seed
-            .wrapping_mul(1_000_003)
-            .wrapping_add(i as u64 + 1),
-    );
+    let mut rng = Rng::new(work.cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64 + 1));
     let mut stats = Stats::default();
     let mut c = match Client::new(addr, work.cfg.timeout) {
         Ok(c) => c,
@@ -765,10 +639,7 @@ fn client(
         }
     };
     while Instant::now() < deadline {
-        if budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-            .is_err()
-        {
+        if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
             break;
         }
         let plan = plan(work, &mut rng, heavy_inflight);
@@ -780,28 +651,18 @@ fn client(
         if plan.heavy {
             heavy_inflight.fetch_sub(1, Ordering::Relaxed);
         }
-        let model_name = plan
-            .model
-            .map(|m| work.models[m].name.clone())
-            .unwrap_or_else(|| "-".into());
+        let model_name = plan.model.map(|m| work.models[m].name.clone()).unwrap_or_else(|| "-".into());
         let resp = match res {
             Ok(r) => r,
             Err(e) => {
-                let timeout = matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                );
+                let timeout = matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock);
                 if timeout {
                     stats.lost_timeout += 1;
                 } else {
                     stats.lost_transport += 1;
                 }
                 live.bad.fetch_add(1, Ordering::Relaxed);
-                stats.fail(format!(
-                    "LOST {} [{model_name}] after {ms:.0} ms: {e} ({:?})",
-                    plan.route,
-                    e.kind()
-                ));
+                stats.fail(format!("LOST {} [{model_name}] after {ms:.0} ms: {e} ({:?})", plan.route, e.kind()));
                 continue;
             }
         };
@@ -810,11 +671,7 @@ fn client(
             Verdict::Ok => {
                 stats.ok += 1;
                 live.ok.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .latency
-                    .entry((plan.route.to_string(), model_name))
-                    .or_default()
-                    .push(ms);
+                stats.latency.entry((plan.route.to_string(), model_name)).or_default().push(ms);
             }
             Verdict::Rejected => {
                 stats.rejected += 1;
@@ -822,11 +679,7 @@ fn client(
                     stats.rejected_429 += 1;
                 }
                 live.bad.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .latency
-                    .entry(("invalid (expected 4xx)".to_string(), "-".into()))
-                    .or_default()
-                    .push(ms);
+                stats.latency.entry(("invalid (expected 4xx)".to_string(), "-".into())).or_default().push(ms);
             }
             Verdict::Unexpected(msg) => {
                 stats.unexpected += 1;
@@ -891,20 +744,14 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
         }
     };
     let dims = |rng: &mut Rng| -> Option<usize> {
-        let choices: Vec<usize> = md
-            .matryoshka
-            .iter()
-            .copied()
-            .filter(|&d| d < md.dim)
-            .collect();
+        let choices: Vec<usize> = md.matryoshka.iter().copied().filter(|&d| d < md.dim).collect();
         if !choices.is_empty() && rng.chance(0.2) {
             Some(*rng.pick(&choices))
         } else {
             None
         }
     };
-    let strs =
-        |items: &[usize]| -> Vec<&str> { items.iter().map(|&t| work.texts[t].as_str()).collect() };
+    let strs = |items: &[usize]| -> Vec<&str> { items.iter().map(|&t| work.texts[t].as_str()).collect() };
     // `input`: one text as a bare string half the time, else a list.
     let input = |items: &[usize], rng: &mut Rng| -> Value {
         if items.len() == 1 && rng.chance(0.5) {
@@ -933,13 +780,7 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
             "/api/embed",
             "/api/embed",
             body,
-            Check::Vectors {
-                shape: Shape::OllamaEmbed,
-                model: m,
-                items,
-                dims: d,
-                normalized: true,
-            },
+            Check::Vectors { shape: Shape::OllamaEmbed, model: m, items, dims: d, normalized: true },
         )
     } else if r < 0.26 {
         let items = pick_texts(work, m, 1, rng);
@@ -951,13 +792,7 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
             "/api/embeddings (prompt)",
             "/api/embeddings",
             body,
-            Check::Vectors {
-                shape: Shape::LegacySingle,
-                model: m,
-                items,
-                dims: None,
-                normalized: true,
-            },
+            Check::Vectors { shape: Shape::LegacySingle, model: m, items, dims: None, normalized: true },
         )
     } else if r < 0.34 {
         let items = pick_texts(work, m, n, rng);
@@ -967,13 +802,7 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
             "/api/embeddings (input)",
             "/api/embeddings",
             body,
-            Check::Vectors {
-                shape: Shape::LegacyList,
-                model: m,
-                items,
-                dims: None,
-                normalized: true,
-            },
+            Check::Vectors { shape: Shape::LegacyList, model: m, items, dims: None, normalized: true },
         )
     } else if r < 0.62 {
         let base64 = r >= 0.48;
@@ -989,18 +818,7 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
         } else {
             ("/v1/embeddings (float)", Shape::OpenAiFloat)
         };
-        (
-            route,
-            "/v1/embeddings",
-            body,
-            Check::Vectors {
-                shape,
-                model: m,
-                items,
-                dims: d,
-                normalized: true,
-            },
-        )
+        (route, "/v1/embeddings", body, Check::Vectors { shape, model: m, items, dims: d, normalized: true })
     } else if r < 0.80 {
         let items = pick_texts(work, m, n, rng);
         let p = doc_prompt(rng);
@@ -1016,23 +834,13 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
             "/embed",
             "/embed",
             body,
-            Check::Vectors {
-                shape: Shape::Tei,
-                model: m,
-                items,
-                dims: d,
-                normalized: normalize,
-            },
+            Check::Vectors { shape: Shape::Tei, model: m, items, dims: d, normalized: normalize },
         )
     } else {
         let tei = r < 0.90;
         let query = *rng.pick(&md.queries);
         let docs = pick_texts(work, m, n, rng);
-        let top_k = if rng.chance(0.3) {
-            Some(rng.log_uniform(1, docs.len()))
-        } else {
-            None
-        };
+        let top_k = if rng.chance(0.3) { Some(rng.log_uniform(1, docs.len())) } else { None };
         let with_text = rng.chance(0.5);
         let (route, path, mut body) = if tei {
             (
@@ -1050,19 +858,7 @@ fn plan(work: &Workload, rng: &mut Rng, heavy_inflight: &AtomicUsize) -> Planned
         if let Some(k) = top_k {
             body[if tei { "top_n" } else { "top_k" }] = json!(k);
         }
-        (
-            route,
-            path,
-            body,
-            Check::Rerank {
-                tei,
-                model: m,
-                query,
-                docs,
-                top_k,
-                with_text: with_text || !tei,
-            },
-        )
+        (route, path, body, Check::Rerank { tei, model: m, query, docs, top_k, with_text: with_text || !tei })
     };
     Planned {
         route,
@@ -1083,65 +879,27 @@ fn plan_invalid(work: &Workload, rng: &mut Rng) -> Planned {
     let name = md.name.clone();
     let kind = rng.below(10);
     let (path, method, body, status): (&'static str, &'static str, Vec<u8>, u16) = match kind {
-        0 => (
-            "/api/embed",
-            "POST",
-            json!({"model": "no-such-model", "input": "x"})
-                .to_string()
-                .into(),
-            404,
-        ),
-        1 => (
-            "/v1/embeddings",
-            "POST",
-            json!({"model": "no-such-model", "input": "x"})
-                .to_string()
-                .into(),
-            404,
-        ),
-        2 => (
-            "/embed",
-            "POST",
-            br#"{"inputs": ["unterminated"#.to_vec(),
-            400,
-        ),
+        0 => ("/api/embed", "POST", json!({"model": "no-such-model", "input": "x"}).to_string().into(), 404),
+        1 => ("/v1/embeddings", "POST", json!({"model": "no-such-model", "input": "x"}).to_string().into(), 404),
+        2 => ("/embed", "POST", br#"{"inputs": ["unterminated"#.to_vec(), 400),
         3 => (
             "/api/embed",
             "POST",
-            json!({"model": name, "input": "x", "prompt_name": "no-such-prompt"})
-                .to_string()
-                .into(),
+            json!({"model": name, "input": "x", "prompt_name": "no-such-prompt"}).to_string().into(),
             400,
         ),
         4 => {
             let long = "word ".repeat(md.max_tokens + 64);
-            (
-                "/v1/embeddings",
-                "POST",
-                json!({"model": name, "input": long, "truncate": false})
-                    .to_string()
-                    .into(),
-                400,
-            )
+            ("/v1/embeddings", "POST", json!({"model": name, "input": long, "truncate": false}).to_string().into(), 400)
         }
         5 => {
             let many = vec!["x"; work.max_inputs + 1];
-            (
-                "/api/embed",
-                "POST",
-                json!({"model": name, "input": many}).to_string().into(),
-                413,
-            )
+            ("/api/embed", "POST", json!({"model": name, "input": many}).to_string().into(), 413)
         }
         6 if rng.chance(0.25) => ("/api/embed", "POST", work.oversized.clone(), 413),
         7 => ("/api/embed", "GET", Vec::new(), 405),
         8 => ("/api/rerank", "POST", Vec::new(), 400),
-        _ => (
-            "/v1/embeddings",
-            "POST",
-            json!({"model": name, "input": []}).to_string().into(),
-            400,
-        ),
+        _ => ("/v1/embeddings", "POST", json!({"model": name, "input": []}).to_string().into(), 400),
     };
     let _ = work.max_body_bytes;
     Planned {
@@ -1186,17 +944,11 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
         return Verdict::Mismatch(format!("not JSON: {}", snippet(resp)));
     };
     match &plan.check {
-        Check::Vectors {
-            shape,
-            model,
-            items,
-            dims,
-            normalized,
-        } => {
+        Check::Vectors { shape, model, items, dims, normalized } => {
             let got: Option<Vec<Vec<f32>>> = match shape {
-                Shape::OllamaEmbed | Shape::LegacyList => v["embeddings"]
-                    .as_array()
-                    .and_then(|a| a.iter().map(floats).collect()),
+                Shape::OllamaEmbed | Shape::LegacyList => {
+                    v["embeddings"].as_array().and_then(|a| a.iter().map(floats).collect())
+                }
                 Shape::LegacySingle => floats(&v["embedding"]).map(|e| vec![e]),
                 Shape::Tei => v.as_array().and_then(|a| a.iter().map(floats).collect()),
                 Shape::OpenAiFloat | Shape::OpenAiBase64 => v["data"].as_array().and_then(|a| {
@@ -1220,11 +972,7 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
             };
             let md = &work.models[*model];
             if got.len() != items.len() {
-                return Verdict::Mismatch(format!(
-                    "{} vectors for {} inputs",
-                    got.len(),
-                    items.len()
-                ));
+                return Verdict::Mismatch(format!("{} vectors for {} inputs", got.len(), items.len()));
             }
             let want_dim = dims.unwrap_or(md.dim);
             let entry = stats.vectors.entry(md.name.clone()).or_default();
@@ -1235,10 +983,7 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
                     return Verdict::Mismatch(format!("no reference for text {t} prompt {p}"));
                 };
                 if g.len() != want_dim {
-                    return Verdict::Mismatch(format!(
-                        "input {i}: {} dims, wanted {want_dim}",
-                        g.len()
-                    ));
+                    return Verdict::Mismatch(format!("input {i}: {} dims, wanted {want_dim}", g.len()));
                 }
                 let c = cosine(g, &r[..want_dim]);
                 entry.checked += 1;
@@ -1247,11 +992,7 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
                     entry.comparable += 1;
                     entry.identical += u64::from(g == r);
                     if g != r && stats.not_identical.len() < 10 {
-                        let max_diff = g
-                            .iter()
-                            .zip(r.iter())
-                            .map(|(a, b)| (a - b).abs())
-                            .fold(0f32, f32::max);
+                        let max_diff = g.iter().zip(r.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                         let example = format!(
                             "{} {} text {t} ({} tokens, prompt {:?}) in a request of {}: max |diff| {max_diff:e}, cosine {c:.9}",
                             md.name, plan.route, md.tokens[t], prompt_name(p), items.len()
@@ -1269,20 +1010,9 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
             }
             Verdict::Ok
         }
-        Check::Rerank {
-            tei,
-            model,
-            query,
-            docs,
-            top_k,
-            with_text,
-        } => {
+        Check::Rerank { tei, model, query, docs, top_k, with_text } => {
             let md = &work.models[*model];
-            let results = if *tei {
-                v.as_array()
-            } else {
-                v["results"].as_array()
-            };
+            let results = if *tei { v.as_array() } else { v["results"].as_array() };
             let Some(results) = results else {
                 return Verdict::Mismatch(format!("unexpected rerank shape: {}", snippet(resp)));
             };
@@ -1290,18 +1020,13 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
             if results.len() != want_len {
                 return Verdict::Mismatch(format!("{} results, wanted {want_len}", results.len()));
             }
-            let (qp, dp) = (
-                if md.has_query { P_QUERY } else { P_NONE },
-                if md.has_document { P_DOCUMENT } else { P_NONE },
-            );
+            let (qp, dp) =
+                (if md.has_query { P_QUERY } else { P_NONE }, if md.has_document { P_DOCUMENT } else { P_NONE });
             let Some(qv) = work.refs.get(&(*model, qp, *query)) else {
                 return Verdict::Mismatch(format!("no reference for query {query}"));
             };
-            let mut all: Vec<(usize, f64)> = docs
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| (i, cosine(qv, &work.refs[&(*model, dp, t)])))
-                .collect();
+            let mut all: Vec<(usize, f64)> =
+                docs.iter().enumerate().map(|(i, &t)| (i, cosine(qv, &work.refs[&(*model, dp, t)]))).collect();
             all.sort_by(|a, b| b.1.total_cmp(&a.1));
             let kth = all[want_len - 1].1;
             let mut seen = HashSet::new();
@@ -1310,24 +1035,15 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
             *stats.inputs_by_model.entry(md.name.clone()).or_default() += docs.len() as u64 + 1;
             stats.batch_sizes.push(docs.len() + 1);
             for r in results {
-                let (score_key, text_key) = if *tei {
-                    ("score", "text")
-                } else {
-                    ("relevance_score", "document")
-                };
-                let (Some(index), Some(score)) = (r["index"].as_u64(), r[score_key].as_f64())
-                else {
+                let (score_key, text_key) = if *tei { ("score", "text") } else { ("relevance_score", "document") };
+                let (Some(index), Some(score)) = (r["index"].as_u64(), r[score_key].as_f64()) else {
                     return Verdict::Mismatch(format!("bad result {r}"));
                 };
                 let index = index as usize;
                 if index >= docs.len() || !seen.insert(index) {
                     return Verdict::Mismatch(format!("bad or repeated index {index}"));
                 }
-                let want = all
-                    .iter()
-                    .find(|(i, _)| *i == index)
-                    .map(|x| x.1)
-                    .unwrap_or(f64::NAN);
+                let want = all.iter().find(|(i, _)| *i == index).map(|x| x.1).unwrap_or(f64::NAN);
                 entry.checked += 1;
                 if want.is_nan() || (score - want).abs() > 1e-4 {
                     return Verdict::Mismatch(format!(
@@ -1339,9 +1055,7 @@ fn check(work: &Workload, plan: &Planned, resp: &Resp, stats: &mut Stats) -> Ver
                 }
                 // Anything returned under top_k must be among the best (ties within rounding allowed).
                 if score < kth - 1e-4 {
-                    return Verdict::Mismatch(format!(
-                        "document {index} (score {score}) is not in the top {want_len}"
-                    ));
+                    return Verdict::Mismatch(format!("document {index} (score {score}) is not in the top {want_len}"));
                 }
                 prev = score;
                 if *with_text && r[text_key].as_str() != Some(work.texts[docs[index]].as_str()) {
@@ -1365,11 +1079,7 @@ fn snippet(r: &Resp) -> String {
 
 /// Median of the samples with `t` in `[from, to)`.
 fn window_median(samples: &[(f64, u64)], from: f64, to: f64) -> Option<u64> {
-    let mut v: Vec<u64> = samples
-        .iter()
-        .filter(|s| s.0 >= from && s.0 < to)
-        .map(|s| s.1)
-        .collect();
+    let mut v: Vec<u64> = samples.iter().filter(|s| s.0 >= from && s.0 < to).map(|s| s.1).collect();
     if v.is_empty() {
         return None;
     }
@@ -1444,21 +1154,14 @@ fn build_report(
         json!({ "count": v.len(), "p50_ms": percentile(v, 50.0), "p95_ms": percentile(v, 95.0),
                 "p99_ms": percentile(v, 99.0), "max_ms": v.last() })
     };
-    report["latency_by_route"] = json!(by_route
-        .iter_mut()
-        .map(|(k, v)| (k.clone(), lat(v)))
-        .collect::<serde_json::Map<_, _>>());
+    report["latency_by_route"] =
+        json!(by_route.iter_mut().map(|(k, v)| (k.clone(), lat(v))).collect::<serde_json::Map<_, _>>());
     let mut by_rm: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for ((route, model), v) in &stats.latency {
-        by_rm
-            .entry(format!("{route} [{model}]"))
-            .or_default()
-            .extend(v);
+        by_rm.entry(format!("{route} [{model}]")).or_default().extend(v);
     }
-    report["latency_by_route_and_model"] = json!(by_rm
-        .iter_mut()
-        .map(|(k, v)| (k.clone(), lat(v)))
-        .collect::<serde_json::Map<_, _>>());
+    report["latency_by_route_and_model"] =
+        json!(by_rm.iter_mut().map(|(k, v)| (k.clone(), lat(v))).collect::<serde_json::Map<_, _>>());
     report["failures"] = json!(stats.failures);
     report["not_bit_identical_examples"] = json!(stats.not_identical);
 
@@ -1471,46 +1174,26 @@ fn build_report(
         (Some(b), Some(e)) if b > 0 => Some((e as f64 - b as f64) / b as f64 * 100.0),
         _ => None,
     };
-    let after: Vec<(f64, f64)> = samples
-        .iter()
-        .filter(|s| s.0 >= warm)
-        .map(|s| (s.0, s.1 as f64))
-        .collect();
+    let after: Vec<(f64, f64)> = samples.iter().filter(|s| s.0 >= warm).map(|s| (s.0, s.1 as f64)).collect();
     // Least-squares line through the samples after the warm-up: RSS swings by hundreds of MB with the size of the
     // step running at the time of a sample, so the fitted line's rise (not two single windows) is what a leak
     // would show. Growth = fitted end vs fitted warm-up end.
     let fit = if after.len() >= 3 {
         let n = after.len() as f64;
-        let (mx, my) = (
-            after.iter().map(|s| s.0).sum::<f64>() / n,
-            after.iter().map(|s| s.1).sum::<f64>() / n,
-        );
+        let (mx, my) = (after.iter().map(|s| s.0).sum::<f64>() / n, after.iter().map(|s| s.1).sum::<f64>() / n);
         let cov: f64 = after.iter().map(|s| (s.0 - mx) * (s.1 - my)).sum();
         let var: f64 = after.iter().map(|s| (s.0 - mx).powi(2)).sum();
         (var > 0.0).then(|| {
             let slope = cov / var;
-            (
-                my + slope * (warm - mx),
-                my + slope * (load_seconds - mx),
-                slope,
-            )
+            (my + slope * (warm - mx), my + slope * (load_seconds - mx), slope)
         })
     } else {
         None
     };
     let slope_mb_per_min = fit.map(|f| f.2 * 60.0 / 1e6);
     let fitted_growth = fit.and_then(|(a, b, _)| (a > 0.0).then(|| (b - a) / a * 100.0));
-    let floor = |from: f64, to: f64| {
-        samples
-            .iter()
-            .filter(|s| s.0 >= from && s.0 < to)
-            .map(|s| s.1)
-            .min()
-    };
-    let (floor_start, floor_end) = (
-        floor(warm, warm + win),
-        floor(load_seconds - win, f64::INFINITY),
-    );
+    let floor = |from: f64, to: f64| samples.iter().filter(|s| s.0 >= from && s.0 < to).map(|s| s.1).min();
+    let (floor_start, floor_end) = (floor(warm, warm + win), floor(load_seconds - win, f64::INFINITY));
     let peak = samples.iter().map(|s| s.1).max();
     report["rss"] = json!({
         "source": if cfg.pid.is_some() || cfg.url.is_none() { "/proc/<pid>/status VmRSS" } else { "/api/status process_rss_bytes" },
@@ -1541,11 +1224,8 @@ fn build_report(
             .models
             .iter()
             .map(|m| {
-                http::metric(
-                    &metrics_text,
-                    &format!("deposium_queue_depth{{model=\"{}\"}}", m.name),
-                )
-                .unwrap_or(f64::NAN)
+                http::metric(&metrics_text, &format!("deposium_queue_depth{{model=\"{}\"}}", m.name))
+                    .unwrap_or(f64::NAN)
             })
             .sum();
         if depth == 0.0 {
@@ -1583,87 +1263,50 @@ fn build_report(
         lost == 0 && stats.sent == stats.ok + stats.rejected + stats.unexpected + stats.mismatched,
         format!(
             "sent {}, ok {}, rejected {} (429: {}), lost {} (timeouts {}, transport {})",
-            stats.sent,
-            stats.ok,
-            stats.rejected,
-            stats.rejected_429,
-            lost,
-            stats.lost_timeout,
-            stats.lost_transport
+            stats.sent, stats.ok, stats.rejected, stats.rejected_429, lost, stats.lost_timeout, stats.lost_transport
         ),
     );
     push_check(
         &mut report,
         "no unexpected status (no 5xx; invalid requests get their 4xx with a JSON error)",
         stats.unexpected == 0 && server_5xx == 0.0,
-        format!(
-            "{} unexpected; server counted {:.0} 5xx",
-            stats.unexpected,
-            server_5xx + 0.0
-        ),
+        format!("{} unexpected; server counted {:.0} 5xx", stats.unexpected, server_5xx + 0.0),
     );
     let checked: u64 = stats.vectors.values().map(|v| v.checked).sum();
     push_check(
         &mut report,
-        &format!(
-            "every vector equals its single-request reference (cosine ≥ {})",
-            cfg.min_cosine
-        ),
+        &format!("every vector equals its single-request reference (cosine ≥ {})", cfg.min_cosine),
         stats.mismatched == 0 && checked > 0,
         format!(
             "{} mismatched responses; {checked} vectors/scores checked; min cosine {}",
             stats.mismatched,
             work.models
                 .iter()
-                .map(|m| format!(
-                    "{} {:.7}",
-                    m.name,
-                    stats
-                        .vectors
-                        .get(&m.name)
-                        .map_or(f64::NAN, |v| v.min_cosine)
-                ))
+                .map(|m| format!("{} {:.7}", m.name, stats.vectors.get(&m.name).map_or(f64::NAN, |v| v.min_cosine)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     );
-    let served_all = work
-        .models
-        .iter()
-        .all(|m| stats.inputs_by_model.get(&m.name).copied().unwrap_or(0) > 0);
+    let served_all = work.models.iter().all(|m| stats.inputs_by_model.get(&m.name).copied().unwrap_or(0) > 0);
     push_check(
         &mut report,
         "every model and route was exercised",
         served_all && by_route.len() >= 8,
-        format!(
-            "{} routes, inputs per model {:?}",
-            by_route.len(),
-            stats.inputs_by_model
-        ),
+        format!("{} routes, inputs per model {:?}", by_route.len(), stats.inputs_by_model),
     );
     push_check(
         &mut report,
-        &format!(
-            "RSS growth after the first {:.0}% of the run < {}%",
-            cfg.warmup * 100.0,
-            cfg.max_rss_growth_pct
-        ),
+        &format!("RSS growth after the first {:.0}% of the run < {}%", cfg.warmup * 100.0, cfg.max_rss_growth_pct),
         fitted_growth.is_some_and(|g| g < cfg.max_rss_growth_pct),
         format!(
             "fitted line {} → {} ({}; {} MB/min); window medians {} → {} ({}); floor {} → {}; peak {}",
             fit.map(|f| mb(f.0 as u64)).unwrap_or_else(|| "?".into()),
             fit.map(|f| mb(f.1 as u64)).unwrap_or_else(|| "?".into()),
-            fitted_growth
-                .map(|g| format!("{g:+.2}%"))
-                .unwrap_or_else(|| "no samples".into()),
-            slope_mb_per_min
-                .map(|s| format!("{s:+.2}"))
-                .unwrap_or_else(|| "?".into()),
+            fitted_growth.map(|g| format!("{g:+.2}%")).unwrap_or_else(|| "no samples".into()),
+            slope_mb_per_min.map(|s| format!("{s:+.2}")).unwrap_or_else(|| "?".into()),
             baseline.map(mb).unwrap_or_else(|| "?".into()),
             end.map(mb).unwrap_or_else(|| "?".into()),
-            growth
-                .map(|g| format!("{g:+.2}%"))
-                .unwrap_or_else(|| "?".into()),
+            growth.map(|g| format!("{g:+.2}%")).unwrap_or_else(|| "?".into()),
             floor_start.map(mb).unwrap_or_else(|| "?".into()),
             floor_end.map(mb).unwrap_or_else(|| "?".into()),
             peak.map(mb).unwrap_or_else(|| "?".into())
@@ -1688,18 +1331,12 @@ fn write_report(cfg: &Config, report: &Value) -> anyhow::Result<()> {
     let md = markdown(report);
     std::fs::write(&md_path, &md)?;
     println!("{md}");
-    log(format!(
-        "report: {} and {}",
-        json_path.display(),
-        md_path.display()
-    ));
+    log(format!("report: {} and {}", json_path.display(), md_path.display()));
     Ok(())
 }
 
 fn num(v: &Value, digits: usize) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.digits$}"))
-        .unwrap_or_else(|| "–".into())
+    v.as_f64().map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
 }
 
 /// The report as Markdown.
@@ -1725,11 +1362,7 @@ pub fn markdown(r: &Value) -> String {
         s.push_str(&format!(
             "| {} | {} | {} |\n",
             ch["name"].as_str().unwrap_or(""),
-            if ch["pass"] == true {
-                "pass"
-            } else {
-                "**FAIL**"
-            },
+            if ch["pass"] == true { "pass" } else { "**FAIL**" },
             ch["detail"].as_str().unwrap_or("")
         ));
     }
@@ -1772,10 +1405,7 @@ pub fn markdown(r: &Value) -> String {
             num(&m["min_cosine"], 7)
         ));
     }
-    for (title, key) in [
-        ("route", "latency_by_route"),
-        ("route [model]", "latency_by_route_and_model"),
-    ] {
+    for (title, key) in [("route", "latency_by_route"), ("route [model]", "latency_by_route_and_model")] {
         s.push_str(&format!(
             "\n| {title} | answered | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n"
         ));
@@ -1797,10 +1427,7 @@ pub fn markdown(r: &Value) -> String {
             num(&sd["seconds"], 1)
         ));
     }
-    let odd = r["not_bit_identical_examples"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let odd = r["not_bit_identical_examples"].as_array().cloned().unwrap_or_default();
     if !odd.is_empty() {
         s.push_str("\n## Vectors within the cosine bound but not bit-identical (examples)\n\n");
         for e in odd {

@@ -6,8 +6,7 @@ use crate::Rng;
 
 /// Sentences of an STS TSV file (`score<TAB>sentence1<TAB>sentence2`, a header line), deduplicated, in order.
 pub fn load_sts(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
@@ -18,12 +17,7 @@ pub fn load_sts(path: &Path) -> anyhow::Result<Vec<String>> {
             }
         }
     }
-    anyhow::ensure!(
-        out.len() >= 100,
-        "{}: only {} sentences",
-        path.display(),
-        out.len()
-    );
+    anyhow::ensure!(out.len() >= 100, "{}: only {} sentences", path.display(), out.len());
     Ok(out)
 }
 
@@ -100,9 +94,7 @@ mod tests {
         assert_eq!(l.len(), 50);
         assert_eq!(*l.iter().min().unwrap(), 1);
         assert_eq!(*l.iter().max().unwrap(), 2048);
-        let sentences: Vec<String> = (0..200)
-            .map(|i| format!("Sentence number {i} says something."))
-            .collect();
+        let sentences: Vec<String> = (0..200).map(|i| format!("Sentence number {i} says something.")).collect();
         let mut seen = HashSet::new();
         let texts = distinct_texts(&sentences, &l, &mut rng, &mut seen);
         assert_eq!(seen.len(), 50);

@@ -25,19 +25,13 @@ fn bin() -> PathBuf {
 fn models_dir() -> PathBuf {
     std::env::var("DEPOSIUM_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/deposium")
-        })
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/deposium"))
         .join("models")
 }
 
 fn require(dir: &str) -> PathBuf {
     let p = models_dir().join(dir);
-    assert!(
-        p.is_dir(),
-        "model {} missing: run `make fetch` first",
-        p.display()
-    );
+    assert!(p.is_dir(), "model {} missing: run `make fetch` first", p.display());
     p
 }
 
@@ -66,9 +60,7 @@ fn references(srv: &Server, model: &str, texts: &[String]) -> Vec<Vec<f32>> {
     texts
         .iter()
         .map(|t| {
-            let r = c
-                .post_json("/api/embed", &json!({"model": model, "input": t}))
-                .unwrap();
+            let r = c.post_json("/api/embed", &json!({"model": model, "input": t})).unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
             embeddings(&r).remove(0)
         })
@@ -79,17 +71,12 @@ fn assert_vectors(what: &str, got: &[Vec<f32>], want: &[&Vec<f32>]) {
     assert_eq!(got.len(), want.len(), "{what}: count");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let c = cosine(g, w);
-        assert!(
-            c >= 0.99999,
-            "{what}[{i}]: cosine {c} to the single-request reference"
-        );
+        assert!(c >= 0.99999, "{what}[{i}]: cosine {c} to the single-request reference");
     }
 }
 
 fn metric(srv: &Server, name: &str) -> f64 {
-    let text = http::once(&srv.addr, "GET", "/metrics", b"", Duration::from_secs(30))
-        .unwrap()
-        .text();
+    let text = http::once(&srv.addr, "GET", "/metrics", b"", Duration::from_secs(30)).unwrap().text();
     http::metric(&text, name).unwrap_or(0.0)
 }
 
@@ -108,15 +95,12 @@ fn stalled_senders(addr: SocketAddr, n: usize, path: &str, body: &str, close: bo
 
 fn texts(n: usize, words: usize, tag: &str) -> Vec<String> {
     const W: &[&str] = &[
-        "the", "river", "crossed", "a", "quiet", "valley", "where", "farmers", "grew", "wheat",
-        "and", "barley", "under", "wide", "skies", "while", "children", "played", "near", "old",
-        "stone", "bridges",
+        "the", "river", "crossed", "a", "quiet", "valley", "where", "farmers", "grew", "wheat", "and", "barley",
+        "under", "wide", "skies", "while", "children", "played", "near", "old", "stone", "bridges",
     ];
     (0..n)
         .map(|i| {
-            let body: Vec<&str> = (0..words)
-                .map(|j| W[(i * 7 + j * 3 + j / 5) % W.len()])
-                .collect();
+            let body: Vec<&str> = (0..words).map(|j| W[(i * 7 + j * 3 + j / 5) % W.len()]).collect();
             format!("{tag} {i}: {}", body.join(" "))
         })
         .collect()
@@ -144,13 +128,7 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
             std::thread::spawn(move || {
                 let body = json!({"model": GEMMA, "input": batch}).to_string();
                 let t0 = Instant::now();
-                let r = http::once(
-                    &addr,
-                    "POST",
-                    "/api/embed",
-                    body.as_bytes(),
-                    Duration::from_secs(300),
-                );
+                let r = http::once(&addr, "POST", "/api/embed", body.as_bytes(), Duration::from_secs(300));
                 (r, t0.elapsed())
             })
         })
@@ -182,10 +160,14 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
                         Ok(r) => {
                             assert_eq!(r.status, 200, "{path} during shutdown: {}", r.text());
                             let v = r.json().unwrap();
-                            let got: Vec<Vec<f32>> = if path == "/embed" { v.as_array().unwrap().clone() } else { v["embeddings"].as_array().unwrap().clone() }
-                                .iter()
-                                .map(|e| floats(e).unwrap())
-                                .collect();
+                            let got: Vec<Vec<f32>> = if path == "/embed" {
+                                v.as_array().unwrap().clone()
+                            } else {
+                                v["embeddings"].as_array().unwrap().clone()
+                            }
+                            .iter()
+                            .map(|e| floats(e).unwrap())
+                            .collect();
                             let want: Vec<&Vec<f32>> = idx.iter().map(|&j| &refs[j]).collect();
                             assert_vectors(path, &got, &want);
                             answered += 1;
@@ -197,7 +179,8 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
                             // Only around or after SIGTERM: the server closes idle keep-alive connections (a
                             // request racing that close is unread, as in any HTTP/1.1 server) and stops accepting.
                             // A request sent a second before the signal was in flight and must have been answered.
-                            let sig = signalled.lock().unwrap().unwrap_or_else(|| panic!("client {i}: {e} before SIGTERM"));
+                            let sig =
+                                signalled.lock().unwrap().unwrap_or_else(|| panic!("client {i}: {e} before SIGTERM"));
                             assert!(
                                 sent_at + Duration::from_secs(1) > sig,
                                 "client {i}: a request sent {:?} before SIGTERM was not answered: {e}",
@@ -220,10 +203,7 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     while metric(&srv, gemma_ran) < ran_before + 2.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "the long requests never started"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(120), "the long requests never started");
         std::thread::sleep(Duration::from_millis(10));
     }
     let in_flight = metric(&srv, "deposium_requests_in_flight");
@@ -233,29 +213,19 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
     std::thread::sleep(Duration::from_millis(400));
     // New connections are refused while the long requests are still running.
     let fresh = http::once(&srv.addr, "GET", "/health", b"", Duration::from_secs(5));
-    assert!(
-        fresh.is_err(),
-        "a new connection was served 400 ms after SIGTERM: {:?}",
-        fresh.map(|r| r.status)
-    );
+    assert!(fresh.is_err(), "a new connection was served 400 ms after SIGTERM: {:?}", fresh.map(|r| r.status));
     let long_still_running = long.iter().filter(|h| !h.is_finished()).count();
 
     for (k, h) in long.into_iter().enumerate() {
         let (r, took) = h.join().unwrap();
-        let r = r.unwrap_or_else(|e| {
-            panic!(
-                "long request {k} in flight at SIGTERM was not answered: {e}\n{}",
-                srv.log()
-            )
-        });
+        let r =
+            r.unwrap_or_else(|e| panic!("long request {k} in flight at SIGTERM was not answered: {e}\n{}", srv.log()));
         assert_eq!(r.status, 200, "{}", r.text());
         let want: Vec<&Vec<f32>> = (0..4).map(|j| &long_refs[(k + j) % 4]).collect();
         assert_vectors("in-flight EmbeddingGemma batch", &embeddings(&r), &want);
         eprintln!("long request {k}: answered after {took:?}");
     }
-    let status = srv
-        .wait_exit(Duration::from_secs(60))
-        .expect("server exited after SIGTERM");
+    let status = srv.wait_exit(Duration::from_secs(60)).expect("server exited after SIGTERM");
     stop.store(true, Ordering::Relaxed);
     let mut total = (0, 0, 0);
     for h in load {
@@ -270,10 +240,7 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
         total.1,
         t_sig.elapsed()
     );
-    assert!(
-        long_still_running >= 1,
-        "the long requests finished before the test could check refusal"
-    );
+    assert!(long_still_running >= 1, "the long requests finished before the test could check refusal");
     assert!(total.0 > 50, "the load clients barely ran");
     assert!(status.success(), "exit status {status:?}:\n{}", srv.log());
     let log = srv.log();
@@ -297,15 +264,11 @@ fn client_hangs_up_during_a_large_gemma_batch_others_sharing_its_steps_are_answe
     // The big request, sent whole; hang up once its first steps have run.
     let body = json!({"model": GEMMA, "input": big}).to_string();
     let mut conn = Conn::open(http::loopback(&srv.addr).unwrap(), Duration::from_secs(60)).unwrap();
-    conn.send_head("POST", "/api/embed", &[], body.len(), true)
-        .unwrap();
+    conn.send_head("POST", "/api/embed", &[], body.len(), true).unwrap();
     conn.write(body.as_bytes()).unwrap();
     let t0 = Instant::now();
     while metric(&srv, ran) < ran_before + 4.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "the big batch never started"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(120), "the big batch never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     // Bystanders join the queue while the big batch is running, then the big client goes away.
@@ -315,13 +278,9 @@ fn client_hangs_up_during_a_large_gemma_batch_others_sharing_its_steps_are_answe
             std::thread::spawn(move || {
                 let mut c = Client::new(&addr, Duration::from_secs(120)).unwrap();
                 for round in 0..3 {
-                    let idx: Vec<usize> = (0..1 + (i + round) % 3)
-                        .map(|j| (i * 2 + round + j) % by.len())
-                        .collect();
+                    let idx: Vec<usize> = (0..1 + (i + round) % 3).map(|j| (i * 2 + round + j) % by.len()).collect();
                     let batch: Vec<&str> = idx.iter().map(|&j| by[j].as_str()).collect();
-                    let r = c
-                        .post_json("/api/embed", &json!({"model": GEMMA, "input": batch}))
-                        .unwrap();
+                    let r = c.post_json("/api/embed", &json!({"model": GEMMA, "input": batch})).unwrap();
                     assert_eq!(r.status, 200, "{}", r.text());
                     let want: Vec<&Vec<f32>> = idx.iter().map(|&j| &refs[j]).collect();
                     assert_vectors("bystander", &embeddings(&r), &want);
@@ -336,60 +295,31 @@ fn client_hangs_up_during_a_large_gemma_batch_others_sharing_its_steps_are_answe
     }
     let t0 = Instant::now();
     while metric(&srv, depth) != 0.0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "queue never drained"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(120), "queue never drained");
         std::thread::sleep(Duration::from_millis(50));
     }
     // No leaked work: once the queue is empty the backend stops, and every queued input either ran or was dropped.
     let settled = metric(&srv, ran);
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(
-        metric(&srv, ran),
-        settled,
-        "the backend kept working after the queue drained"
-    );
+    assert_eq!(metric(&srv, ran), settled, "the backend kept working after the queue drained");
     let n_cancelled = metric(&srv, cancelled);
-    let bystander_inputs: f64 = (0..4)
-        .map(|i| {
-            (0..3)
-                .map(|round| (1 + (i + round) % 3) as f64)
-                .sum::<f64>()
-        })
-        .sum();
+    let bystander_inputs: f64 = (0..4).map(|i| (0..3).map(|round| (1 + (i + round) % 3) as f64).sum::<f64>()).sum();
     assert!(n_cancelled > 0.0, "the hung-up batch was not dropped");
     assert_eq!(
         settled - ran_before + n_cancelled,
         big.len() as f64 + bystander_inputs,
         "every queued input either ran or was dropped"
     );
-    let text = http::once(&srv.addr, "GET", "/metrics", b"", Duration::from_secs(10))
-        .unwrap()
-        .text();
-    assert!(
-        text.contains("route=\"/api/embed\",status=\"499\""),
-        "the hang-up is counted as 499"
-    );
-    eprintln!(
-        "big batch: {} of {} inputs ran before the hang-up dropped the rest",
-        64.0 - n_cancelled,
-        big.len()
-    );
+    let text = http::once(&srv.addr, "GET", "/metrics", b"", Duration::from_secs(10)).unwrap().text();
+    assert!(text.contains("route=\"/api/embed\",status=\"499\""), "the hang-up is counted as 499");
+    eprintln!("big batch: {} of {} inputs ran before the hang-up dropped the rest", 64.0 - n_cancelled, big.len());
 }
 
 #[test]
 fn clients_that_time_out_reading_or_sending_free_the_server() {
     require("potion-base-8M");
     require("embeddinggemma-300m");
-    let srv = start(&[
-        "--model",
-        GEMMA,
-        "--model",
-        POTION,
-        "--max-concurrent-requests",
-        "8",
-    ]);
+    let srv = start(&["--model", GEMMA, "--model", POTION, "--max-concurrent-requests", "8"]);
     let want = references(&srv, POTION, &["after the timeouts".to_string()]);
     let addr = http::loopback(&srv.addr).unwrap();
 
@@ -397,18 +327,9 @@ fn clients_that_time_out_reading_or_sending_free_the_server() {
     let slow = texts(8, 400, "timeout");
     for k in 0..4 {
         let mut c = Client::new(&srv.addr, Duration::from_millis(300)).unwrap();
-        let r = c.post_json(
-            "/api/embed",
-            &json!({"model": GEMMA, "input": &slow[k * 2..k * 2 + 2]}),
-        );
+        let r = c.post_json("/api/embed", &json!({"model": GEMMA, "input": &slow[k * 2..k * 2 + 2]}));
         let e = r.expect_err("a long EmbeddingGemma request answered within 300 ms");
-        assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e:?}");
         // Dropping the client closes the connection, as a timed-out HTTP client does.
     }
     // Senders that give up: head and half a body, then silence, then close (4 of the 8 permits held meanwhile).
@@ -418,12 +339,7 @@ fn clients_that_time_out_reading_or_sending_free_the_server() {
     // While they stall, other clients are served (4 permits left).
     let mut c = client(&srv);
     for _ in 0..8 {
-        let r = c
-            .post_json(
-                "/api/embed",
-                &json!({"model": POTION, "input": "after the timeouts"}),
-            )
-            .unwrap();
+        let r = c.post_json("/api/embed", &json!({"model": POTION, "input": "after the timeouts"})).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_vectors("while others stall", &embeddings(&r), &[&want[0]]);
     }
@@ -437,18 +353,10 @@ fn clients_that_time_out_reading_or_sending_free_the_server() {
         if in_flight <= 1.0 && depth == 0.0 {
             break;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "not released: in flight {in_flight}, queue {depth}"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(120), "not released: in flight {in_flight}, queue {depth}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        metric(
-            &srv,
-            "deposium_cancelled_inputs_total{model=\"embeddinggemma\"}"
-        ) > 0.0
-    );
+    assert!(metric(&srv, "deposium_cancelled_inputs_total{model=\"embeddinggemma\"}") > 0.0);
     // All 8 permits are free again: 8 concurrent requests are all answered (no 429).
     let handles: Vec<_> = (0..8)
         .map(|_| {
@@ -474,9 +382,7 @@ fn clients_that_time_out_reading_or_sending_free_the_server() {
 
 /// A copy of a model directory with one file replaced.
 fn corrupt_copy(src: &Path, name: &str, file: &str, contents: &[u8]) -> PathBuf {
-    let dir = deposium_soak::workspace_root()
-        .join("target/tmp")
-        .join(format!("faults-{name}-{}", std::process::id()));
+    let dir = deposium_soak::workspace_root().join("target/tmp").join(format!("faults-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for e in std::fs::read_dir(src).unwrap() {
@@ -497,18 +403,8 @@ fn corrupt_model_files_fail_that_model_with_a_reason_and_the_others_serve_under_
         bytes[..bytes.len() / 3].to_vec()
     };
     let bad_weights = corrupt_copy(&potion, "weights", "model.safetensors", &truncated);
-    let bad_tokenizer = corrupt_copy(
-        &potion,
-        "tokenizer",
-        "tokenizer.json",
-        b"{\"not\": \"a tokenizer\"",
-    );
-    let onnx_dir = corrupt_copy(
-        &potion,
-        "onnx",
-        "model.onnx",
-        b"this is not an ONNX protobuf",
-    );
+    let bad_tokenizer = corrupt_copy(&potion, "tokenizer", "tokenizer.json", b"{\"not\": \"a tokenizer\"");
+    let onnx_dir = corrupt_copy(&potion, "onnx", "model.onnx", b"this is not an ONNX protobuf");
     for f in ["model.safetensors", "config.json", "modules.json"] {
         let _ = std::fs::remove_file(onnx_dir.join(f));
     }
@@ -517,24 +413,15 @@ fn corrupt_model_files_fail_that_model_with_a_reason_and_the_others_serve_under_
         format!("bad-tokenizer={}", bad_tokenizer.display()),
         format!("garbage-onnx={}", onnx_dir.display()),
     ];
-    let srv = start(&[
-        "--model", POTION, "--model", &specs[0], "--model", &specs[1], "--model", &specs[2],
-    ]);
+    let srv = start(&["--model", POTION, "--model", &specs[0], "--model", &specs[1], "--model", &specs[2]]);
     let health = http::once(&srv.addr, "GET", "/health", b"", Duration::from_secs(10)).unwrap();
-    assert_eq!(
-        health.status,
-        200,
-        "degraded is still healthy: {}",
-        health.text()
-    );
+    assert_eq!(health.status, 200, "degraded is still healthy: {}", health.text());
     let h = health.json().unwrap();
     assert_eq!(h["status"], "degraded", "{h}");
     let log = srv.log();
-    for (name, dir) in [
-        ("truncated-weights", &bad_weights),
-        ("bad-tokenizer", &bad_tokenizer),
-        ("garbage-onnx", &onnx_dir),
-    ] {
+    for (name, dir) in
+        [("truncated-weights", &bad_weights), ("bad-tokenizer", &bad_tokenizer), ("garbage-onnx", &onnx_dir)]
+    {
         let m = h["models"]
             .as_array()
             .unwrap()
@@ -561,14 +448,8 @@ fn corrupt_model_files_fail_that_model_with_a_reason_and_the_others_serve_under_
         )
         .unwrap();
         assert_eq!(r.status, 503, "{}", r.text());
-        let msg = r.json().unwrap()["error"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(
-            msg.contains(name) && msg.contains("failed to load"),
-            "{msg}"
-        );
+        let msg = r.json().unwrap()["error"].as_str().unwrap_or("").to_string();
+        assert!(msg.contains(name) && msg.contains("failed to load"), "{msg}");
         let r = http::once(
             &srv.addr,
             "POST",
@@ -590,16 +471,11 @@ fn corrupt_model_files_fail_that_model_with_a_reason_and_the_others_serve_under_
             std::thread::spawn(move || {
                 let mut c = Client::new(&addr, Duration::from_secs(30)).unwrap();
                 for n in 0..50 {
-                    let idx: Vec<usize> = (0..1 + (i + n) % 8)
-                        .map(|j| (i + n + j) % tx.len())
-                        .collect();
+                    let idx: Vec<usize> = (0..1 + (i + n) % 8).map(|j| (i + n + j) % tx.len()).collect();
                     let batch: Vec<&str> = idx.iter().map(|&j| tx[j].as_str()).collect();
                     // No model named: the first --model (the good one) answers.
-                    let body: Value = if n % 2 == 0 {
-                        json!({"input": batch})
-                    } else {
-                        json!({"model": POTION, "input": batch})
-                    };
+                    let body: Value =
+                        if n % 2 == 0 { json!({"input": batch}) } else { json!({"model": POTION, "input": batch}) };
                     let r = c.post_json("/api/embed", &body).unwrap();
                     assert_eq!(r.status, 200, "{}", r.text());
                     let want: Vec<&Vec<f32>> = idx.iter().map(|&j| &refs[j]).collect();
@@ -619,14 +495,7 @@ fn corrupt_model_files_fail_that_model_with_a_reason_and_the_others_serve_under_
 #[test]
 fn stalled_request_bodies_time_out_with_408_and_free_their_slots() {
     require("potion-base-8M");
-    let srv = start(&[
-        "--model",
-        POTION,
-        "--max-concurrent-requests",
-        "2",
-        "--body-timeout-secs",
-        "2",
-    ]);
+    let srv = start(&["--model", POTION, "--max-concurrent-requests", "2", "--body-timeout-secs", "2"]);
     let addr = http::loopback(&srv.addr).unwrap();
     let body = json!({"model": POTION, "input": ["never finished"]}).to_string();
     // Two clients send half a body and stall (hostile, or a client whose own timeout never fires).
@@ -634,43 +503,20 @@ fn stalled_request_bodies_time_out_with_408_and_free_their_slots() {
     let stalled = stalled_senders(addr, 2, "/v1/embeddings", &body, false, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     // Both slots are held: others get 429 meanwhile...
-    let r = http::once(
-        &srv.addr,
-        "POST",
-        "/api/embed",
-        br#"{"input": "x"}"#,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let r = http::once(&srv.addr, "POST", "/api/embed", br#"{"input": "x"}"#, Duration::from_secs(10)).unwrap();
     assert_eq!(r.status, 429, "{}", r.text());
     // ...until the body timeout answers the stalled ones 408 (a JSON error in their family's shape).
     for mut c in stalled {
         let r = c.read_response().unwrap();
         assert_eq!(r.status, 408, "{}", r.text());
         let v = r.json().unwrap();
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("--body-timeout-secs"),
-            "{v}"
-        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("--body-timeout-secs"), "{v}");
     }
     let waited = t0.elapsed();
-    assert!(
-        waited >= Duration::from_secs(2) && waited < Duration::from_secs(20),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(20), "{waited:?}");
     // Slots are free again.
     for _ in 0..2 {
-        let r = http::once(
-            &srv.addr,
-            "POST",
-            "/api/embed",
-            br#"{"input": "x"}"#,
-            Duration::from_secs(10),
-        )
-        .unwrap();
+        let r = http::once(&srv.addr, "POST", "/api/embed", br#"{"input": "x"}"#, Duration::from_secs(10)).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
 }

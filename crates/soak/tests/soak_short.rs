@@ -18,16 +18,10 @@ fn server_binary() -> PathBuf {
 fn require_models() {
     let home = std::env::var("DEPOSIUM_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/deposium")
-        });
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/deposium"));
     for dir in ["potion-base-8M", "embeddinggemma-300m"] {
         let p = home.join("models").join(dir);
-        assert!(
-            p.is_dir(),
-            "model {} missing: run `make fetch` (scripts/fetch.sh) first",
-            p.display()
-        );
+        assert!(p.is_dir(), "model {} missing: run `make fetch` (scripts/fetch.sh) first", p.display());
     }
 }
 
@@ -64,15 +58,10 @@ fn short_soak_both_models_nothing_lost_every_vector_matches() {
         ])
         .status()
         .expect("running deposium-soak");
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.with_extension("json")).expect("the soak wrote its JSON report"),
-    )
-    .expect("JSON report");
-    assert!(
-        status.success(),
-        "soak failed ({status:?}): {:#}",
-        report["checks"]
-    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("json")).expect("the soak wrote its JSON report"))
+            .expect("JSON report");
+    assert!(status.success(), "soak failed ({status:?}): {:#}", report["checks"]);
     assert_eq!(report["pass"], true);
     let q = &report["requests"];
     assert_eq!(q["lost"], 0);

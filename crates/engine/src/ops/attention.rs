@@ -57,7 +57,13 @@ impl QkvInputs<'_> {
 
 impl Heads {
     /// Extracts and checks the qkv inputs of op `op` (head dimension a multiple of `d_multiple`), then runs `f`.
-    fn with_inputs(&self, ctx: &ComputeContext, op: &str, d_multiple: usize, f: impl FnOnce(&QkvInputs) -> ort::Result<()>) -> ort::Result<()> {
+    fn with_inputs(
+        &self,
+        ctx: &ComputeContext,
+        op: &str,
+        d_multiple: usize,
+        f: impl FnOnce(&QkvInputs) -> ort::Result<()>,
+    ) -> ort::Result<()> {
         let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("{op}: input {i} missing")));
         let (qkv, qs, ks, cos, sin) = (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?);
         let (shape, qkv) = qkv.try_extract_tensor::<f32>()?;
@@ -67,11 +73,21 @@ impl Heads {
         let (_, sin) = sin.try_extract_tensor::<f32>()?;
         let (h, kv, d) = (self.heads, self.kv_heads, q_scale.len());
         let width = (h + 2 * kv) * d;
-        if shape.len() != 3 || shape[2] as usize != width || k_scale.len() != d || d % d_multiple != 0 || kv == 0 || h % kv != 0 {
+        if shape.len() != 3
+            || shape[2] as usize != width
+            || k_scale.len() != d
+            || d % d_multiple != 0
+            || kv == 0
+            || h % kv != 0
+        {
             return Err(err(format!("{op}: qkv shape {shape:?} does not fit {h} heads, {kv} kv heads of {d}")));
         }
         let (bsz, s) = (shape[0] as usize, shape[1] as usize);
-        if cos_shape.len() != 2 || (cos_shape[0] as usize) < s || cos_shape[1] as usize != d / 2 || sin.len() != cos.len() {
+        if cos_shape.len() != 2
+            || (cos_shape[0] as usize) < s
+            || cos_shape[1] as usize != d / 2
+            || sin.len() != cos.len()
+        {
             return Err(err(format!("{op}: {s} positions, rope cache {cos_shape:?}")));
         }
         f(&QkvInputs { qkv, q_scale, k_scale, cos, sin, bsz, s, d, width })
@@ -112,7 +128,9 @@ impl GemmaAttentionKernel {
         if mask_shape.iter().map(|&x| x as usize).product::<usize>() != bsz * s {
             return Err(err(format!("GemmaAttention: mask {mask_shape:?} for {bsz} texts of {s} tokens")));
         }
-        let mut y = ctx.output(0, vec![bsz as i64, s as i64, (h * d) as i64])?.ok_or_else(|| err("GemmaAttention: output missing"))?;
+        let mut y = ctx
+            .output(0, vec![bsz as i64, s as i64, (h * d) as i64])?
+            .ok_or_else(|| err("GemmaAttention: output missing"))?;
         let out = Out(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
         let s4 = s.div_ceil(QR) * QR;
         let k_len = packed_keys_len(s, d);
@@ -157,7 +175,9 @@ impl GemmaAttentionKernel {
                         norm_rope(&qkv[(b * s + r) * width + head * d..][..d], qs, eps, cr, sr, qrow);
                     }
                     // SAFETY: this task writes rows `rows` (those < s) of head `head` of text b only, inside the output.
-                    SCORES.with_borrow_mut(|sc| unsafe { attend(q, keys, v, width, s, d, mask, rows, out.get().add(b * s * h * d + head * d), h * d, sc) });
+                    SCORES.with_borrow_mut(|sc| unsafe {
+                        attend(q, keys, v, width, s, d, mask, rows, out.get().add(b * s * h * d + head * d), h * d, sc)
+                    });
                 });
             });
             Ok(())

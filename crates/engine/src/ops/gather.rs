@@ -53,7 +53,12 @@ impl Kernel for GatherQKernel {
         let kb = dim.div_ceil(block);
         let vocab = scales.len() / kb;
         if zps.len() != scales.len() || data.len() != vocab * (dim * bits).div_ceil(8) + 3 {
-            return Err(err(format!("GatherQ: {} bytes, {} scales, {} zero points for {dim} × {bits}-bit rows", data.len(), scales.len(), zps.len())));
+            return Err(err(format!(
+                "GatherQ: {} bytes, {} scales, {} zero points for {dim} × {bits}-bit rows",
+                data.len(),
+                scales.len(),
+                zps.len()
+            )));
         }
         if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
             return Err(err(format!("GatherQ: token id {bad} is outside the table ({vocab} rows)")));
@@ -94,7 +99,12 @@ impl Operator for GatherQ {
     }
 
     fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        let attr = |name: &str| kctx.get::<i64>(name).filter(|&v| v > 0).map(|v| v as usize).ok_or_else(|| err(format!("GatherQ: attribute {name} missing")));
+        let attr = |name: &str| {
+            kctx.get::<i64>(name)
+                .filter(|&v| v > 0)
+                .map(|v| v as usize)
+                .ok_or_else(|| err(format!("GatherQ: attribute {name} missing")))
+        };
         let (bits, block, dim) = (attr("bits")?, attr("block_size")?, attr("dim")?);
         if !(1..=8).contains(&bits) {
             return Err(err(format!("GatherQ: {bits}-bit codes are not supported (1 to 8)")));
@@ -116,7 +126,8 @@ pub struct GatherCodedKernel {
 impl Kernel for GatherCodedKernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
         let input = |i: usize| ctx.input(i)?.ok_or_else(|| err(format!("GatherCoded: input {i} missing")));
-        let (data, ids, offsets, steps, col_scale, col_mean) = (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?, input(5)?);
+        let (data, ids, offsets, steps, col_scale, col_mean) =
+            (input(0)?, input(1)?, input(2)?, input(3)?, input(4)?, input(5)?);
         let (_, data) = data.try_extract_tensor::<u8>()?;
         let (id_shape, ids) = ids.try_extract_tensor::<i64>()?;
         let (_, offsets) = offsets.try_extract_tensor::<u32>()?;
@@ -188,7 +199,8 @@ impl Operator for GatherCoded {
     }
 
     fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        let dim = kctx.get::<i64>("dim").filter(|&v| v > 0).ok_or_else(|| err("GatherCoded: attribute dim missing"))? as usize;
+        let dim = kctx.get::<i64>("dim").filter(|&v| v > 0).ok_or_else(|| err("GatherCoded: attribute dim missing"))?
+            as usize;
         let min_code = kctx.get::<i64>("min_code").ok_or_else(|| err("GatherCoded: attribute min_code missing"))?;
         let lengths = kctx.constant_input::<ort::value::DynTensorValueType>(6)?;
         let (_, lengths) = lengths.try_extract_tensor::<u8>()?;

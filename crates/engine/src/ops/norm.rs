@@ -23,7 +23,15 @@ pub fn inv_rms(x: &[f32], eps: f32) -> f32 {
 }
 
 /// One row: `sum = x + branch·inv_rms(branch)·post`, `normed = sum·inv_rms(sum)·next`.
-pub fn norm_add_norm_row(branch: &[f32], x: &[f32], post: &[f32], next: &[f32], eps: f32, normed: &mut [f32], sum: &mut [f32]) {
+pub fn norm_add_norm_row(
+    branch: &[f32],
+    x: &[f32],
+    post: &[f32],
+    next: &[f32],
+    eps: f32,
+    normed: &mut [f32],
+    sum: &mut [f32],
+) {
     let a = inv_rms(branch, eps);
     for (((s, &b), &xv), &p) in sum.iter_mut().zip(branch).zip(x).zip(post) {
         *s = xv + b * a * p;
@@ -44,7 +52,10 @@ impl Kernel for GemmaNormAddNormKernel {
         let (_, next) = next.try_extract_tensor::<f32>()?;
         let h = post.len();
         if h == 0 || next.len() != h || shape != x_shape || shape.last().copied() != Some(h as i64) {
-            return Err(err(format!("GemmaNormAddNorm: shapes {shape:?} and {x_shape:?} with scales of {h} and {}", next.len())));
+            return Err(err(format!(
+                "GemmaNormAddNorm: shapes {shape:?} and {x_shape:?} with scales of {h} and {}",
+                next.len()
+            )));
         }
         let shape = shape.to_vec();
         let mut normed = ctx.output(0, shape.clone())?.ok_or_else(|| err("GemmaNormAddNorm: output missing"))?;
@@ -55,7 +66,12 @@ impl Kernel for GemmaNormAddNormKernel {
         let work = |rows: std::ops::Range<usize>| {
             for r in rows {
                 // SAFETY: each row writes only its own `h` values of each output, allocated above with the inputs' shape.
-                let (n, s) = unsafe { (std::slice::from_raw_parts_mut(no.get().add(r * h), h), std::slice::from_raw_parts_mut(so.get().add(r * h), h)) };
+                let (n, s) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(no.get().add(r * h), h),
+                        std::slice::from_raw_parts_mut(so.get().add(r * h), h),
+                    )
+                };
                 norm_add_norm_row(&branch[r * h..(r + 1) * h], &x[r * h..(r + 1) * h], post, next, eps, n, s);
             }
         };

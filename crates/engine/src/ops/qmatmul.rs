@@ -81,7 +81,9 @@ impl Kernel for QMatMulKernel {
                 let y = &*y;
                 par_rows(ctx, rows, &|r| {
                     // SAFETY: each task writes only its own rows of the output, which holds m · out_n values.
-                    let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add((r0 + r.start) * out_n), r.len() * out_n) };
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(dst.get().add((r0 + r.start) * out_n), r.len() * out_n)
+                    };
                     geglu_rows(&y[r.start * n..r.end * n], out_n, o);
                 });
             }

@@ -51,7 +51,8 @@ pub unsafe fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
     let full = half / 16 * 16;
     let c: [__m512; 8] = EXP2_C.map(|v| _mm512_set1_ps(v));
     let (k, a3, one) = (_mm512_set1_ps(GELU_K), _mm512_set1_ps(0.044_715), _mm512_set1_ps(1.0));
-    let (lo, hi, log2e, m2) = (_mm512_set1_ps(-87.0), _mm512_set1_ps(88.0), _mm512_set1_ps(LOG2E), _mm512_set1_ps(-2.0));
+    let (lo, hi, log2e, m2) =
+        (_mm512_set1_ps(-87.0), _mm512_set1_ps(88.0), _mm512_set1_ps(LOG2E), _mm512_set1_ps(-2.0));
     for (row, o) in y.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
         let (gp, up, op) = (row.as_ptr(), row.as_ptr().add(half), o.as_mut_ptr());
         let mut j = 0;

@@ -41,7 +41,17 @@ pub unsafe fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, out: &mut [f3
 /// As `portable::weighted_sum`, and the CPU must have AVX-512 F; `d` is a multiple of 16.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn weighted_sum(p: &[f32], st: usize, v: &[f32], v_stride: usize, s: usize, d: usize, op: *mut f32, out_stride: usize, live: usize) {
+pub unsafe fn weighted_sum(
+    p: &[f32],
+    st: usize,
+    v: &[f32],
+    v_stride: usize,
+    s: usize,
+    d: usize,
+    op: *mut f32,
+    out_stride: usize,
+    live: usize,
+) {
     let (pp, vp) = (p.as_ptr(), v.as_ptr());
     let mut c0 = 0;
     while c0 + 4 * KEY_TILE <= d {
@@ -60,7 +70,16 @@ pub unsafe fn weighted_sum(p: &[f32], st: usize, v: &[f32], v_stride: usize, s: 
 /// As `weighted_sum`, for components `0..16·L` from `vp` and `op`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn columns<const L: usize>(pp: *const f32, st: usize, vp: *const f32, v_stride: usize, s: usize, op: *mut f32, out_stride: usize, live: usize) {
+unsafe fn columns<const L: usize>(
+    pp: *const f32,
+    st: usize,
+    vp: *const f32,
+    v_stride: usize,
+    s: usize,
+    op: *mut f32,
+    out_stride: usize,
+    live: usize,
+) {
     let mut acc = [[_mm512_setzero_ps(); L]; QR];
     for j in 0..s {
         let row = vp.add(j * v_stride);

@@ -72,7 +72,13 @@ pub unsafe fn gemm_tiles<const BITS: u8>(qa: &QuantizedRows, w: Packed<'_, BITS>
 /// # Safety
 /// As `gemm_tiles`, and `t + NT` (and `next + NT`) ≤ the tile count.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn rows<const BITS: u8, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t: usize, next: Option<usize>) {
+unsafe fn rows<const BITS: u8, const NT: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, BITS>,
+    out: *mut f32,
+    t: usize,
+    next: Option<usize>,
+) {
     let tile_bytes = w.k * TILE * BITS as usize / 8;
     let (passes, lines) = (qa.m.div_ceil(MR), tile_bytes * NT / 64);
     let base = w.codes.as_ptr().add(next.unwrap_or(0) * tile_bytes);
@@ -119,7 +125,14 @@ unsafe fn prefetch_share(pf: Prefetch, b: usize, nb: usize) {
 /// # Safety
 /// As `rows`, and `r0 + R ≤ qa.m`. `micro8` and `micro4` below have the same contract.
 #[inline(always)]
-unsafe fn micro<const BITS: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, r0: usize, t: usize, pf: Prefetch) {
+unsafe fn micro<const BITS: u8, const R: usize, const NT: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, BITS>,
+    out: *mut f32,
+    r0: usize,
+    t: usize,
+    pf: Prefetch,
+) {
     if BITS == 4 {
         micro4::<BITS, R, NT>(qa, w, out, r0, t, pf)
     } else {
@@ -130,7 +143,14 @@ unsafe fn micro<const BITS: u8, const R: usize, const NT: usize>(qa: &QuantizedR
 /// # Safety
 /// As `micro`.
 #[inline(always)]
-unsafe fn micro8<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, r0: usize, t: usize, pf: Prefetch) {
+unsafe fn micro8<const B: u8, const R: usize, const NT: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    out: *mut f32,
+    r0: usize,
+    t: usize,
+    pf: Prefetch,
+) {
     let (k, n) = (w.k, w.n);
     let nb = k / BLOCK;
     let tile_bytes = k * TILE; // one tile: K/4 quads × 64 bytes
@@ -179,7 +199,14 @@ unsafe fn micro8<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRow
 /// # Safety
 /// As `micro`.
 #[inline(always)]
-unsafe fn micro4<const B: u8, const R: usize, const NT: usize>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, r0: usize, t: usize, pf: Prefetch) {
+unsafe fn micro4<const B: u8, const R: usize, const NT: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    out: *mut f32,
+    r0: usize,
+    t: usize,
+    pf: Prefetch,
+) {
     let (k, n) = (w.k, w.n);
     let nb = k / BLOCK;
     let tile_bytes = k * TILE / 2;
