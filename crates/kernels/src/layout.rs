@@ -157,7 +157,7 @@ pub fn expand_scales4(scales: &[u16], zero_points: &[u8]) -> Vec<u16> {
 }
 
 /// Activations quantized per row and block: codes, scales and the `-128 · Σq` term that cancels the weights'
-/// +128 offset (`crate::gemm` fills it).
+/// +128 offset (filled by `QuantizedRows::quantize`).
 #[derive(Default)]
 pub struct QuantizedRows {
     pub m: usize,
