@@ -92,9 +92,14 @@ CMD ["serve"]
 # The host's release binary, ONNX Runtime and models (build context `host`: deposium-embed,
 # onnxruntime/{libonnxruntime.so.1.31.1,LICENSE,ThirdPartyNotices.txt}, models/): see the header.
 FROM base AS prebuilt
+# `--from=host` names a build context (podman/BuildKit `--build-context host=DIR`), not a stage: DL3022 is ignored.
+# hadolint ignore=DL3022
 COPY --from=host deposium-embed /opt/deposium/deposium-embed
+# hadolint ignore=DL3022
 COPY --from=host onnxruntime/libonnxruntime.so.1.31.1 /opt/deposium/libonnxruntime.so.1
+# hadolint ignore=DL3022
 COPY --from=host onnxruntime/LICENSE onnxruntime/ThirdPartyNotices.txt /opt/deposium/licenses/onnxruntime/
+# hadolint ignore=DL3022
 COPY --from=host --chown=10001:10001 models /models
 
 # The default target: everything built in the stages above.
