@@ -241,7 +241,9 @@ fn sigterm_under_concurrent_load_finishes_in_flight_refuses_new_exits_zero() {
         t_sig.elapsed()
     );
     assert!(long_still_running >= 1, "the long requests finished before the test could check refusal");
-    assert!(total.0 > 50, "the load clients barely ran");
+    // The short requests share the compute gate with the long EmbeddingGemma steps (a turn per step): ~30 answered
+    // in the second before SIGTERM.
+    assert!(total.0 > 10, "the load clients barely ran");
     assert!(status.success(), "exit status {status:?}:\n{}", srv.log());
     let log = srv.log();
     assert!(log.contains("shutdown signal"), "{log}");
@@ -356,7 +358,15 @@ fn clients_that_time_out_reading_or_sending_free_the_server() {
         assert!(t0.elapsed() < Duration::from_secs(120), "not released: in flight {in_flight}, queue {depth}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(metric(&srv, "deposium_cancelled_inputs_total{model=\"embeddinggemma\"}") > 0.0);
+    // The readers' work was dropped, not run: in the queue (deposium_cancelled_inputs_total) or before it, while the
+    // request waited for its model's turn to tokenize (batcher::Scheduler).
+    let ran = metric(&srv, "deposium_backend_inputs_total{model=\"embeddinggemma\"}");
+    let cancelled = metric(&srv, "deposium_cancelled_inputs_total{model=\"embeddinggemma\"}");
+    assert!(
+        ran < slow.len() as f64,
+        "all {} inputs of clients that had left ran ({ran} ran, {cancelled} cancelled)",
+        slow.len()
+    );
     // All 8 permits are free again: 8 concurrent requests are all answered (no 429).
     let handles: Vec<_> = (0..8)
         .map(|_| {
