@@ -70,6 +70,10 @@ pub trait Backend: Send + Sync {
     fn tokenizer(&self) -> Option<&Tokenizer> {
         None
     }
+    /// Whether [`Backend::tokenize`] adds the tokenizer's special tokens (Model2Vec models embed none).
+    fn adds_special_tokens(&self) -> bool {
+        true
+    }
 }
 
 /// Which prompt to prepend to every input.

@@ -36,6 +36,7 @@
 //! A text with no tokens (`""`, only whitespace, only unknown words) embeds to a vector of `dim` zeros, as
 //! upstream `model2vec` does (and as `small_models_reference.json` records for `""`); normalisation leaves it
 //! at zero.
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
@@ -256,11 +257,15 @@ impl StaticModel {
             .tokenizer
             .encode_fast(text, false)
             .map_err(|e| EngineError::Internal(format!("tokenizer failed on input: {e}")))?;
-        let ids = enc.get_ids();
-        Ok(match self.unk_id {
-            Some(unk) => ids.iter().copied().filter(|&i| i != unk).collect(),
-            None => ids.to_vec(),
-        })
+        Ok(self.without_unk(enc.get_ids()).into_owned())
+    }
+
+    /// `ids` without the unknown token, which this model never embeds (borrowed when there is none to drop).
+    fn without_unk<'a>(&self, ids: &'a [u32]) -> Cow<'a, [u32]> {
+        match self.unk_id {
+            Some(unk) if ids.contains(&unk) => Cow::Owned(ids.iter().copied().filter(|&i| i != unk).collect()),
+            _ => Cow::Borrowed(ids),
+        }
     }
 
     /// Mean-pool (and normalise) one token sequence into `out` (`dim` floats, overwritten).
@@ -349,19 +354,17 @@ impl Backend for StaticModel {
         Some(&self.tokenizer)
     }
 
+    fn adds_special_tokens(&self) -> bool {
+        false
+    }
+
     fn embed_tokens(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         batch
             .iter()
             .map(|ids| {
                 let mut v = vec![0f32; self.dim];
                 // Token-id input may hold the unknown token, which text input never embeds: drop it here too.
-                match self.unk_id {
-                    Some(unk) if ids.contains(&unk) => {
-                        let kept: Vec<u32> = ids.iter().copied().filter(|&i| i != unk).collect();
-                        self.pool_into(&kept, &mut v)?
-                    }
-                    _ => self.pool_into(ids, &mut v)?,
-                }
+                self.pool_into(&self.without_unk(ids), &mut v)?;
                 Ok(v)
             })
             .collect()

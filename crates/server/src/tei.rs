@@ -240,8 +240,8 @@ pub async fn tokenize(
     embed::check_count(&state, texts.len(), "inputs")?;
     let prompt = target.prompt(embed::prompt_choice(req.prompt_name, req.prompt)?);
     let served: Arc<Served> = target.served.clone();
-    // Default: the special tokens the model itself embeds (Model2Vec models take none), so that the ids round-trip.
-    let add_special = req.add_special_tokens.unwrap_or(served.model.info().family != "model2vec");
+    // Default: the special tokens the model itself embeds, so that the ids round-trip.
+    let add_special = req.add_special_tokens.unwrap_or(served.model.backend().adds_special_tokens());
     let tokens = tokio::task::spawn_blocking(move || {
         let prefix = served.model.resolve_prompt(&prompt)?;
         let tokenizer = tokenizer_of(&served)?;
