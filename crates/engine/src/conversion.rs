@@ -5,11 +5,8 @@ use std::path::{Path, PathBuf};
 use deposium_convert::awq::CalibMode;
 use deposium_convert::QuantConfig;
 
+use crate::error::load_err;
 use crate::{paths, EngineError, Result};
-
-fn load_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Load(e.to_string())
-}
 
 /// `deposium_convert::convert`, with calibration statistics measured first when `q` wants them (int4): the one
 /// conversion path of the CLI and of models converted on first load.

@@ -19,6 +19,11 @@ pub enum EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// A model-loading failure from any displayable error.
+pub(crate) fn load_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Load(e.to_string())
+}
+
 impl From<anyhow::Error> for EngineError {
     fn from(e: anyhow::Error) -> Self {
         EngineError::Internal(format!("{e:#}"))

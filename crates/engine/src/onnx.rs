@@ -7,6 +7,7 @@ use deposium_convert::Manifest;
 use ort::session::Session;
 use ort::value::Tensor;
 
+use crate::error::load_err;
 use crate::st_config::{Pooling, StConfig};
 use crate::{Backend, EngineError, ModelInfo, Result};
 
@@ -54,10 +55,6 @@ pub struct OnnxModel {
 /// with both MatMulNBits and our QMatMul8). Batching only sequences on the same side of 64 keeps every vector
 /// equal to the one computed alone.
 const INT8_KERNEL_BUCKETS: &[usize] = &[64];
-
-fn load_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Load(e.to_string())
-}
 
 fn find_onnx(dir: &Path) -> Option<PathBuf> {
     let direct = dir.join("model.onnx");

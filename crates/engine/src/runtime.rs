@@ -5,11 +5,8 @@ use std::sync::OnceLock;
 
 use ort::session::{builder::GraphOptimizationLevel, Session};
 
+use crate::error::load_err;
 use crate::{paths, EngineError, Result};
-
-fn load_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Load(e.to_string())
-}
 
 static ORT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
 
