@@ -22,7 +22,8 @@ pub struct KeyMask<'a> {
 }
 
 impl KeyMask<'_> {
-    #[inline(always)]
+    /// Whether query `i` sees key `j` (the tests' reference; the kernels work on ranges, `reach_of`).
+    #[cfg(test)]
     fn sees(&self, i: usize, j: usize) -> bool {
         self.keep[j] && (self.reach == 0 || i.abs_diff(j) < self.reach)
     }
@@ -32,6 +33,9 @@ impl KeyMask<'_> {
 /// `rows` starts at a multiple of `QR` and has a multiple of `QR` rows); `keys`: packed `[S/16][D][16]`;
 /// `v`: row `j` at `v[j·v_stride..][..D]`; output row `i` (`i` in `rows`, `i < S`) at `out + i·out_stride`, `D`
 /// values. `scores` is scratch.
+///
+/// With a window, each group of `QR` queries only scores the key tiles its window reaches and sums only those
+/// values: the keys left out would add exact zeros, so the result is the same, bit for bit.
 ///
 /// # Safety
 /// `out` must be valid for writes at those rows, and no other thread may access them meanwhile.
@@ -61,31 +65,48 @@ pub unsafe fn attend(
     scores.resize(QR * st, 0.0);
     let mut r0 = rows.start;
     while r0 < rows.end {
-        scores_rows(&q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d], keys, st, d, scores);
-        for (r, row) in scores.chunks_exact_mut(st).enumerate() {
-            let i = r0 + r;
-            softmax_masked(row, s, |j| i < s && mask.sees(i, j));
+        let live = (rows.end.min(s).saturating_sub(r0)).min(QR);
+        if live == 0 {
+            break;
         }
-        let live = (rows.end.min(s) - r0).min(QR);
+        let seen = mask.reach_of(r0..r0 + live, s);
+        let tiles = seen.start / KEY_TILE..seen.end.div_ceil(KEY_TILE);
+        let span = tiles.start * KEY_TILE..tiles.end * KEY_TILE;
+        scores_rows(&q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d], keys, st, d, tiles, scores);
+        for (r, row) in scores.chunks_exact_mut(st).enumerate().take(live) {
+            softmax_masked(&mut row[span.clone()], span.start, s, r0 + r, mask);
+        }
         // SAFETY: the caller guarantees the `live` output rows from r0.
-        weighted_sum(scores, st, v, v_stride, s, d, out.add(r0 * out_stride), out_stride, live);
+        weighted_sum(scores, st, v, v_stride, seen, d, out.add(r0 * out_stride), out_stride, live);
         r0 += QR;
     }
 }
 
-/// `row[j] ← e^(row[j] − max) / Σ` over the keys `sees(j)`, 0 elsewhere (all 0 when none is seen). Sums run in
-/// 16 lanes by key position, so keys that are not seen change nothing.
-fn softmax_masked(row: &mut [f32], s: usize, sees: impl Fn(usize) -> bool) {
-    let mut max = f32::NEG_INFINITY;
-    for (j, x) in row.iter_mut().enumerate() {
-        if j < s && sees(j) {
-            max = max.max(*x);
-        } else {
-            *x = f32::NEG_INFINITY;
+impl KeyMask<'_> {
+    /// The keys (`0..s`) that any of the queries `queries` may see, as one range.
+    fn reach_of(&self, queries: std::ops::Range<usize>, s: usize) -> std::ops::Range<usize> {
+        if self.reach == 0 {
+            return 0..s;
         }
+        queries.start.saturating_sub(self.reach - 1).min(s)..(queries.end - 1 + self.reach).min(s)
     }
+}
+
+/// `row[j] ← e^(row[j] − max) / Σ` over the keys query `i` sees (`row` holds keys `from..`), 0 elsewhere (all 0
+/// when none is seen). Sums run in 16 lanes by key position, so keys that are not seen change nothing.
+fn softmax_masked(row: &mut [f32], from: usize, s: usize, i: usize, mask: KeyMask<'_>) {
+    // The window, then padding: keys outside `lo..hi` or not kept get −∞ (straight loops the compiler vectorizes).
+    let seen = mask.reach_of(i..i + 1, s);
+    let (lo, hi) = (seen.start.max(from) - from, seen.end.max(from) - from);
+    let (lo, hi) = (lo.min(row.len()), hi.min(row.len()));
+    row[..lo].fill(f32::NEG_INFINITY);
+    row[hi..].fill(f32::NEG_INFINITY);
+    for (x, &keep) in row[lo..hi].iter_mut().zip(&mask.keep[from + lo..from + hi]) {
+        *x = if keep { *x } else { f32::NEG_INFINITY };
+    }
+    let max = row[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     if max == f32::NEG_INFINITY {
-        row.iter_mut().for_each(|x| *x = 0.0);
+        row.fill(0.0);
         return;
     }
     let inv = 1.0 / exp_shifted(row, max);
@@ -102,17 +123,17 @@ fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
     portable::exp_shifted(row, max)
 }
 
-/// Scores of `QR` query rows against the packed keys (`st` keys, padded to whole tiles).
-fn scores_rows(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f32]) {
+/// Scores of `QR` query rows against key tiles `tiles` of the packed keys (`st` keys, padded to whole tiles).
+fn scores_rows(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: std::ops::Range<usize>, scores: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if caps().f32x16() {
         // SAFETY: the CPU has AVX-512 F; `attend` checked the bounds.
-        return unsafe { simd::scores(q, keys, st, d, scores) };
+        return unsafe { simd::scores(q, keys, st, d, tiles, scores) };
     }
-    portable::scores(q, keys, st, d, scores)
+    portable::scores(q, keys, st, d, tiles, scores)
 }
 
-/// `out[r] = Σ_j p[r][j] · v[j]` for the first `live` of `QR` rows.
+/// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for the first `live` of `QR` rows.
 ///
 /// # Safety
 /// As `portable::weighted_sum`.
@@ -122,7 +143,7 @@ unsafe fn weighted_sum(
     st: usize,
     v: &[f32],
     v_stride: usize,
-    s: usize,
+    keys: std::ops::Range<usize>,
     d: usize,
     out: *mut f32,
     out_stride: usize,
@@ -130,9 +151,9 @@ unsafe fn weighted_sum(
 ) {
     #[cfg(target_arch = "x86_64")]
     if caps().f32x16() {
-        return simd::weighted_sum(p, st, v, v_stride, s, d, out, out_stride, live);
+        return simd::weighted_sum(p, st, v, v_stride, keys, d, out, out_stride, live);
     }
-    portable::weighted_sum(p, st, v, v_stride, s, d, out, out_stride, live)
+    portable::weighted_sum(p, st, v, v_stride, keys, d, out, out_stride, live)
 }
 
 #[cfg(test)]
@@ -218,8 +239,8 @@ mod tests {
         let v: Vec<f32> = (0..s * d).map(|i| val(i + 29)).collect();
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()));
         let (mut fast, mut slow) = (vec![0f32; QR * st], vec![0f32; QR * st]);
-        unsafe { simd::scores(&q, &keys, st, d, &mut fast) };
-        portable::scores(&q, &keys, st, d, &mut slow);
+        unsafe { simd::scores(&q, &keys, st, d, 0..st / KEY_TILE, &mut fast) };
+        portable::scores(&q, &keys, st, d, 0..st / KEY_TILE, &mut slow);
         assert!(close(&fast, &slow), "scores");
         let mut row: Vec<f32> = (0..st).map(|i| if i % 5 == 3 { f32::NEG_INFINITY } else { val(i) * 4.0 }).collect();
         let mut row2 = row.clone();
@@ -227,8 +248,8 @@ mod tests {
         assert!(close(&row, &row2) && close(&[a], &[b]), "exp");
         let p: Vec<f32> = (0..QR * st).map(|i| val(i + 3).abs()).collect();
         let (mut fast, mut slow) = (vec![0f32; QR * d], vec![0f32; QR * d]);
-        unsafe { simd::weighted_sum(&p, st, &v, d, s, d, fast.as_mut_ptr(), d, QR) };
-        unsafe { portable::weighted_sum(&p, st, &v, d, s, d, slow.as_mut_ptr(), d, QR) };
+        unsafe { simd::weighted_sum(&p, st, &v, d, 0..s, d, fast.as_mut_ptr(), d, QR) };
+        unsafe { portable::weighted_sum(&p, st, &v, d, 0..s, d, slow.as_mut_ptr(), d, QR) };
         assert!(close(&fast, &slow), "weighted sum");
     }
 }

@@ -3,16 +3,21 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::arch::x86_64::gemm as simd;
-use crate::cpu::caps;
+use crate::cpu::{caps, l2_bytes};
 use crate::layout::{Packed, QuantizedRows, BLOCK, TILE};
 use crate::par::{pool_threads, OutPtr, ParFor};
 use crate::portable;
+use std::ops::Range;
 
 /// Output tiles per unit of parallel work.
 const TILES_PER_TASK: usize = 2;
 
+/// Rows per task of the activation quantizer.
+const QUANTIZE_ROWS: usize = 64;
+
 impl QuantizedRows {
-    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+    /// Quantizes `x` (`m × k`), rows split over `par`.
+    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize, par: ParFor<'_>) {
         assert!(k.is_multiple_of(BLOCK) && x.len() == m * k);
         let nb = k / BLOCK;
         self.m = m;
@@ -21,23 +26,46 @@ impl QuantizedRows {
         self.scale.resize(m * nb, 0.0);
         self.corr.resize(m * nb, 0);
         self.ssum.resize(m * nb, 0.0);
-        quantize_rows(x, m, k, &mut self.q, &mut self.scale, &mut self.corr);
-        for ((ss, &s), &c) in self.ssum.iter_mut().zip(&self.scale).zip(&self.corr) {
-            *ss = s * (c / -128) as f32;
-        }
+        let (q, scale, corr, ssum) = (
+            OutPtr(self.q.as_mut_ptr()),
+            OutPtr(self.scale.as_mut_ptr()),
+            OutPtr(self.corr.as_mut_ptr()),
+            OutPtr(self.ssum.as_mut_ptr()),
+        );
+        par(m.div_ceil(QUANTIZE_ROWS), &|task| {
+            let rows = task * QUANTIZE_ROWS..((task + 1) * QUANTIZE_ROWS).min(m);
+            let (r0, len) = (rows.start, rows.len());
+            // SAFETY: the buffers were sized for `m` rows above and outlive `par`; each task takes only its own rows.
+            let (q, scale, corr, ssum) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(q.get().add(r0 * k), len * k),
+                    std::slice::from_raw_parts_mut(scale.get().add(r0 * nb), len * nb),
+                    std::slice::from_raw_parts_mut(corr.get().add(r0 * nb), len * nb),
+                    std::slice::from_raw_parts_mut(ssum.get().add(r0 * nb), len * nb),
+                )
+            };
+            quantize_rows(&x[r0 * k..rows.end * k], len, k, q, scale, corr);
+            for ((ss, &s), &c) in ssum.iter_mut().zip(&*scale).zip(&*corr) {
+                *ss = s * (c / -128) as f32;
+            }
+        });
     }
 }
 
 fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     if caps().int8() {
-        // SAFETY: the CPU has the features; `quantize` sized the buffers for `m × k`.
+        // SAFETY: the CPU has the features; the caller sized the buffers for `m × k`.
         return unsafe { simd::quantize_rows(x, m, k, q, scale, corr) };
     }
     portable::quantize_rows(x, m, k, q, scale, corr)
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
+///
+/// Work is split into tasks of (rows, tiles): rows in blocks whose quantized activations fit in a quarter of this
+/// CPU's L2 (one text is usually one block), tiles in small groups. Each output row is computed alone, the same way
+/// whatever the split, so results do not depend on the batch or the thread count.
 pub fn matmul<const BITS: u8>(
     x: &[f32],
     m: usize,
@@ -50,22 +78,32 @@ pub fn matmul<const BITS: u8>(
     if m == 0 {
         return;
     }
-    scratch.quantize(x, m, w.k);
+    scratch.quantize(x, m, w.k, par);
     let qa: &QuantizedRows = scratch;
     let tiles = w.n / TILE;
     // Few rows: tasks of up to 8 tiles (at least 4 per thread), so that the pair of tiles a task prefetches next is
     // mostly its own.
     let per_task = if m <= 64 { (tiles / (4 * pool_threads())).clamp(TILES_PER_TASK, 8) & !1 } else { TILES_PER_TASK };
-    let tasks = tiles.div_ceil(per_task);
+    let groups = tiles.div_ceil(per_task);
+    let block_rows = row_block(w.k);
+    let row_blocks = m.div_ceil(block_rows);
     let outp = OutPtr(out.as_mut_ptr());
     let fast = caps().int8();
-    par(tasks, &|task| {
-        let t0 = task * per_task;
+    par(row_blocks * groups, &|task| {
+        let (rb, g) = (task / groups, task % groups);
+        let rows = rb * block_rows..((rb + 1) * block_rows).min(m);
+        let t0 = g * per_task;
         let t1 = (t0 + per_task).min(tiles);
-        // SAFETY: `out` holds `m × n` floats (asserted) and outlives `par`; each task writes only the columns of its
-        // own tiles `t0..t1`; the fast path runs only where the CPU has its features.
-        unsafe { gemm_tiles(fast, qa, w, outp.get(), t0, t1) }
+        // SAFETY: `out` holds `m × n` floats (asserted) and outlives `par`; each task writes only its own rows of the
+        // columns of its own tiles `t0..t1`; the fast path runs only where the CPU has its features.
+        unsafe { gemm_tiles(fast, qa, w, outp.get(), rows, t0, t1) }
     });
+}
+
+/// Rows per row block for a depth of `k`: their activation codes fill about a quarter of L2, in whole micro-tiles.
+fn row_block(k: usize) -> usize {
+    const MICRO_ROWS: usize = 4;
+    ((l2_bytes() / 4 / k.max(1)) / MICRO_ROWS * MICRO_ROWS).max(16 * MICRO_ROWS)
 }
 
 /// # Safety
@@ -75,18 +113,19 @@ unsafe fn gemm_tiles<const BITS: u8>(
     qa: &QuantizedRows,
     w: Packed<'_, BITS>,
     out: *mut f32,
+    rows: Range<usize>,
     t0: usize,
     t1: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
     if fast {
-        return simd::gemm_tiles(qa, w, out, t0, t1);
+        return simd::gemm_tiles(qa, w, out, rows, t0, t1);
     }
     let _ = fast;
     if BITS == 4 {
-        portable::gemm4_tiles(qa, w, out, t0, t1)
+        portable::gemm4_tiles(qa, w, out, rows, t0, t1)
     } else {
-        portable::gemm8_tiles(qa, w, out, t0, t1)
+        portable::gemm8_tiles(qa, w, out, rows, t0, t1)
     }
 }
 
@@ -164,7 +203,7 @@ mod tests {
             };
             portable::quantize_rows(&x, m, k, &mut qp.q, &mut qp.scale, &mut qp.corr);
             assert_eq!(qp.q, scratch.q, "activation codes");
-            unsafe { portable::gemm8_tiles(&qp, packed, yp.as_mut_ptr(), 0, n / TILE) };
+            unsafe { portable::gemm8_tiles(&qp, packed, yp.as_mut_ptr(), 0..m, 0, n / TILE) };
             assert_eq!(y, yp, "fast path == portable path (m={m} n={n} k={k})");
 
             let cos = cosine(&reference(&x, &w, m, n, k), &y);
@@ -198,7 +237,7 @@ mod four_bit {
             let mut y = vec![0f32; m * n];
             matmul(&x, m, w, &mut y, &mut scratch, &sequential);
             let mut yp = vec![0f32; m * n];
-            unsafe { portable::gemm4_tiles(&scratch, w, yp.as_mut_ptr(), 0, n / TILE) };
+            unsafe { portable::gemm4_tiles(&scratch, w, yp.as_mut_ptr(), 0..m, 0, n / TILE) };
             assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
             // Against x · dequantized W: only activation rounding remains.
             let w_deq: Vec<f32> = (0..n * k)
@@ -216,23 +255,26 @@ mod invariance {
     use crate::layout::{pack, Packed8};
     use crate::par::sequential;
 
-    /// A row's result must not depend on the other rows (batch invariance).
+    /// A row's result must not depend on the other rows (batch invariance), across row blocks too.
     #[test]
     fn rows_are_independent() {
         let (n, k) = (64, 768);
+        let m = 2 * row_block(k) + 5;
         let w: Vec<u8> = (0..n * k).map(|i| ((i * 37) % 255) as u8).collect();
         let s: Vec<f32> = (0..n * k / BLOCK).map(|i| 0.001 + (i % 7) as f32 * 1e-4).collect();
         let (pc, ps) = pack(&w, &s, n, k);
         let p = Packed8::new(n, k, &pc, &ps).unwrap();
-        let x: Vec<f32> = (0..130 * k).map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0).collect();
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0).collect();
         let mut scratch = QuantizedRows::default();
         let mut small = vec![0f32; 4 * n];
         matmul(&x[..4 * k], 4, p, &mut small, &mut scratch, &sequential);
-        let mut big = vec![0f32; 130 * n];
-        matmul(&x, 130, p, &mut big, &mut scratch, &sequential);
+        let mut big = vec![0f32; m * n];
+        matmul(&x, m, p, &mut big, &mut scratch, &sequential);
         assert_eq!(small[..], big[..4 * n]);
-        let mut one = vec![0f32; n];
-        matmul(&x[129 * k..], 1, p, &mut one, &mut scratch, &sequential);
-        assert_eq!(one[..], big[129 * n..]);
+        for r in [row_block(k) - 1, row_block(k), m - 1] {
+            let mut one = vec![0f32; n];
+            matmul(&x[r * k..(r + 1) * k], 1, p, &mut one, &mut scratch, &sequential);
+            assert_eq!(one[..], big[r * n..(r + 1) * n], "row {r}");
+        }
     }
 }

@@ -172,7 +172,7 @@ pub struct QuantizedRows {
 /// Keys per packed attention tile (one AVX-512 vector of scores): keys are packed `[S/16][D][16]`.
 pub const KEY_TILE: usize = 16;
 /// Attention query rows per micro-block.
-pub const QR: usize = 4;
+pub const QR: usize = 8;
 
 /// Index of key `j`, component `c` in a packed key block of head dimension `d`.
 #[inline(always)]

@@ -4,17 +4,23 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Raw output pointer shared by parallel tasks that each write their own part of the output.
-#[derive(Clone, Copy)]
-pub struct OutPtr(pub *mut f32);
+pub struct OutPtr<T = f32>(pub *mut T);
+
+impl<T> Clone for OutPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for OutPtr<T> {}
 // SAFETY: an OutPtr is only dereferenced by tasks that write disjoint parts of one live buffer, which outlives the
 // parallel-for call that hands the pointer to them (every user documents which part each task writes).
-unsafe impl Send for OutPtr {}
+unsafe impl<T: Send> Send for OutPtr<T> {}
 // SAFETY: as above: shared references only copy the pointer; the writes through it never overlap.
-unsafe impl Sync for OutPtr {}
+unsafe impl<T: Send> Sync for OutPtr<T> {}
 
-impl OutPtr {
+impl<T> OutPtr<T> {
     /// The pointer (a method, so that closures capture the Sync wrapper rather than its raw field).
-    pub fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }

@@ -5,6 +5,7 @@ use crate::layout::{
     code4_offset, code8_offset, f16_value, scale_offset, Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE,
 };
 use crate::scalar::{exp_fast, gelu_tanh, SOFTMAX_FLOOR};
+use std::ops::Range;
 
 pub fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
     let nb = k / BLOCK;
@@ -25,16 +26,24 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f
     }
 }
 
-/// 8-bit output tiles `t0..t1` for all rows of `qa`.
+/// 8-bit output tiles `t0..t1` for rows `rows` of `qa`.
 ///
 /// # Safety
-/// `out` must be valid for writes of `qa.m × w.n` floats, and no other thread may write columns of tiles `t0..t1`.
-pub unsafe fn gemm8_tiles<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, t0: usize, t1: usize) {
+/// `out` must be valid for writes of `qa.m × w.n` floats, and no other thread may write those rows of the columns
+/// of tiles `t0..t1`.
+pub unsafe fn gemm8_tiles<const B: u8>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    out: *mut f32,
+    rows: Range<usize>,
+    t0: usize,
+    t1: usize,
+) {
     let (k, n, nb) = (w.k, w.n, w.blocks());
     for t in t0..t1 {
         for c in 0..TILE {
             let col = t * TILE + c;
-            for r in 0..qa.m {
+            for r in rows.clone() {
                 let mut f = 0f32;
                 for b in 0..nb {
                     let mut acc = qa.corr[r * nb + b];
@@ -51,16 +60,23 @@ pub unsafe fn gemm8_tiles<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>, out
     }
 }
 
-/// 4-bit output tiles `t0..t1` for all rows of `qa`.
+/// 4-bit output tiles `t0..t1` for rows `rows` of `qa`.
 ///
 /// # Safety
 /// As `gemm8_tiles`.
-pub unsafe fn gemm4_tiles<const B: u8>(qa: &QuantizedRows, w: Packed<'_, B>, out: *mut f32, t0: usize, t1: usize) {
+pub unsafe fn gemm4_tiles<const B: u8>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    out: *mut f32,
+    rows: Range<usize>,
+    t0: usize,
+    t1: usize,
+) {
     let (k, n, nb) = (w.k, w.n, w.k / BLOCK);
     for t in t0..t1 {
         for c in 0..TILE {
             let col = t * TILE + c;
-            for r in 0..qa.m {
+            for r in rows.clone() {
                 let mut f = 0f32;
                 for b in 0..nb {
                     let mut acc = 0i32;
@@ -103,10 +119,10 @@ pub fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
     lanes.iter().sum()
 }
 
-/// Scores of `QR` query rows against the packed keys (`st` keys, padded to whole tiles).
-pub fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f32]) {
+/// Scores of `QR` query rows against key tiles `tiles` of the packed keys (`st` keys, padded to whole tiles).
+pub fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: Range<usize>, scores: &mut [f32]) {
     for r in 0..QR {
-        for t in 0..st / KEY_TILE {
+        for t in tiles.clone() {
             let mut acc = [0f32; KEY_TILE];
             for c in 0..d {
                 let qv = q[r * d + c];
@@ -120,7 +136,7 @@ pub fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, scores: &mut [f32]) 
     }
 }
 
-/// `out[r] = Σ_j p[r][j] · v[j]` for the first `live` of `QR` rows.
+/// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for the first `live` of `QR` rows.
 ///
 /// # Safety
 /// `out` must be valid for writes of `d` floats at each of the `live` rows `out + r·out_stride`, which no other
@@ -131,7 +147,7 @@ pub unsafe fn weighted_sum(
     st: usize,
     v: &[f32],
     v_stride: usize,
-    s: usize,
+    keys: Range<usize>,
     d: usize,
     out: *mut f32,
     out_stride: usize,
@@ -140,7 +156,7 @@ pub unsafe fn weighted_sum(
     for r in 0..live {
         let o = std::slice::from_raw_parts_mut(out.add(r * out_stride), d);
         o.iter_mut().for_each(|x| *x = 0.0);
-        for j in 0..s {
+        for j in keys.clone() {
             let w = p[r * st + j];
             for (x, vv) in o.iter_mut().zip(&v[j * v_stride..][..d]) {
                 *x += w * vv;

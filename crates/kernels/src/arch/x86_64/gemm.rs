@@ -2,6 +2,7 @@
 //! per block with the product of both scales; and the activation quantizer it reads from.
 //! Callers check `Caps::int8` (F + BW + VNNI) before calling anything here.
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use crate::layout::{Packed, QuantizedRows, BLOCK, TILE};
 
@@ -15,7 +16,7 @@ unsafe fn scales16(p: *const u16) -> __m512 {
 }
 
 /// Rows per micro-tile.
-const MR: usize = 4;
+const MR: usize = 6;
 
 /// `portable::quantize_rows` with AVX-512 (identical codes and scales).
 ///
@@ -45,54 +46,65 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
     }
 }
 
-/// Output tiles `t0..t1` (16 columns each) for all rows. While it works on a pair of tiles, it prefetches the next
+/// Output tiles `t0..t1` (16 columns each) for rows `rows`. While it works on a pair of tiles, it prefetches the next
 /// pair's weights, spread over its row passes and blocks: few rows (one text) are otherwise bound by the latency of
 /// weights streamed from memory.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI; `qa` must be quantized with `qa.k == w.k`; `out` must be valid for
-/// writes of `qa.m × w.n` floats, and no other thread may write the columns of tiles `t0..t1`.
+/// writes of `qa.m × w.n` floats, `rows` must lie within `0..qa.m`, and no other thread may write those rows of the
+/// columns of tiles `t0..t1`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn gemm_tiles<const BITS: u8>(qa: &QuantizedRows, w: Packed<'_, BITS>, out: *mut f32, t0: usize, t1: usize) {
+pub unsafe fn gemm_tiles<const BITS: u8>(
+    qa: &QuantizedRows,
+    w: Packed<'_, BITS>,
+    out: *mut f32,
+    rows: Range<usize>,
+    t0: usize,
+    t1: usize,
+) {
     let tiles = w.n / TILE;
     let mut t = t0;
     while t < t1 {
         if t + 2 <= t1 {
-            rows::<BITS, 2>(qa, w, out, t, (t + 4 <= tiles).then_some(t + 2));
+            row_passes::<BITS, 2>(qa, w, out, rows.clone(), t, (t + 4 <= tiles).then_some(t + 2));
             t += 2;
         } else {
-            rows::<BITS, 1>(qa, w, out, t, None);
+            row_passes::<BITS, 1>(qa, w, out, rows.clone(), t, None);
             t += 1;
         }
     }
 }
 
-/// Tiles `t..t+NT` for all rows, prefetching tile `next`'s weights meanwhile.
+/// Tiles `t..t+NT` for rows `rows`, prefetching tile `next`'s weights meanwhile.
 ///
 /// # Safety
 /// As `gemm_tiles`, and `t + NT` (and `next + NT`) ≤ the tile count.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn rows<const BITS: u8, const NT: usize>(
+unsafe fn row_passes<const BITS: u8, const NT: usize>(
     qa: &QuantizedRows,
     w: Packed<'_, BITS>,
     out: *mut f32,
+    rows: Range<usize>,
     t: usize,
     next: Option<usize>,
 ) {
     let tile_bytes = w.k * TILE * BITS as usize / 8;
-    let (passes, lines) = (qa.m.div_ceil(MR), tile_bytes * NT / 64);
+    let (passes, lines) = (rows.len().div_ceil(MR), tile_bytes * NT / 64);
     let base = w.codes.as_ptr().add(next.unwrap_or(0) * tile_bytes);
-    let mut r = 0;
-    while r < qa.m {
-        let p = r / MR;
+    let mut r = rows.start;
+    while r < rows.end {
+        let p = (r - rows.start) / MR;
         let pf = match next {
             Some(_) => Prefetch { base, from: p * lines / passes, to: (p + 1) * lines / passes },
             None => Prefetch { base, from: 0, to: 0 },
         };
-        match qa.m - r {
+        match rows.end - r {
             1 => micro::<BITS, 1, NT>(qa, w, out, r, t, pf),
             2 => micro::<BITS, 2, NT>(qa, w, out, r, t, pf),
             3 => micro::<BITS, 3, NT>(qa, w, out, r, t, pf),
+            4 => micro::<BITS, 4, NT>(qa, w, out, r, t, pf),
+            5 => micro::<BITS, 5, NT>(qa, w, out, r, t, pf),
             _ => micro::<BITS, MR, NT>(qa, w, out, r, t, pf),
         }
         r += MR;
@@ -123,7 +135,7 @@ unsafe fn prefetch_share(pf: Prefetch, b: usize, nb: usize) {
 /// Rows `r0..r0+R`, tiles `t..t+NT`.
 ///
 /// # Safety
-/// As `rows`, and `r0 + R ≤ qa.m`. `micro8` and `micro4` below have the same contract.
+/// As `row_passes`, and `r0 + R ≤ qa.m`. `micro8` and `micro4` below have the same contract.
 #[inline(always)]
 unsafe fn micro<const BITS: u8, const R: usize, const NT: usize>(
     qa: &QuantizedRows,
