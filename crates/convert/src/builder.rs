@@ -10,6 +10,7 @@ pub const GEMMA_NORM_ADD_NORM: &str = "GemmaNormAddNorm";
 pub const GEMMA_ATTENTION: &str = "GemmaAttention";
 pub const GATHER_Q: &str = "GatherQ";
 pub const GATHER_CODED: &str = "GatherCoded";
+pub const MEAN_POOL: &str = "MeanPool";
 
 #[derive(Default)]
 pub struct Builder {

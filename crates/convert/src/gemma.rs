@@ -215,7 +215,13 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         x = x_next;
     }
     let x = hn;
-    let pooled = crate::mean_pool(&mut b, &x, &mask_f);
+    let pooled = if uses_custom_ops(q) {
+        // Our MeanPool op sums each text's tokens in order, whatever the padding: a text's vector does not depend on
+        // the batch it is in (a MatMul over the padded length sums in blocks that depend on that length).
+        b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::MEAN_POOL, &[&x, &mask_f], 1, vec![]).remove(0)
+    } else {
+        crate::mean_pool(&mut b, &x, &mask_f)
+    };
     let out = crate::dense_heads(&mut b, &pooled, dense, q)?;
     let out_dim = dense.last().map(|d| d.out_features).unwrap_or(h);
     b.output(&out, "sentence_embedding", DType::F32, vec![sym("batch"), fixed(out_dim as i64)]);

@@ -22,14 +22,16 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use builder::Builder;
-pub use builder::{CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, GEMMA_ATTENTION, GEMMA_NORM_ADD_NORM, QMATMUL4, QMATMUL8};
+pub use builder::{
+    CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, GEMMA_ATTENTION, GEMMA_NORM_ADD_NORM, MEAN_POOL, QMATMUL4, QMATMUL8,
+};
 use proto::attr_i;
 pub use scheme::QuantConfig;
 use st_config::{Pooling, StConfig};
 use weights::Weights;
 
 /// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
-pub const GRAPH_VERSION: u32 = 14;
+pub const GRAPH_VERSION: u32 = 15;
 
 /// A sentence-transformers Dense layer after pooling.
 pub struct DenseHead {

@@ -2,7 +2,8 @@
 //! - `QMatMul8` / `QMatMul4` (`qmatmul`): per-block int8 linear layers on `deposium_kernels::matmul`;
 //! - `GemmaAttention` (`attention`): q/k norms, RoPE and attention in one node;
 //! - `GemmaNormAddNorm` (`norm`): post-norm, residual add and the next pre-norm in one pass;
-//! - `GatherQ` / `GatherCoded` (`gather`): token-table lookups from bit-packed and entropy-coded tables.
+//! - `GatherQ` / `GatherCoded` (`gather`): token-table lookups from bit-packed and entropy-coded tables;
+//! - `MeanPool` (`pool`): masked mean pooling, token by token (batch-invariant).
 //!
 //! Each file documents its op's inputs, attributes and outputs beside the kernel; `par` splits work over ONNX
 //! Runtime's intra-op pool.
@@ -10,6 +11,7 @@ mod attention;
 mod gather;
 mod norm;
 mod par;
+mod pool;
 mod qmatmul;
 
 use ort::operator::OperatorDomain;
@@ -22,5 +24,6 @@ pub fn domain() -> ort::Result<OperatorDomain> {
         .add(norm::GemmaNormAddNorm)?
         .add(attention::GemmaAttention)?
         .add(gather::GatherQ)?
-        .add(gather::GatherCoded)
+        .add(gather::GatherCoded)?
+        .add(pool::MeanPool)
 }
