@@ -162,3 +162,28 @@ fn texts_past_the_sliding_window_match_fp32_and_batch_invariantly() {
     assert!(s.min >= 0.999, "int8 vs fp32 on texts of {} and {} tokens: {s:?}", tokens(&long), tokens(&medium));
     assert_eq!(embed(&int8, &[&medium])[0], q[1], "the medium text alone vs padded next to the long one");
 }
+
+/// Real documents of mixed lengths (SciFact abstracts): each vector must be bit-identical whether the document is
+/// embedded alone or padded inside a batch of longer ones (int8 and int4 graphs).
+#[test]
+fn documents_are_bit_identical_alone_and_in_a_batch() {
+    common::require_model("embeddinggemma-300m");
+    let corpus = std::fs::read_to_string(common::shared().join("data/retrieval/SciFact/corpus.jsonl")).unwrap();
+    let docs: Vec<String> = corpus
+        .lines()
+        .step_by(97)
+        .take(24)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or("")).trim().to_string()
+        })
+        .collect();
+    for spec in ["embeddinggemma", "embeddinggemma:int4"] {
+        let model = registry::load(spec).unwrap();
+        let embed = |t: Vec<String>| model.embed(&deposium_engine::EmbedRequest::new(t)).unwrap().embeddings;
+        let batched = embed(docs.clone());
+        for (i, d) in docs.iter().enumerate() {
+            assert_eq!(embed(vec![d.clone()])[0], batched[i], "{spec}: document {i} alone vs in the batch");
+        }
+    }
+}
