@@ -111,6 +111,10 @@ pub struct BenchArgs {
     /// Batch sizes to time.
     #[arg(long, value_delimiter = ',', default_value = "1,5,32")]
     pub batches: Vec<usize>,
+    /// Tokens per text of the `long` scenario (at most the model's limit: 2048 times one text at EmbeddingGemma's
+    /// limit).
+    #[arg(long, default_value_t = 256)]
+    pub long_tokens: usize,
     /// STS data directory (texts come from STSBenchmark_test.tsv).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -331,6 +335,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         corpus,
         documents: args.documents,
         document_batches: args.document_batches.clone(),
+        long_tokens: args.long_tokens,
         ..Default::default()
     };
     let mut results = Vec::new();
