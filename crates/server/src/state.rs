@@ -189,6 +189,10 @@ impl AppState {
 
     /// Load every pending model in the background, each on the blocking pool; returns when all are settled.
     pub async fn load_all(&self) {
+        if self.0.slots.len() > 1 {
+            // Several models share the cores: ONNX Runtime's idle threads must not spin through the others' turns.
+            deposium_engine::runtime::set_intra_op_spinning(false);
+        }
         let mut tasks = Vec::new();
         for (i, slot) in self.0.slots.iter().enumerate() {
             let Some(spec) = slot.spec.clone() else {
