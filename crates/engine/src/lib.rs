@@ -18,7 +18,7 @@ pub use deposium_convert::st_config;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use error::{EngineError, Result};
+pub use error::{BoxError, EngineError, LoadContext, Result};
 pub use tokenizers::Tokenizer;
 
 /// What a model is, for listing and validation.
