@@ -154,11 +154,8 @@ mod tests {
     #[test]
     fn scaling_lowers_the_error_on_channels_with_large_inputs() {
         let (n, k) = (32, 64);
-        let mut seed = 5u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = deposium_test_support::Rng::new(5);
+        let mut rnd = || rng.centered();
         let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
         // Four channels carry inputs 30× larger than the rest.
         let m: Vec<f32> = (0..k).map(|j| if j % 16 == 3 { 900.0 } else { 1.0 }).collect();

@@ -406,12 +406,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn head(out: usize, inp: usize, seed: u32, bias: bool, name: &str) -> DenseHead {
-        let mut x = seed;
-        let mut next = move || {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+    fn head(out: usize, inp: usize, seed: u64, bias: bool, name: &str) -> DenseHead {
+        let mut rng = deposium_test_support::Rng::new(seed);
+        let mut next = move || rng.centered();
         let w = (0..out * inp).map(|_| next()).collect();
         let bias = bias.then(|| (0..out).map(|_| next()).collect());
         DenseHead { w, bias, in_features: inp, out_features: out, name: name.into() }

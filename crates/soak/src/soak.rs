@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 use crate::http::{self, Client, Resp};
 use crate::server::{self, Server};
 use crate::texts;
-use crate::{base64_floats, cosine, floats, percentile, Rng};
+use deposium_test_support::{base64_floats, cosine, floats, Rng};
+
+use crate::percentile;
 
 /// Settings of one run (the CLI flags).
 #[derive(Debug, Clone)]
