@@ -3,7 +3,7 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
-use crate::emit::linear;
+use crate::emit::{linear, Linear};
 use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::scheme::QuantConfig;
 use crate::st_config::Pooling;
@@ -34,7 +34,7 @@ fn layer_norm(b: &mut Builder, x: &str, w: &Weights, name: &str, n: usize, eps: 
 fn dense(b: &mut Builder, x: &str, w: &Weights, name: &str, n: usize, k: usize, q: &QuantConfig) -> Result<String> {
     let wm = w.matrix(&format!("{name}.weight"), n, k)?;
     let bias = w.vector(&format!("{name}.bias"), n)?;
-    Ok(linear(b, x, name, &wm.data, n, k, Some(&bias), q))
+    Ok(linear(b, x, &Linear { bias: Some(&bias), ..Linear::new(name, &wm.data, n, k) }, q))
 }
 
 pub fn build(w: &Weights, cfg: &BertConfig, pooling: Pooling, heads: &[DenseHead], q: &QuantConfig) -> Result<Builder> {

@@ -130,11 +130,12 @@ pub fn dense_heads(b: &mut Builder, x: &str, heads: &[DenseHead], q: &QuantConfi
     let level = q.heads_accuracy_level.unwrap_or(q.accuracy_level);
     let q = &QuantConfig { accuracy_level: level, custom_kernel: q.custom_kernel && level == 4, ..q.clone() };
     for d in heads {
-        let (n, k, bias) = (d.out_features, d.in_features, d.bias.as_deref());
+        let l =
+            emit::Linear { bias: d.bias.as_deref(), ..emit::Linear::new(&d.name, &d.w, d.out_features, d.in_features) };
         y = if q.heads_f16 && q.linear_bits_for(&d.name).is_none() {
-            emit::float_linear(b, &y, &d.name, &d.w, n, k, bias, true)
+            emit::float_linear(b, &y, &l, true)
         } else {
-            emit::linear(b, &y, &d.name, &d.w, n, k, bias, q)
+            emit::linear(b, &y, &l, q)
         };
     }
     Ok(y)
