@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
 use crate::emit::{embedding, linear, Linear};
+use crate::heads::DenseHead;
 use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::scheme::QuantConfig;
 use crate::weights::Weights;
-use crate::DenseHead;
 
 #[derive(Debug, Deserialize, Clone)]
 pub struct Gemma3Config {
@@ -196,8 +196,8 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         x = x_next;
     }
     let x = hn;
-    let pooled = crate::mean_pool(&mut b, &x, &mask_f);
-    let out = crate::dense_heads(&mut b, &pooled, dense, q)?;
+    let pooled = crate::heads::mean_pool(&mut b, &x, &mask_f);
+    let out = crate::heads::dense_heads(&mut b, &pooled, dense, q)?;
     let out_dim = dense.last().map(|d| d.out_features).unwrap_or(h);
     b.output(&out, "sentence_embedding", DType::F32, vec![sym("batch"), fixed(out_dim as i64)]);
     Ok(b)
@@ -489,7 +489,7 @@ fn attention_fused(
         )
         .remove(0)
     } else {
-        let parts = split_last(b, &qkv, &sizes);
+        let parts = split_last(b, &qkv, sizes);
         let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
         let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
         let q3 = b.reshape(&qn, &[0, 0, (nq * hd) as i64]);
