@@ -44,7 +44,7 @@ fn every_api_returns_the_cli_vectors() {
         // Legacy /api/embeddings: Ollama's prompt, the seed's input.
         for (i, t) in texts.iter().enumerate() {
             let v = srv.post("/api/embeddings", &json!({"model": model, "prompt": t})).json();
-            assert_same_vectors("/api/embeddings prompt", &[floats(&v["embedding"])], &want[i..i + 1]);
+            assert_same_vectors("/api/embeddings prompt", &[vector(&v["embedding"])], &want[i..i + 1]);
         }
         let v = srv.post("/api/embeddings", &json!({"model": model, "input": texts})).json();
         assert_eq!(v["model"], model);
@@ -52,13 +52,17 @@ fn every_api_returns_the_cli_vectors() {
 
         // OpenAI, float and base64.
         let v = srv.post("/v1/embeddings", &json!({"model": model, "input": texts})).json();
-        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| floats(&d["embedding"])).collect();
+        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| vector(&d["embedding"])).collect();
         assert_same_vectors("/v1/embeddings float", &got, &want);
         assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
         let v =
             srv.post("/v1/embeddings", &json!({"model": model, "input": texts, "encoding_format": "base64"})).json();
-        let got: Vec<Vec<f32>> =
-            v["data"].as_array().unwrap().iter().map(|d| base64_floats(d["embedding"].as_str().unwrap())).collect();
+        let got: Vec<Vec<f32>> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| base64_floats(d["embedding"].as_str().unwrap()).unwrap())
+            .collect();
         assert_same_vectors("/v1/embeddings base64", &got, &want);
 
         // TEI /embed.
@@ -74,7 +78,7 @@ fn every_api_returns_the_cli_vectors() {
             .map(|t| t.as_array().unwrap().iter().map(|tok| tok["id"].as_u64().unwrap()).collect())
             .collect();
         let v = srv.post("/v1/embeddings", &json!({"model": model, "input": ids})).json();
-        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| floats(&d["embedding"])).collect();
+        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| vector(&d["embedding"])).collect();
         assert_same_vectors("/v1/embeddings token ids", &got, &want);
 
         // Matryoshka truncation equals the CLI's --dimensions.
@@ -82,7 +86,7 @@ fn every_api_returns_the_cli_vectors() {
         let v = srv.post("/api/embed", &json!({"model": model, "input": &texts[..2], "dimensions": 64})).json();
         assert_same_vectors("/api/embed dimensions", &matrix(&v["embeddings"]), &want64);
         let v = srv.post("/v1/embeddings", &json!({"model": model, "input": &texts[..2], "dimensions": 64})).json();
-        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| floats(&d["embedding"])).collect();
+        let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| vector(&d["embedding"])).collect();
         assert_same_vectors("/v1/embeddings dimensions", &got, &want64);
     }
 }
@@ -179,7 +183,7 @@ fn rerank_ranks_sensibly_and_scores_are_embedding_cosines() {
             .json();
         let plain_q = embed_with(&srv, model, &[query], &None);
         let plain_d = embed_with(&srv, model, &docs, &None);
-        for (i, s) in floats(&v).iter().enumerate() {
+        for (i, s) in vector(&v).iter().enumerate() {
             assert!((*s as f64 - cosine(&plain_q[0], &plain_d[i])).abs() < 1e-5);
         }
 

@@ -1,11 +1,12 @@
 //! Helpers for the server integration tests: start the real binary on a loopback port, a minimal HTTP/1.1 client
 //! (std only, so a partial body can be held open), and the CLI's own vectors for comparison.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use deposium_soak::http;
+pub use deposium_test_support::{base64_floats, cosine, matrix, vector};
 
 use serde_json::Value;
 
@@ -146,18 +147,6 @@ pub fn cli_vectors(model: &str, texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>>
         .collect()
 }
 
-pub fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
-
-pub fn matrix(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(floats).collect()
-}
-
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    deposium_engine::cosine(a, b) as f64
-}
-
 pub fn assert_same_vectors(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
     assert_eq!(got.len(), want.len(), "{what}: count");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -167,43 +156,14 @@ pub fn assert_same_vectors(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
     }
 }
 
-/// `{"error": "..."}` (Ollama, seed) or `{"error": "...", "error_type"}` (TEI).
+/// This status, with `{"error": "..."}` (Ollama, seed) or `{"error": "...", "error_type"}` (TEI).
 pub fn assert_plain_error(r: &Resp, status: u16) {
     assert_eq!(r.status, status, "{}", r.text());
-    assert!(r.json()["error"].is_string(), "{}", r.text());
+    deposium_test_support::assert_plain_error(&r.json());
 }
 
-/// `{"error": {"message", "type", "param", "code"}}`.
+/// This status, with `{"error": {"message", "type", "param", "code"}}`.
 pub fn assert_openai_error(r: &Resp, status: u16) {
     assert_eq!(r.status, status, "{}", r.text());
-    let v = r.json();
-    let e = &v["error"];
-    assert!(e["message"].is_string() && e["type"].is_string(), "{v}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
-}
-
-/// Standard base64 (with padding) → bytes.
-pub fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => (c - b'A') as u32,
-            b'a'..=b'z' => (c - b'a' + 26) as u32,
-            b'0'..=b'9' => (c - b'0' + 52) as u32,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c}"),
-        }
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &c)| acc | val(c) << (18 - 6 * i));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
-}
-
-/// Little-endian f32 vector from an OpenAI base64 embedding.
-pub fn base64_floats(s: &str) -> Vec<f32> {
-    base64_decode(s).chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    deposium_test_support::assert_openai_error(&r.json());
 }

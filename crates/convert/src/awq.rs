@@ -6,7 +6,6 @@
 //! projection. `s = E[x²]^(α/2)`, with α chosen per layer to minimise the expected output error
 //! `Σ_ij E[x_j²] (Ŵ_ij − W_ij)²` (the diagonal of the inputs' second moment, measured on calibration texts).
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// Texts run through the fp32 graph to measure each layer's input statistics (several languages, lengths and
 /// registers; the prompts of the model are added in front by the caller).
@@ -17,18 +16,11 @@ pub const CALIB_PREFIX: &str = "calib:";
 
 /// Per-layer input statistics over calibration tokens, by linear layer name: `E[xᵀx]` `[k, k]` (row-major) and
 /// its diagonal `E[x²]`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Calibration {
     pub tokens: usize,
     pub mean_sq: HashMap<String, Vec<f32>>,
     pub second_moment: HashMap<String, Vec<f32>>,
-    memo: Mutex<HashMap<String, Option<Vec<f32>>>>,
-}
-
-impl PartialEq for Calibration {
-    fn eq(&self, other: &Self) -> bool {
-        self.tokens == other.tokens && self.second_moment == other.second_moment
-    }
 }
 
 /// What a graph build does with calibration.
@@ -54,32 +46,20 @@ impl Calibration {
                 (name.clone(), (0..k).map(|i| h[i * k + i]).collect())
             })
             .collect();
-        Calibration { tokens, mean_sq, second_moment, memo: Mutex::new(HashMap::new()) }
-    }
-
-    /// Scales `scales` already chose for `name` (None: none chosen or not scaled).
-    pub fn chosen_scales(&self, name: &str, variant: &str) -> Option<Vec<f32>> {
-        self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&format!("{name}|{variant}")).cloned().flatten()
+        Calibration { tokens, mean_sq, second_moment }
     }
 
     /// Input-channel scales for layer `name` (weight `[n, k]`), or None when there are no statistics for it or
     /// scaling does not lower the expected error. `qdq` quantizes and dequantizes a `[n, k]` matrix.
-    /// Memoized by name: the graph builder asks once where it folds `1 / s` and once at the layer.
-    /// `variant` names the quantizer (part of the memo key).
     pub fn scales(
         &self,
         name: &str,
-        variant: &str,
         w: &[f32],
         n: usize,
         k: usize,
         qdq: &(dyn Fn(&[f32]) -> Vec<f32> + Sync),
     ) -> Option<Vec<f32>> {
-        let key = format!("{name}|{variant}");
-        if let Some(hit) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return hit.clone();
-        }
-        let found = self.mean_sq.get(name).filter(|m| m.len() == k).and_then(|m| {
+        self.mean_sq.get(name).filter(|m| m.len() == k).and_then(|m| {
             let (alpha, err, err0, s) = search(w, n, k, m, qdq);
             let signal: f64 =
                 w.chunks(k).flat_map(|row| row.iter().zip(m).map(|(x, m)| *m as f64 * (*x as f64).powi(2))).sum();
@@ -91,9 +71,7 @@ impl Calibration {
                 "awq"
             );
             s
-        });
-        self.memo.lock().unwrap_or_else(|e| e.into_inner()).insert(key, found.clone());
-        found
+        })
     }
 }
 
@@ -154,18 +132,15 @@ mod tests {
     #[test]
     fn scaling_lowers_the_error_on_channels_with_large_inputs() {
         let (n, k) = (32, 64);
-        let mut seed = 5u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = deposium_test_support::Rng::new(5);
+        let mut rnd = || rng.centered();
         let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
         // Four channels carry inputs 30× larger than the rest.
         let m: Vec<f32> = (0..k).map(|j| if j % 16 == 3 { 900.0 } else { 1.0 }).collect();
         let h: Vec<f32> = (0..k * k).map(|i| if i / k == i % k { m[i % k] } else { 0.0 }).collect();
         let cal = Calibration::new(1, HashMap::from([("l".to_string(), h)]));
         let qdq = |x: &[f32]| qdq_rows(x, k);
-        let s = cal.scales("l", "a", &w, n, k, &qdq).expect("scaling helps here");
+        let s = cal.scales("l", &w, n, k, &qdq).expect("scaling helps here");
         assert!(s[3] > s[0]);
         let weighted = |deq: &[f32], s: &[f32]| -> f64 {
             (0..n * k).map(|i| m[i % k] as f64 * ((deq[i] / s[i % k] - w[i]) as f64).powi(2)).sum()
@@ -174,9 +149,8 @@ mod tests {
         let scaled_w: Vec<f32> = (0..n * k).map(|i| w[i] * s[i % k]).collect();
         let with = weighted(&qdq(&scaled_w), &s);
         assert!(with < 0.8 * plain, "{with} vs {plain}");
-        // Memoized, and no statistics means no scaling.
-        assert_eq!(cal.scales("l", "a", &[], n, k, &qdq), Some(s));
-        assert_eq!(cal.scales("other", "a", &w, n, k, &qdq), None);
+        // No statistics means no scaling.
+        assert_eq!(cal.scales("other", &w, n, k, &qdq), None);
         // The norm fold divides exactly.
         let folded = fold_into_gemma_norm(&[0.5, -0.25], &[2.0, 0.5]);
         assert_eq!(folded, vec![(1.5 / 2.0) - 1.0, (0.75 / 0.5) - 1.0]);

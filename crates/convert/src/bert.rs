@@ -3,12 +3,12 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
-use crate::emit::linear;
+use crate::emit::{linear, Linear};
+use crate::heads::DenseHead;
 use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::scheme::QuantConfig;
 use crate::st_config::Pooling;
 use crate::weights::Weights;
-use crate::DenseHead;
 
 #[derive(Debug, Deserialize, Clone)]
 pub struct BertConfig {
@@ -34,7 +34,7 @@ fn layer_norm(b: &mut Builder, x: &str, w: &Weights, name: &str, n: usize, eps: 
 fn dense(b: &mut Builder, x: &str, w: &Weights, name: &str, n: usize, k: usize, q: &QuantConfig) -> Result<String> {
     let wm = w.matrix(&format!("{name}.weight"), n, k)?;
     let bias = w.vector(&format!("{name}.bias"), n)?;
-    Ok(linear(b, x, name, &wm.data, n, k, Some(&bias), q))
+    Ok(linear(b, x, &Linear { bias: Some(&bias), ..Linear::new(name, &wm.data, n, k) }, q))
 }
 
 pub fn build(w: &Weights, cfg: &BertConfig, pooling: Pooling, heads: &[DenseHead], q: &QuantConfig) -> Result<Builder> {
@@ -106,11 +106,11 @@ pub fn build(w: &Weights, cfg: &BertConfig, pooling: Pooling, heads: &[DenseHead
         x = layer_norm(&mut b, &sum, w, &lp("output.LayerNorm"), h, cfg.layer_norm_eps)?;
     }
     let pooled = match pooling {
-        Pooling::Mean => crate::mean_pool(&mut b, &x, &mask_f),
-        Pooling::Cls => crate::cls_pool(&mut b, &x),
+        Pooling::Mean => crate::heads::mean_pool(&mut b, &x, &mask_f),
+        Pooling::Cls => crate::heads::cls_pool(&mut b, &x),
         Pooling::LastToken => anyhow::bail!("last-token pooling is not supported for BERT graphs"),
     };
-    let out = crate::dense_heads(&mut b, &pooled, heads, q)?;
+    let out = crate::heads::dense_heads(&mut b, &pooled, heads, q)?;
     let out_dim = heads.last().map(|d| d.out_features).unwrap_or(h);
     b.output(&out, "sentence_embedding", DType::F32, vec![sym("batch"), fixed(out_dim as i64)]);
     Ok(b)

@@ -94,18 +94,33 @@ fn coded_table(
     b.node(CUSTOM_DOMAIN, GATHER_CODED, &[&dn, ids, &on, &sn, &cs, &cm, &ln], 1, attrs).remove(0)
 }
 
-/// `x @ W^T (+ bias)` for a PyTorch-layout weight `w` `[n_out, k_in]`.
-#[allow(clippy::too_many_arguments)]
-pub fn linear(
-    b: &mut Builder,
-    x: &str,
-    name: &str,
-    w: &[f32],
-    n: usize,
-    k: usize,
-    bias: Option<&[f32]>,
-    q: &QuantConfig,
-) -> String {
+/// A linear layer `x · Wᵀ (+ bias)`: PyTorch-layout weight `w` `[n, k]`.
+#[derive(Clone, Copy)]
+pub struct Linear<'a> {
+    pub name: &'a str,
+    pub w: &'a [f32],
+    pub n: usize,
+    pub k: usize,
+    pub bias: Option<&'a [f32]>,
+    /// Activation-aware input scales already multiplied into `w` (`awq`): GPTQ sees the input divided by them.
+    pub input_scales: Option<&'a [f32]>,
+}
+
+impl<'a> Linear<'a> {
+    /// A layer without bias or input scales.
+    pub fn new(name: &'a str, w: &'a [f32], n: usize, k: usize) -> Self {
+        Linear { name, w, n, k, bias: None, input_scales: None }
+    }
+
+    /// The layer's asymmetric 4-bit codes, scales and zero points.
+    fn quantize_asym4(&self, q: &QuantConfig) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
+        q.quantize_asym4(self.name, self.w, self.n, self.k, self.input_scales)
+    }
+}
+
+/// `x @ W^T (+ bias)`, quantized as `q` says for this layer.
+pub fn linear(b: &mut Builder, x: &str, l: &Linear, q: &QuantConfig) -> String {
+    let &Linear { name, w, n, k, bias, .. } = l;
     if q.calib == CalibMode::Record && name.contains("layers.") {
         // E[xᵀx] summed over this run's tokens: [B·S, k]ᵀ · [B·S, k].
         let shape = b.const_i64(&[-1, k as i64]);
@@ -115,16 +130,16 @@ pub fn linear(
         b.output(&xtx, &format!("{CALIB_PREFIX}{name}"), DType::F32, vec![fixed(k as i64), fixed(k as i64)]);
     }
     match q.linear_bits_for(name) {
-        None => float_linear(b, x, name, w, n, k, bias, false),
+        None => float_linear(b, x, l, false),
         Some(bits) if custom_kernel_bits(q, Some(bits), n, k, bias.is_some()) => {
-            custom_linear(b, x, name, w, n, k, bits, q, vec![])
+            custom_linear(b, x, l, bits, q, vec![])
         }
         Some(bits) => {
             let block = q.block;
             let kb = k.div_ceil(block);
             let asym = bits == 4 && q.asymmetric;
             let (codes, scales, zps) = if asym {
-                let (c, s, z) = q.quantize_asym4(name, w, n, k);
+                let (c, s, z) = l.quantize_asym4(q);
                 (c, s, Some(z))
             } else {
                 let (c, s) = quantize_blocks(w, n, k, block, bits);
@@ -166,17 +181,8 @@ pub fn linear(
 
 /// `x @ W^T (+ bias)` in fp32; with `f16`, the weight is stored in fp16 and cast back to fp32 in the graph (ONNX
 /// Runtime folds the cast at load).
-#[allow(clippy::too_many_arguments)]
-pub fn float_linear(
-    b: &mut Builder,
-    x: &str,
-    name: &str,
-    w: &[f32],
-    n: usize,
-    k: usize,
-    bias: Option<&[f32]>,
-    f16: bool,
-) -> String {
+pub fn float_linear(b: &mut Builder, x: &str, l: &Linear, f16: bool) -> String {
+    let &Linear { name, w, n, k, bias, .. } = l;
     let wt = crate::weights::transpose(w, n, k);
     let wn = if f16 {
         let raw = wt.iter().flat_map(|v| deposium_kernels::f16_bits(*v).to_le_bytes()).collect();
@@ -205,18 +211,15 @@ fn custom_kernel_bits(q: &QuantConfig, bits: Option<u8>, n: usize, k: usize, has
 }
 
 /// `ai.deposium:QMatMul8` / `QMatMul4` for `w` `[n, k]`.
-#[allow(clippy::too_many_arguments)]
 fn custom_linear(
     b: &mut Builder,
     x: &str,
-    name: &str,
-    w: &[f32],
-    n: usize,
-    k: usize,
+    l: &Linear,
     bits: u8,
     q: &QuantConfig,
     attrs: Vec<crate::proto::Attr>,
 ) -> String {
+    let &Linear { name, w, n, k, .. } = l;
     let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
     let scale_dims = [tiles, kb, deposium_kernels::TILE as i64];
     let (op, mut inputs) = if bits == 8 {
@@ -227,7 +230,7 @@ fn custom_linear(
         (QMATMUL8, vec![wn, sn])
     } else {
         let (codes, scales, zps) = if q.asymmetric {
-            q.quantize_asym4(name, w, n, k)
+            l.quantize_asym4(q)
         } else {
             let (c, s) = quantize_blocks(w, n, k, q.block, 4);
             (c, s, vec![8u8; n * kb as usize]) // symmetric: code = q + 8
@@ -246,18 +249,10 @@ fn custom_linear(
 
 /// `gelu_tanh(x · Wgᵀ) ⊙ (x · Wuᵀ)` for a stacked gate/up weight `[2·inter, k]` as one QMatMul node (attribute
 /// `geglu`), where the layer runs on our kernels; None otherwise (the caller emits MatMul, Split, Gelu, Mul).
-pub fn geglu_linear(
-    b: &mut Builder,
-    x: &str,
-    name: &str,
-    w: &[f32],
-    n: usize,
-    k: usize,
-    q: &QuantConfig,
-) -> Option<String> {
-    let bits = q.linear_bits_for(name);
-    (custom_kernel_bits(q, bits, n, k, false) && (n / 2).is_multiple_of(deposium_kernels::TILE))
-        .then(|| custom_linear(b, x, name, w, n, k, bits.unwrap(), q, vec![attr_i("geglu", 1)]))
+pub fn geglu_linear(b: &mut Builder, x: &str, l: &Linear, q: &QuantConfig) -> Option<String> {
+    let bits = q.linear_bits_for(l.name);
+    (custom_kernel_bits(q, bits, l.n, l.k, false) && (l.n / 2).is_multiple_of(deposium_kernels::TILE))
+        .then(|| custom_linear(b, x, l, bits.unwrap(), q, vec![attr_i("geglu", 1)]))
 }
 
 /// Token embedding lookup `table[ids] * scale` (`table` is `[vocab, dim]`).

@@ -7,11 +7,11 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::builder::{fixed, sym, Builder};
-use crate::emit::{embedding, linear};
+use crate::emit::{embedding, linear, Linear};
+use crate::heads::DenseHead;
 use crate::proto::{attr_f, attr_i, attr_s, DType};
 use crate::scheme::QuantConfig;
 use crate::weights::Weights;
-use crate::DenseHead;
 
 #[derive(Debug, Deserialize, Clone)]
 pub struct Gemma3Config {
@@ -165,29 +165,9 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     // RotaryEmbedding's position offset: only the fused path without our ops needs it.
     let pos0 = if fused && !uses_custom_ops(q) { b.const_i64(&[0]) } else { String::new() };
 
-    let layer_norm_w = |l: usize, name: &str| -> Result<Vec<f32>> {
-        let nw = w.vector(&layer_key(prefix, l, &format!("{name}.weight")), h)?;
-        // Activation-aware scaling of the 4-bit layer this norm feeds: its 1/s folds into the norm weight.
-        let s = match name {
-            "input_layernorm" if calibrated(q) => {
-                let (wq, sizes) = qkv_stacked(w, prefix, l, h)?;
-                q.awq_scales(&layer_key(prefix, l, QKV), &wq, sizes.iter().sum(), h)
-            }
-            "pre_feedforward_layernorm" if calibrated(q) => q.awq_scales(
-                &layer_key(prefix, l, GATE_UP),
-                &gate_up_stacked(w, cfg, prefix, l, q)?,
-                2 * cfg.intermediate_size,
-                h,
-            ),
-            _ => None,
-        };
-        Ok(match s {
-            Some(s) => crate::awq::fold_into_gemma_norm(&nw, &s),
-            None => nw,
-        })
-    };
     // With fused ops, the residual add and the next norm are one SkipSimplifiedLayerNormalization.
-    let mut hn = rms_norm(&mut b, &x, &layer_norm_w(0, "input_layernorm")?, "layers.0.input_layernorm", eps, 1.0);
+    let mut lw = LayerWeights::load(w, cfg, prefix, 0, q)?;
+    let mut hn = rms_norm(&mut b, &x, &lw.input_norm, "layers.0.input_layernorm", eps, 1.0);
     for l in 0..cfg.num_hidden_layers {
         let lp = |s: &str| layer_key(prefix, l, s);
         let ((cos, sin), bias) =
@@ -195,18 +175,19 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         let attn = if fused {
             let masks =
                 AttnMasks { bias, tokens: &mask_f, reach: if cfg.is_sliding(l) { cfg.window_reach() } else { 0 } };
-            attention_fused(&mut b, w, cfg, prefix, l, &hn, cos, sin, &pos0, masks, attn_scale, q)?
+            attention_fused(&mut b, w, cfg, &lw, &hn, (cos, sin, &pos0), masks, attn_scale, q)?
         } else {
             attention_reference(&mut b, w, cfg, prefix, l, &hn, cos, sin, bias, attn_scale, q)?
         };
-        let post = (layer_norm_w(l, "post_attention_layernorm")?, lp("post_attention_layernorm"));
-        let pre_ff = (layer_norm_w(l, "pre_feedforward_layernorm")?, lp("pre_feedforward_layernorm"));
+        let post = (std::mem::take(&mut lw.post_attention_norm), lp("post_attention_layernorm"));
+        let pre_ff = (std::mem::take(&mut lw.pre_feedforward_norm), lp("pre_feedforward_layernorm"));
         let (hn2, x2) = norm_add_norm(&mut b, &attn, &x, post, pre_ff, eps, q);
         x = x2;
-        let down = mlp(&mut b, w, cfg, prefix, l, &hn2, q)?;
-        let post = (layer_norm_w(l, "post_feedforward_layernorm")?, lp("post_feedforward_layernorm"));
+        let down = mlp(&mut b, w, cfg, &lw, &hn2, q)?;
+        let post = (std::mem::take(&mut lw.post_feedforward_norm), lp("post_feedforward_layernorm"));
         let next = if l + 1 < cfg.num_hidden_layers {
-            (layer_norm_w(l + 1, "input_layernorm")?, format!("layers.{}.input_layernorm", l + 1))
+            lw = LayerWeights::load(w, cfg, prefix, l + 1, q)?;
+            (lw.input_norm.clone(), format!("layers.{}.input_layernorm", l + 1))
         } else {
             (w.vector(&p("norm.weight"), h)?, "final_norm".to_string())
         };
@@ -220,9 +201,9 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
         // the batch it is in (a MatMul over the padded length sums in blocks that depend on that length).
         b.node(crate::builder::CUSTOM_DOMAIN, crate::builder::MEAN_POOL, &[&x, &mask_f], 1, vec![]).remove(0)
     } else {
-        crate::mean_pool(&mut b, &x, &mask_f)
+        crate::heads::mean_pool(&mut b, &x, &mask_f)
     };
-    let out = crate::dense_heads(&mut b, &pooled, dense, q)?;
+    let out = crate::heads::dense_heads(&mut b, &pooled, dense, q)?;
     let out_dim = dense.last().map(|d| d.out_features).unwrap_or(h);
     b.output(&out, "sentence_embedding", DType::F32, vec![sym("batch"), fixed(out_dim as i64)]);
     Ok(b)
@@ -331,36 +312,89 @@ fn calibrated(q: &QuantConfig) -> bool {
     q.fused_ops && matches!(q.calib, crate::awq::CalibMode::Apply(_))
 }
 
-/// Layer `l`'s q, k and v projections stacked `[Σn, h]` (one fused MatMul), and their row counts.
-fn qkv_stacked(w: &Weights, prefix: &str, l: usize, h: usize) -> Result<(Vec<f32>, Vec<usize>)> {
-    let names = ["q_proj", "k_proj", "v_proj"].map(|p| layer_key(prefix, l, &format!("self_attn.{p}.weight")));
-    stack_rows(w, &names, h)
+/// A weight as the graph stores it: multiplied by its activation-aware input scales, when it has some.
+struct Scaled {
+    w: Vec<f32>,
+    scales: Option<Vec<f32>>,
 }
 
-fn down_weight(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize) -> Result<Vec<f32>> {
-    Ok(w.matrix(&layer_key(prefix, l, &format!("{DOWN}.weight")), cfg.hidden_size, cfg.intermediate_size)?.data)
-}
-
-/// The down projection's activation-aware input scales, when the build is calibrated (memoized by `awq_scales`).
-fn down_scales(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Option<Vec<f32>>> {
-    if !calibrated(q) {
-        return Ok(None);
-    }
-    let wd = down_weight(w, cfg, prefix, l)?;
-    Ok(q.awq_scales(&layer_key(prefix, l, DOWN), &wd, cfg.hidden_size, cfg.intermediate_size))
-}
-
-/// Layer `l`'s stacked gate/up weight `[2·inter, h]`, the up rows divided by the down projection's input scales.
-fn gate_up_stacked(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<Vec<f32>> {
-    let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
-    let lp = |s: &str| layer_key(prefix, l, s);
-    let (mut stacked, _) = stack_rows(w, &[lp("mlp.gate_proj.weight"), lp("mlp.up_proj.weight")], h)?;
-    if let Some(s) = down_scales(w, cfg, prefix, l, q)? {
-        for (row, s) in stacked[inter * h..].chunks_mut(h).zip(&s) {
-            row.iter_mut().for_each(|v| *v /= s);
+impl Scaled {
+    /// `w` `[n, k]` with the scales `awq_scales` chooses for layer `name`.
+    fn new(q: &QuantConfig, name: &str, w: Vec<f32>, n: usize, k: usize) -> Scaled {
+        match q.awq_scales(name, &w, n, k) {
+            Some(s) => Scaled { w: crate::blocks::scale_columns(&w, k, &s), scales: Some(s) },
+            None => Scaled { w, scales: None },
         }
     }
-    Ok(stacked)
+
+    fn linear<'a>(&'a self, name: &'a str, n: usize, k: usize) -> Linear<'a> {
+        Linear { input_scales: self.scales.as_deref(), ..Linear::new(name, &self.w, n, k) }
+    }
+}
+
+/// One layer's norm weights and projections, computed once before the layer is emitted. With calibration, the
+/// activation-aware `1 / s` of the QKV and gate/up projections is folded into the norms in front of them, and the
+/// down projection's into the up rows.
+struct LayerWeights {
+    prefix: String,
+    layer: usize,
+    input_norm: Vec<f32>,
+    post_attention_norm: Vec<f32>,
+    pre_feedforward_norm: Vec<f32>,
+    post_feedforward_norm: Vec<f32>,
+    /// Fused graphs: q, k and v stacked `[Σn, h]` (one MatMul), and their row counts.
+    qkv: Option<(Scaled, Vec<usize>)>,
+    /// Fused graphs: gate and up stacked `[2·inter, h]`.
+    gate_up: Option<Scaled>,
+    down: Scaled,
+}
+
+impl LayerWeights {
+    fn load(w: &Weights, cfg: &Gemma3Config, prefix: &str, l: usize, q: &QuantConfig) -> Result<LayerWeights> {
+        let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
+        let lp = |s: &str| layer_key(prefix, l, s);
+        let norm = |name: &str| w.vector(&lp(&format!("{name}.weight")), h);
+        let fold = |norm: Vec<f32>, s: &Option<Vec<f32>>| match s {
+            Some(s) => crate::awq::fold_into_gemma_norm(&norm, s),
+            None => norm,
+        };
+        let wd = w.matrix(&lp(&format!("{DOWN}.weight")), h, inter)?.data;
+        let down = if calibrated(q) { Scaled::new(q, &lp(DOWN), wd, h, inter) } else { Scaled { w: wd, scales: None } };
+        let (mut input_norm, mut pre_feedforward_norm) = (norm("input_layernorm")?, norm("pre_feedforward_layernorm")?);
+        let (mut qkv, mut gate_up) = (None, None);
+        if q.fused_ops {
+            let names = ["q_proj", "k_proj", "v_proj"].map(|p| lp(&format!("self_attn.{p}.weight")));
+            let (stacked, sizes) = stack_rows(w, &names, h)?;
+            let stacked = Scaled::new(q, &lp(QKV), stacked, sizes.iter().sum(), h);
+            input_norm = fold(input_norm, &stacked.scales);
+            qkv = Some((stacked, sizes));
+            let (mut stacked, _) = stack_rows(w, &[lp("mlp.gate_proj.weight"), lp("mlp.up_proj.weight")], h)?;
+            if let Some(s) = &down.scales {
+                for (row, s) in stacked[inter * h..].chunks_mut(h).zip(s) {
+                    row.iter_mut().for_each(|v| *v /= s);
+                }
+            }
+            let stacked = Scaled::new(q, &lp(GATE_UP), stacked, 2 * inter, h);
+            pre_feedforward_norm = fold(pre_feedforward_norm, &stacked.scales);
+            gate_up = Some(stacked);
+        }
+        Ok(LayerWeights {
+            prefix: prefix.to_string(),
+            layer: l,
+            input_norm,
+            post_attention_norm: norm("post_attention_layernorm")?,
+            pre_feedforward_norm,
+            post_feedforward_norm: norm("post_feedforward_layernorm")?,
+            qkv,
+            gate_up,
+            down,
+        })
+    }
+
+    /// Name of this layer's tensor `s`.
+    fn key(&self, s: &str) -> String {
+        layer_key(&self.prefix, self.layer, s)
+    }
 }
 
 /// `gelu_tanh(gate) ⊙ up`.
@@ -373,38 +407,35 @@ fn mlp(
     b: &mut Builder,
     w: &Weights,
     cfg: &Gemma3Config,
-    prefix: &str,
-    l: usize,
+    lw: &LayerWeights,
     hn: &str,
     q: &QuantConfig,
 ) -> Result<String> {
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
-    let lp = |s: &str| layer_key(prefix, l, s);
-    let prod = if q.fused_ops {
-        let mut stacked = gate_up_stacked(w, cfg, prefix, l, q)?;
-        if let Some(s) = q.awq_scales(&lp(GATE_UP), &stacked, 2 * inter, h) {
-            stacked = crate::blocks::scale_columns(&stacked, h, &s);
-        }
-        match crate::emit::geglu_linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, q) {
-            Some(prod) => prod,
-            None => {
-                let gu = linear(b, hn, &lp(GATE_UP), &stacked, 2 * inter, h, None, q);
-                let parts = split_last(b, &gu, &[inter, inter]);
-                geglu(b, &parts[0], &parts[1])
+    let prod = match &lw.gate_up {
+        Some(stacked) => {
+            let name = lw.key(GATE_UP);
+            let l = stacked.linear(&name, 2 * inter, h);
+            match crate::emit::geglu_linear(b, hn, &l, q) {
+                Some(prod) => prod,
+                None => {
+                    let gu = linear(b, hn, &l, q);
+                    let parts = split_last(b, &gu, &[inter, inter]);
+                    geglu(b, &parts[0], &parts[1])
+                }
             }
         }
-    } else {
-        let wg = w.matrix(&lp("mlp.gate_proj.weight"), inter, h)?;
-        let gate = linear(b, hn, &lp("mlp.gate_proj"), &wg.data, inter, h, None, q);
-        let wu = w.matrix(&lp("mlp.up_proj.weight"), inter, h)?;
-        let up = linear(b, hn, &lp("mlp.up_proj"), &wu.data, inter, h, None, q);
-        geglu(b, &gate, &up)
+        None => {
+            let (gate_name, up_name) = (lw.key("mlp.gate_proj"), lw.key("mlp.up_proj"));
+            let wg = w.matrix(&format!("{gate_name}.weight"), inter, h)?;
+            let gate = linear(b, hn, &Linear::new(&gate_name, &wg.data, inter, h), q);
+            let wu = w.matrix(&format!("{up_name}.weight"), inter, h)?;
+            let up = linear(b, hn, &Linear::new(&up_name, &wu.data, inter, h), q);
+            geglu(b, &gate, &up)
+        }
     };
-    let mut wd = down_weight(w, cfg, prefix, l)?;
-    if let Some(s) = down_scales(w, cfg, prefix, l, q)? {
-        wd = crate::blocks::scale_columns(&wd, inter, &s);
-    }
-    Ok(linear(b, &prod, &lp(DOWN), &wd, h, inter, None, q))
+    let name = lw.key(DOWN);
+    Ok(linear(b, &prod, &lw.down.linear(&name, h, inter), q))
 }
 
 /// Quantized graphs with our kernels also use our GemmaAttention and GemmaNormAddNorm ops (fp32 graphs keep stock
@@ -423,30 +454,26 @@ struct AttnMasks<'a> {
 
 /// Attention with fused ops: one QKV MatMul, then either our GemmaAttention op (q/k norms, RoPE and attention in one
 /// node) or RotaryEmbedding and MultiHeadAttention (kv heads repeated).
+/// `rope`: the cos and sin caches and RotaryEmbedding's position offset.
 #[allow(clippy::too_many_arguments)]
 fn attention_fused(
     b: &mut Builder,
     w: &Weights,
     cfg: &Gemma3Config,
-    prefix: &str,
-    l: usize,
+    lw: &LayerWeights,
     hn: &str,
-    cos_c: &str,
-    sin_c: &str,
-    pos0: &str,
+    rope: (&str, &str, &str),
     masks: AttnMasks<'_>,
     attn_scale: f32,
     q: &QuantConfig,
 ) -> Result<String> {
     let (h, hd, nq, nkv, eps) =
         (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
-    let lp = |s: &str| layer_key(prefix, l, s);
-    let (mut stacked, sizes) = qkv_stacked(w, prefix, l, h)?;
-    let n_total: usize = sizes.iter().sum();
-    if let Some(s) = q.awq_scales(&lp(QKV), &stacked, n_total, h) {
-        stacked = crate::blocks::scale_columns(&stacked, h, &s);
-    }
-    let qkv = linear(b, hn, &lp(QKV), &stacked, n_total, h, None, q);
+    let (cos_c, sin_c, pos0) = rope;
+    let lp = |s: &str| lw.key(s);
+    let (stacked, sizes) = lw.qkv.as_ref().expect("fused graphs stack QKV");
+    let name = lp(QKV);
+    let qkv = linear(b, hn, &stacked.linear(&name, sizes.iter().sum(), h), q);
     let ctx = if uses_custom_ops(q) {
         // Our GemmaAttention op: split, q/k norms, RoPE and the attention in one node.
         let qs = norm_scale(&w.vector(&lp("self_attn.q_norm.weight"), hd)?, attn_scale);
@@ -468,7 +495,7 @@ fn attention_fused(
         )
         .remove(0)
     } else {
-        let parts = split_last(b, &qkv, &sizes);
+        let parts = split_last(b, &qkv, sizes);
         let q4 = b.reshape(&parts[0], &[0, 0, nq as i64, hd as i64]);
         let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
         let q3 = b.reshape(&qn, &[0, 0, (nq * hd) as i64]);
@@ -512,8 +539,13 @@ fn attention_fused(
             vec![attr_i("num_heads", nq as i64), attr_f("scale", 1.0)],
         )
     };
-    let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
-    Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q))
+    o_proj(b, w, &ctx, &lp("self_attn.o_proj"), h, nq * hd, q)
+}
+
+/// The attention output projection `name` (weight `[h, k]`).
+fn o_proj(b: &mut Builder, w: &Weights, ctx: &str, name: &str, h: usize, k: usize, q: &QuantConfig) -> Result<String> {
+    let wo = w.matrix(&format!("{name}.weight"), h, k)?;
+    Ok(linear(b, ctx, &Linear::new(name, &wo.data, h, k), q))
 }
 
 /// Attention with plain ONNX ops (the reference path).
@@ -534,12 +566,12 @@ fn attention_reference(
     let (h, hd, nq, nkv, eps) =
         (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps);
     let lp = |s: &str| layer_key(prefix, l, s);
-    let wq = w.matrix(&lp("self_attn.q_proj.weight"), nq * hd, h)?;
-    let qv = linear(b, hn, &lp("self_attn.q_proj"), &wq.data, nq * hd, h, None, q);
-    let wk = w.matrix(&lp("self_attn.k_proj.weight"), nkv * hd, h)?;
-    let kv = linear(b, hn, &lp("self_attn.k_proj"), &wk.data, nkv * hd, h, None, q);
-    let wv = w.matrix(&lp("self_attn.v_proj.weight"), nkv * hd, h)?;
-    let vv = linear(b, hn, &lp("self_attn.v_proj"), &wv.data, nkv * hd, h, None, q);
+    let mut proj = |name: &str, n: usize| -> Result<String> {
+        let name = lp(&format!("self_attn.{name}"));
+        let m = w.matrix(&format!("{name}.weight"), n, h)?;
+        Ok(linear(b, hn, &Linear::new(&name, &m.data, n, h), q))
+    };
+    let (qv, kv, vv) = (proj("q_proj", nq * hd)?, proj("k_proj", nkv * hd)?, proj("v_proj", nkv * hd)?);
     let q4 = b.reshape(&qv, &[0, 0, nq as i64, hd as i64]);
     // The attention scale (a power of two for Gemma) is folded into the q norm weight.
     let qn = rms_norm(b, &q4, &w.vector(&lp("self_attn.q_norm.weight"), hd)?, &lp("q_norm"), eps, attn_scale);
@@ -569,6 +601,5 @@ fn attention_reference(
     let ctx = if grouped { b.reshape(&ctx, &[0, nq as i64, -1, hd as i64]) } else { ctx };
     let ctx = b.transpose(&ctx, &[0, 2, 1, 3]);
     let ctx = b.reshape(&ctx, &[0, 0, (nq * hd) as i64]);
-    let wo = w.matrix(&lp("self_attn.o_proj.weight"), h, nq * hd)?;
-    Ok(linear(b, &ctx, &lp("self_attn.o_proj"), &wo.data, h, nq * hd, None, q))
+    o_proj(b, w, &ctx, &lp("self_attn.o_proj"), h, nq * hd, q)
 }

@@ -170,11 +170,8 @@ mod tests {
     #[test]
     fn gptq_lowers_the_output_error_of_correlated_inputs() {
         let (n, k, tokens) = (16, 64, 400);
-        let mut seed = 9u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = deposium_test_support::Rng::new(9);
+        let mut rnd = || rng.centered();
         // Correlated inputs: a few shared factors plus noise, some channels much larger.
         let factors: Vec<Vec<f32>> = (0..tokens).map(|_| (0..4).map(|_| rnd()).collect()).collect();
         let mix: Vec<f32> = (0..4 * k).map(|_| rnd()).collect();

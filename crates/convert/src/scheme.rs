@@ -156,12 +156,19 @@ impl QuantConfig {
     }
 
     /// Asymmetric 4-bit codes, scales and zero points of layer `name` (weight `[n, k]`, already multiplied by its
-    /// activation-aware scales if any): GPTQ when calibrated, else round-to-nearest.
-    pub fn quantize_asym4(&self, name: &str, w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
+    /// activation-aware scales `input_scales` if any): GPTQ when calibrated, else round-to-nearest.
+    pub fn quantize_asym4(
+        &self,
+        name: &str,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        input_scales: Option<&[f32]>,
+    ) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
         if let (true, CalibMode::Apply(cal)) = (self.gptq, &self.calib) {
             if let Some(h) = cal.second_moment.get(name).filter(|h| h.len() == k * k) {
                 // The layer sees x / s: its second moment is H / (s sᵀ).
-                let h = match cal.chosen_scales(name, &self.awq_variant()) {
+                let h = match input_scales {
                     Some(s) => h.iter().enumerate().map(|(i, v)| v / (s[i / k] * s[i % k])).collect(),
                     None => h.clone(),
                 };
@@ -172,10 +179,6 @@ impl QuantConfig {
             }
         }
         quantize_blocks_asym4(w, n, k, self.block)
-    }
-
-    fn awq_variant(&self) -> String {
-        format!("b{}a{}", self.block, self.asymmetric)
     }
 
     /// Activation-aware input scales for 4-bit layer `name` (weight `[n, k]`), when calibrated; the caller
@@ -196,6 +199,6 @@ impl QuantConfig {
             };
             dequantize_blocks4(&codes, &scales, &zps, rows, k, block)
         };
-        cal.scales(name, &self.awq_variant(), w, n, k, &qdq)
+        cal.scales(name, w, n, k, &qdq)
     }
 }

@@ -83,7 +83,8 @@ fn main() {
     let dir = paths::models_dir().join("potion-base-8M");
     let t = Instant::now();
     let backend = Arc::new(
-        StaticModel::load(&dir, "potion-base-8M").unwrap_or_else(|e| panic!("{e} (run `scripts/fetch.sh small`)")),
+        StaticModel::load(&dir, "potion-base-8M")
+            .unwrap_or_else(|e| panic!("{} (run `scripts/fetch.sh small`)", e.report())),
     );
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let model = Model::new(backend.clone());

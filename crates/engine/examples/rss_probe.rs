@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         let tok = if std::env::var_os("STOCK_LOADER").is_some() {
             tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?
         } else {
-            deposium_engine::tokenizer_load::from_json(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?
+            deposium_engine::tokenizer_load::from_json(&bytes, &dir.join("tokenizer.json"))?
         };
         drop(bytes);
         #[cfg(target_env = "gnu")]

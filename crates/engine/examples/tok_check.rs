@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         z = Some(if std::env::var_os("STOCK_LOADER").is_some() {
             tokenizers::Tokenizer::from_bytes(&bytes).map_err(err)?
         } else {
-            deposium_engine::tokenizer_load::from_json(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?
+            deposium_engine::tokenizer_load::from_json(&bytes, &zst.join("tokenizer.json"))?
         });
         tz.push(t0.elapsed().as_secs_f64());
     }

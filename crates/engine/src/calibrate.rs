@@ -8,23 +8,19 @@ use deposium_convert::awq::{Calibration, CALIBRATION_TEXTS, CALIB_PREFIX};
 use ort::value::Tensor;
 
 use crate::runtime;
-use crate::{paths, EngineError, Result};
+use crate::{paths, LoadContext, Result};
 
 /// Prompts per text (rotating through the model's prompts).
 const PROMPTS_PER_TEXT: usize = 3;
-
-fn err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Load(format!("calibration: {e}"))
-}
 
 /// Statistics for the safetensors model in `src`, measured now (a few seconds; conversions are cached, these are
 /// not: `E[xᵀx]` of every layer is ~300 MB for EmbeddingGemma).
 pub(crate) fn calibration_for(src: &Path) -> Result<Arc<Calibration>> {
     let t0 = std::time::Instant::now();
     let dir = paths::home().join("calibration").join(format!("graph-{}", deposium_convert::unique_suffix()));
-    std::fs::create_dir_all(&dir).map_err(err)?;
+    std::fs::create_dir_all(&dir).context_load(|| format!("calibration: creating {}", dir.display()))?;
     let measured = deposium_convert::write_calibration_graph(src, &dir)
-        .map_err(|e| err(format!("{e:#}")))
+        .context_load(|| "calibration")
         .and_then(|_| measure(src, &dir));
     let _ = std::fs::remove_dir_all(&dir);
     let cal = measured?;
@@ -63,7 +59,7 @@ fn measure(src: &Path, graph_dir: &Path) -> Result<Calibration> {
     let mut sums: HashMap<String, Vec<f64>> = HashMap::new();
     let mut tokens = 0usize;
     for text in calibration_inputs(src) {
-        let enc = tokenizer.encode(text.as_str(), true).map_err(err)?;
+        let enc = tokenizer.encode(text.as_str(), true).context_load(|| "calibration")?;
         let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
         let s = ids.len();
         let shape = [1i64, s as i64];

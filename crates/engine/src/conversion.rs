@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use deposium_convert::awq::CalibMode;
 use deposium_convert::QuantConfig;
 
-use crate::error::load_err;
-use crate::{paths, EngineError, Result};
+use crate::{paths, EngineError, LoadContext, Result};
 
 /// `deposium_convert::convert`, with calibration statistics measured first when `q` wants them (int4): the one
 /// conversion path of the CLI and of models converted on first load.
@@ -15,14 +14,13 @@ pub fn convert(src: &Path, out: &Path, q: &QuantConfig) -> Result<deposium_conve
     if q.wants_calibration() {
         q.calib = CalibMode::Apply(crate::calibrate::calibration_for(src)?);
     }
-    deposium_convert::convert(src, out, &q)
-        .map_err(|e| EngineError::Load(format!("converting {}: {e:#}", src.display())))
+    deposium_convert::convert(src, out, &q).context_load(|| format!("converting {}", src.display()))
 }
 
 /// Directory where a safetensors model converted with `scheme` is cached.
 pub fn converted_path(src: &Path, scheme: &str) -> Result<PathBuf> {
     let w = src.join("model.safetensors");
-    let meta = std::fs::metadata(&w).map_err(|e| load_err(format!("{}: {e}", w.display())))?;
+    let meta = std::fs::metadata(&w).context_load(|| w.display().to_string())?;
     let mtime = meta
         .modified()
         .ok()
@@ -68,7 +66,8 @@ pub fn ensure_converted(src: &Path, scheme: &str) -> Result<PathBuf> {
     }
     let q = QuantConfig::from_scheme(scheme).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
     tracing::info!(src = %src.display(), scheme, out = %out.display(), "building ONNX graph from safetensors (once; cached)");
-    std::fs::create_dir_all(paths::converted_dir()).map_err(load_err)?;
+    let dir = paths::converted_dir();
+    std::fs::create_dir_all(&dir).context_load(|| format!("creating {}", dir.display()))?;
     convert(src, &out, &q)?;
     remove_stale_conversions(&out);
     Ok(out)

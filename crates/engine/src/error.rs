@@ -1,6 +1,12 @@
 use thiserror::Error;
 
+/// Any error, as a cause kept behind an [`EngineError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors a caller can act on. `InvalidInput`/`TooLong`/`UnknownModel` are the client's fault (4xx).
+///
+/// `Display` is this error's own message; the cause, where there is one, is its `source()`. [`EngineError::report`]
+/// gives both, as users see them.
 #[derive(Debug, Error)]
 pub enum EngineError {
     #[error("{0}")]
@@ -11,27 +17,49 @@ pub enum EngineError {
     UnknownModel { name: String, available: String },
     #[error("model '{0}' produced NaN or Inf in its output")]
     NonFinite(String),
-    #[error("failed to load model: {0}")]
-    Load(String),
+    /// A model could not be loaded: `what` says what was being loaded or done, `source` why.
+    #[error("failed to load model: {what}")]
+    Load {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// ONNX Runtime failed while running a graph.
+    #[error("onnxruntime")]
+    Ort(#[from] ort::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// A model-loading failure from any displayable error.
-pub(crate) fn load_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Load(e.to_string())
-}
+impl EngineError {
+    /// A loading failure with no underlying error.
+    pub fn load(what: impl Into<String>) -> Self {
+        EngineError::Load { what: what.into(), source: None }
+    }
 
-impl From<anyhow::Error> for EngineError {
-    fn from(e: anyhow::Error) -> Self {
-        EngineError::Internal(format!("{e:#}"))
+    /// The message and its causes, joined by `: ` (what the CLI and the HTTP API show).
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
     }
 }
 
-impl From<ort::Error> for EngineError {
-    fn from(e: ort::Error) -> Self {
-        EngineError::Internal(format!("onnxruntime: {e}"))
+/// Turns any error into an [`EngineError::Load`] that keeps it as its source, in place of a `map_err` per call.
+pub trait LoadContext<T> {
+    /// `what`: what was being loaded or done (computed only on failure).
+    fn context_load<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T, E: Into<BoxError>> LoadContext<T> for std::result::Result<T, E> {
+    fn context_load<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| EngineError::Load { what: what().into(), source: Some(e.into()) })
     }
 }

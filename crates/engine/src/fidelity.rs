@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::{cosine, EmbedRequest, EngineError, Model, Prompt, Result};
+use crate::{cosine, EmbedRequest, LoadContext, Model, Prompt, Result};
 
 /// Reference vectors: sentences, prompts (name → text) and one row per sentence per prompt.
 pub struct Reference {
@@ -17,19 +17,15 @@ pub struct Reference {
 impl Reference {
     /// Read `sentences.json` + `embeddinggemma_fp32_reference.safetensors` from a fixtures directory.
     pub fn load(dir: &Path) -> Result<Self> {
-        let err = |e: String| EngineError::Load(format!("fixtures in {}: {e}", dir.display()));
-        let meta: serde_json::Value =
-            crate::st_config::read_json(&dir.join("sentences.json")).map_err(|e| err(format!("{e:#}")))?;
-        let sentences: Vec<String> =
-            serde_json::from_value(meta["sentences"].clone()).map_err(|e| err(e.to_string()))?;
-        let prompts: BTreeMap<String, String> =
-            serde_json::from_value(meta["prompts"].clone()).map_err(|e| err(e.to_string()))?;
-        let bytes =
-            std::fs::read(dir.join("embeddinggemma_fp32_reference.safetensors")).map_err(|e| err(e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+        let what = || format!("fixtures in {}", dir.display());
+        let meta: serde_json::Value = crate::st_config::read_json(&dir.join("sentences.json")).context_load(what)?;
+        let sentences: Vec<String> = serde_json::from_value(meta["sentences"].clone()).context_load(what)?;
+        let prompts: BTreeMap<String, String> = serde_json::from_value(meta["prompts"].clone()).context_load(what)?;
+        let bytes = std::fs::read(dir.join("embeddinggemma_fp32_reference.safetensors")).context_load(what)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).context_load(what)?;
         let mut vectors = BTreeMap::new();
         for name in prompts.keys() {
-            let t = st.tensor(name).map_err(|e| err(e.to_string()))?;
+            let t = st.tensor(name).context_load(what)?;
             let cols = t.shape()[1];
             let data: Vec<f32> =
                 t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();

@@ -18,7 +18,7 @@ pub use deposium_convert::st_config;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use error::{EngineError, Result};
+pub use error::{BoxError, EngineError, LoadContext, Result};
 pub use tokenizers::Tokenizer;
 
 /// What a model is, for listing and validation.
@@ -279,7 +279,8 @@ pub fn l2_normalize(v: &mut [f32]) {
     }
 }
 
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// Cosine similarity (0 when either vector is zero), computed in f64.
+pub fn cosine_f64(a: &[f32], b: &[f32]) -> f64 {
     let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         d += x as f64 * y as f64;
@@ -289,5 +290,9 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     if na == 0.0 || nb == 0.0 {
         return 0.0;
     }
-    (d / (na.sqrt() * nb.sqrt())) as f32
+    d / (na.sqrt() * nb.sqrt())
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    cosine_f64(a, b) as f32
 }

@@ -49,7 +49,7 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::Tokenizer;
 
-use crate::{Backend, EngineError, ModelInfo, Result};
+use crate::{Backend, EngineError, LoadContext, ModelInfo, Result};
 
 /// Longest token sequence used per text, as upstream `model2vec`'s `encode(max_length=512)`.
 pub const MAX_TOKENS: usize = 512;
@@ -98,8 +98,13 @@ pub struct StaticModel {
     normalize: bool,
 }
 
+/// What failed, in the model at `dir`.
+fn at(dir: &Path, what: impl std::fmt::Display) -> String {
+    format!("Model2Vec model at {}: {what}", dir.display())
+}
+
 fn load_err(dir: &Path, msg: impl std::fmt::Display) -> EngineError {
-    EngineError::Load(format!("Model2Vec model at {}: {msg}", dir.display()))
+    EngineError::load(at(dir, msg))
 }
 
 impl StaticModel {
@@ -110,10 +115,9 @@ impl StaticModel {
     /// it, and every API of this server L2-normalises by default anyway).
     pub fn load(dir: &Path, name: &str) -> Result<Self> {
         let cfg_path = dir.join("config.json");
-        let cfg_text =
-            std::fs::read_to_string(&cfg_path).map_err(|e| load_err(dir, format!("reading config.json: {e}")))?;
-        let cfg: serde_json::Value = serde_json::from_str(&cfg_text)
-            .map_err(|e| load_err(dir, format!("config.json is not valid JSON: {e}")))?;
+        let cfg_text = std::fs::read_to_string(&cfg_path).context_load(|| at(dir, "reading config.json"))?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&cfg_text).context_load(|| at(dir, "config.json is not valid JSON"))?;
         let normalize = match cfg.get("normalize") {
             None | Some(serde_json::Value::Null) => true,
             Some(serde_json::Value::Bool(b)) => *b,
@@ -127,9 +131,8 @@ impl StaticModel {
         if !tok_path.is_file() {
             return Err(load_err(dir, "tokenizer.json is missing"));
         }
-        let mut tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| load_err(dir, format!("cannot load tokenizer.json: {e}")))?;
-        tokenizer.with_truncation(None).map_err(|e| load_err(dir, format!("tokenizer.json: {e}")))?;
+        let mut tokenizer = Tokenizer::from_file(&tok_path).context_load(|| at(dir, "cannot load tokenizer.json"))?;
+        tokenizer.with_truncation(None).context_load(|| at(dir, "tokenizer.json"))?;
         tokenizer.with_padding(None);
         let unk_id = match tokenizer.get_model() {
             ModelWrapper::WordPiece(m) => tokenizer.token_to_id(&m.unk_token),
@@ -141,13 +144,13 @@ impl StaticModel {
 
         // Weights.
         let st_path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&st_path).map_err(|e| load_err(dir, format!("reading model.safetensors: {e}")))?;
+        let bytes = std::fs::read(&st_path).context_load(|| at(dir, "reading model.safetensors"))?;
         let digest = {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(&bytes))
         };
         let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| load_err(dir, format!("model.safetensors is not a valid safetensors file: {e}")))?;
+            .context_load(|| at(dir, "model.safetensors is not a valid safetensors file"))?;
         let emb = ["embeddings", "embedding.weight", "0"].iter().find_map(|n| st.tensor(n).ok()).ok_or_else(|| {
             let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
             load_err(dir, format!("model.safetensors has no `embeddings` tensor (tensors: {})", names.join(", ")))

@@ -7,9 +7,8 @@ use deposium_convert::Manifest;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use crate::error::load_err;
 use crate::st_config::{Pooling, StConfig};
-use crate::{Backend, EngineError, ModelInfo, Result};
+use crate::{Backend, EngineError, LoadContext, ModelInfo, Result};
 
 /// Padded tokens per run above which the heap is handed back to the system afterwards.
 const TRIM_AFTER_TOKENS: usize = 2048;
@@ -101,16 +100,15 @@ impl OnnxModel {
             let out = crate::conversion::ensure_converted(dir, scheme)?;
             return Self::load_converted(&out, name);
         }
-        Err(EngineError::Load(format!(
+        Err(EngineError::load(format!(
             "{}: no model found (expected deposium.json, model.onnx, onnx/*.onnx, or model.safetensors + config.json)",
             dir.display()
         )))
     }
 
     fn load_converted(dir: &Path, name: &str) -> Result<Self> {
-        let m: Manifest =
-            crate::st_config::read_json(&dir.join("deposium.json")).map_err(|e| load_err(format!("{e:#}")))?;
-        let st = StConfig::load(dir).map_err(|e| load_err(format!("{e:#}")))?;
+        let m: Manifest = crate::st_config::read_json(&dir.join("deposium.json")).context_load(|| "manifest")?;
+        let st = StConfig::load(dir).context_load(|| "sentence-transformers config")?;
         let session = crate::runtime::session(&dir.join("model.onnx"))?;
         let tokenizer = crate::runtime::tokenizer(dir)?;
         let info = ModelInfo {
@@ -137,7 +135,7 @@ impl OnnxModel {
 
     fn load_stock(dir: &Path, name: &str) -> Result<Self> {
         let path = find_onnx(dir).expect("checked");
-        let st = StConfig::load(dir).map_err(|e| load_err(format!("{e:#}")))?;
+        let st = StConfig::load(dir).context_load(|| "sentence-transformers config")?;
         let session = crate::runtime::session(&path)?;
         let outs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
         let (output_name, kind) = if let Some(o) = outs.iter().find(|o| *o == "sentence_embedding") {
@@ -145,7 +143,7 @@ impl OnnxModel {
         } else if let Some(o) = outs.iter().find(|o| *o == "last_hidden_state" || *o == "token_embeddings") {
             (o.clone(), OutputKind::Tokens(st.pooling))
         } else {
-            return Err(EngineError::Load(format!(
+            return Err(EngineError::load(format!(
                 "{}: outputs {outs:?} include neither sentence_embedding nor last_hidden_state",
                 path.display()
             )));
@@ -166,7 +164,7 @@ impl OnnxModel {
             quantization: "onnx".into(),
             size_bytes: size,
             parameter_count: None,
-            digest: deposium_convert::sha256_file(&path).map_err(|e| load_err(format!("{e:#}")))?,
+            digest: deposium_convert::sha256_file(&path).context_load(|| "digest")?,
             matryoshka_dims: vec![],
             path: dir.to_path_buf(),
         };
@@ -189,8 +187,9 @@ impl OnnxModel {
             .or_else(|| ["<pad>", "[PAD]"].iter().find_map(|t| tokenizer.token_to_id(t)))
             .unwrap_or(0);
         // Special tokens appended after the content: compare "a" with and without them.
-        let with = tokenizer.encode("a", true).map_err(load_err)?.get_ids().to_vec();
-        let without = tokenizer.encode("a", false).map_err(load_err)?.get_ids().to_vec();
+        let probe = || "tokenizer's special tokens";
+        let with = tokenizer.encode("a", true).context_load(probe)?.get_ids().to_vec();
+        let without = tokenizer.encode("a", false).context_load(probe)?.get_ids().to_vec();
         let suffix = match with.windows(without.len().max(1)).position(|w| w == without.as_slice()) {
             Some(pos) => with[pos + without.len()..].to_vec(),
             None => vec![],

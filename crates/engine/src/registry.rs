@@ -98,7 +98,7 @@ pub fn load(spec: &str) -> Result<Model> {
 
 pub fn load_spec(s: &ModelSpec) -> Result<Model> {
     if !s.dir.is_dir() {
-        return Err(EngineError::Load(format!(
+        return Err(EngineError::load(format!(
             "model directory {} for '{}' does not exist; run `make fetch` (scripts/fetch.sh) or pass NAME=PATH",
             s.dir.display(),
             s.name

@@ -1,14 +1,17 @@
 //! ONNX Runtime itself: the library (found and loaded once per process), our operator domain, thread counts, and
 //! sessions and tokenizers built the one way every ONNX model of the engine uses them.
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ort::session::{builder::GraphOptimizationLevel, Session};
 
-use crate::error::load_err;
-use crate::{paths, EngineError, Result};
+use crate::{paths, EngineError, LoadContext, Result};
 
-static ORT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+/// The environment, or why it could not start (the message, and ONNX Runtime's error where it gave one).
+type OrtInit =
+    std::result::Result<ort::environment::Environment, (String, Option<Arc<dyn std::error::Error + Send + Sync>>)>;
+
+static ORT: OnceLock<OrtInit> = OnceLock::new();
 
 /// Where libonnxruntime is looked for, in order.
 pub fn ort_library_candidates() -> Vec<PathBuf> {
@@ -33,22 +36,26 @@ pub fn init_ort() -> Result<&'static ort::environment::Environment> {
     ORT.get_or_init(|| {
         let cands = ort_library_candidates();
         let Some(lib) = cands.iter().find(|p| p.exists()) else {
-            return Err(format!(
+            let msg = format!(
                 "ONNX Runtime library not found (looked at: {}); run `make fetch` (scripts/fetch.sh ort) or set DEPOSIUM_ORT_LIB",
                 cands.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            ));
+            );
+            return Err((msg, None));
         };
         let env = ort::init_from(lib)
-            .map_err(|e| format!("cannot load {}: {e}", lib.display()))?
+            .map_err(|e| (format!("cannot load {}", lib.display()), Some(Arc::from(crate::BoxError::from(e)))))?
             .with_name("deposium")
             .with_telemetry(false)
             .build()
-            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+            .map_err(|e| ("cannot start ONNX Runtime".to_string(), Some(Arc::from(crate::BoxError::from(e)))))?;
         tracing::debug!(lib = %lib.display(), "onnxruntime loaded");
         Ok(env)
     })
     .as_ref()
-    .map_err(|e| EngineError::Load(e.clone()))
+    .map_err(|(what, source)| EngineError::Load {
+        what: what.clone(),
+        source: source.clone().map(|e| Box::new(e) as crate::BoxError),
+    })
 }
 
 /// Our ONNX Runtime custom operators (`ai.deposium`), which every session of the engine registers.
@@ -89,6 +96,14 @@ fn arena_enabled() -> bool {
     std::env::var("DEPOSIUM_ORT_ARENA").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// A failure to set a session option.
+fn options<R>(e: ort::Error<R>) -> EngineError
+where
+    ort::Error: From<ort::Error<R>>,
+{
+    EngineError::Load { what: "ONNX Runtime session options".into(), source: Some(Box::new(ort::Error::from(e))) }
+}
+
 /// A session of the graph at `path`, with our operators, `thread_count()` intra-op threads and no arena.
 pub fn session(path: &Path) -> Result<Session> {
     // ONNX Runtime registers a custom op domain's version in a process-wide map without a lock: two sessions
@@ -99,24 +114,24 @@ pub fn session(path: &Path) -> Result<Session> {
     let threads = thread_count();
     deposium_kernels::set_pool_threads(threads);
     let mut b = Session::builder(env)
-        .map_err(load_err)?
+        .map_err(options)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(load_err)?
+        .map_err(options)?
         .with_intra_threads(threads)
-        .map_err(load_err)?
+        .map_err(options)?
         .with_inter_threads(1)
-        .map_err(load_err)?
+        .map_err(options)?
         .with_intra_op_spinning(intra_op_spinning())
-        .map_err(load_err)?
+        .map_err(options)?
         // Arena off by default (see `arena_enabled`): RSS follows the current batch.
         .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena_enabled()).build()])
-        .map_err(load_err)?
-        .with_operators(operator_domain().map_err(load_err)?)
-        .map_err(load_err)?;
+        .map_err(options)?
+        .with_operators(operator_domain().context_load(|| "operator domain ai.deposium")?)
+        .map_err(options)?;
     if let Ok(p) = std::env::var("DEPOSIUM_ORT_PROFILE") {
-        b = b.with_profiling(p).map_err(load_err)?;
+        b = b.with_profiling(p).map_err(options)?;
     }
-    b.commit_from_file(path).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))
+    b.commit_from_file(path).context_load(|| path.display().to_string())
 }
 
 /// The tokenizer of a model directory (`tokenizer.json`, or the `.zst` of converted directories), without
@@ -124,13 +139,11 @@ pub fn session(path: &Path) -> Result<Session> {
 pub fn tokenizer(dir: &Path) -> Result<tokenizers::Tokenizer> {
     // Converted directories hold it zstd-compressed (tokenizer.json.zst).
     let p = dir.join("tokenizer.json");
-    let bytes =
-        deposium_convert::read_tokenizer_json(dir).map_err(|e| EngineError::Load(format!("{e:#}")))?.ok_or_else(
-            || EngineError::Load(format!("{}: no such file (nor {})", p.display(), deposium_convert::TOKENIZER_ZST)),
-        )?;
-    let mut t =
-        crate::tokenizer_load::from_json(&bytes).map_err(|e| EngineError::Load(format!("{}: {e}", p.display())))?;
-    t.with_truncation(None).map_err(load_err)?;
+    let bytes = deposium_convert::read_tokenizer_json(dir).context_load(|| "tokenizer")?.ok_or_else(|| {
+        EngineError::load(format!("{}: no such file (nor {})", p.display(), deposium_convert::TOKENIZER_ZST))
+    })?;
+    let mut t = crate::tokenizer_load::from_json(&bytes, &p)?;
+    t.with_truncation(None).context_load(|| p.display().to_string())?;
     t.with_padding(None);
     Ok(t)
 }

@@ -6,12 +6,14 @@
 //! read straight into the types the BPE builder takes, and the tokenizer is assembled the way tokenizers'
 //! own deserializer does (the same builder, the same `add_tokens` call for the added tokens). Anything else (other
 //! model types, legacy `"a b"` merges, a version other than 1.0) goes through `Tokenizer::from_bytes`.
+use std::path::Path;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokenizers::models::bpe::{Merges, Vocab, BPE};
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use crate::{LoadContext, Result};
 
 #[derive(Deserialize)]
 struct File<'a> {
@@ -77,16 +79,18 @@ struct BpeModel {
     merges: Merges,
 }
 
-/// The tokenizer a tokenizer.json describes; identical to `Tokenizer::from_bytes(json)`.
-pub fn from_json(json: &[u8]) -> Result<Tokenizer, Error> {
+/// The tokenizer a tokenizer.json describes; identical to `Tokenizer::from_bytes(json)`. `path` names the file
+/// in errors.
+pub fn from_json(json: &[u8], path: &Path) -> Result<Tokenizer> {
     match fast(json) {
         Some(t) => t,
         None => Tokenizer::from_bytes(json),
     }
+    .context_load(|| path.display().to_string())
 }
 
 /// None when the file is not one the fast path handles.
-fn fast(json: &[u8]) -> Option<Result<Tokenizer, Error>> {
+fn fast(json: &[u8]) -> Option<tokenizers::Result<Tokenizer>> {
     let file: File<'_> = serde_json::from_slice(json).ok()?;
     if file.version.as_deref().is_some_and(|v| v != "1.0") {
         return None;
@@ -98,7 +102,7 @@ fn fast(json: &[u8]) -> Option<Result<Tokenizer, Error>> {
     Some(build(file, m))
 }
 
-fn build(file: File<'_>, m: BpeModel) -> Result<Tokenizer, Error> {
+fn build(file: File<'_>, m: BpeModel) -> tokenizers::Result<Tokenizer> {
     let mut b = BPE::builder().vocab_and_merges(m.vocab, m.merges);
     if let Some(d) = m.dropout {
         b = b.dropout(d);

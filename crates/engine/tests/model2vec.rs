@@ -320,7 +320,8 @@ fn corrupt_safetensors_is_a_load_error() {
     std::fs::write(dir.join("model.safetensors"), b"this is not a safetensors file at all \x00\x01\x02").unwrap();
     assert!(is_model2vec_dir(&dir));
     match StaticModel::load(&dir, "broken") {
-        Err(EngineError::Load(msg)) => {
+        Err(e @ EngineError::Load { .. }) => {
+            let msg = e.report();
             assert!(msg.contains("model.safetensors") && msg.contains(&dir.display().to_string()), "{msg}");
         }
         Err(e) => panic!("expected EngineError::Load, got {e:?}"),
@@ -328,31 +329,43 @@ fn corrupt_safetensors_is_a_load_error() {
     }
     // Through the registry too.
     match registry::load(&format!("broken={}", dir.display())) {
-        Err(EngineError::Load(msg)) => assert!(msg.contains("model.safetensors"), "{msg}"),
+        Err(e @ EngineError::Load { .. }) => {
+            let msg = e.report();
+            assert!(msg.contains("model.safetensors"), "{msg}")
+        }
         other => panic!("expected EngineError::Load, got {:?}", other.err()),
     }
 
     // Truncated header length, and a valid file without an `embeddings` tensor.
     std::fs::write(dir.join("model.safetensors"), [0xffu8; 8]).unwrap();
-    assert!(matches!(StaticModel::load(&dir, "broken"), Err(EngineError::Load(_))));
+    assert!(matches!(StaticModel::load(&dir, "broken"), Err(EngineError::Load { .. })));
     let data = [0u8; 16];
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 2], &data).unwrap();
     safetensors::serialize_to_file([("other", view)], None, &dir.join("model.safetensors")).unwrap();
     match StaticModel::load(&dir, "broken") {
-        Err(EngineError::Load(msg)) => assert!(msg.contains("embeddings"), "{msg}"),
+        Err(e @ EngineError::Load { .. }) => {
+            let msg = e.report();
+            assert!(msg.contains("embeddings"), "{msg}")
+        }
         other => panic!("expected EngineError::Load, got {:?}", other.err()),
     }
     // Table smaller than the tokenizer's vocabulary.
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 2], &data).unwrap();
     safetensors::serialize_to_file([("embeddings", view)], None, &dir.join("model.safetensors")).unwrap();
     match StaticModel::load(&dir, "broken") {
-        Err(EngineError::Load(msg)) => assert!(msg.contains("tokenizer.json has"), "{msg}"),
+        Err(e @ EngineError::Load { .. }) => {
+            let msg = e.report();
+            assert!(msg.contains("tokenizer.json has"), "{msg}")
+        }
         other => panic!("expected EngineError::Load, got {:?}", other.err()),
     }
     // Missing tokenizer.
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     match StaticModel::load(&dir, "broken") {
-        Err(EngineError::Load(msg)) => assert!(msg.contains("tokenizer.json"), "{msg}"),
+        Err(e @ EngineError::Load { .. }) => {
+            let msg = e.report();
+            assert!(msg.contains("tokenizer.json"), "{msg}")
+        }
         other => panic!("expected EngineError::Load, got {:?}", other.err()),
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -14,13 +14,10 @@ const DIM: usize = 64;
 
 fn table() -> Vec<f32> {
     // Deterministic pseudo-random values with a few outliers.
-    let mut s = 0x9E3779B97F4A7C15u64;
+    let mut rng = deposium_test_support::Rng::new(1);
     (0..VOCAB * DIM)
         .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5;
+            let u = rng.centered();
             if i % 97 == 0 {
                 u * 8.0
             } else {

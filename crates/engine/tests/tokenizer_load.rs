@@ -1,11 +1,13 @@
 //! The fast tokenizer.json loader builds the same tokenizer as `Tokenizer::from_bytes`: the same serialization and
 //! the same encodings (EmbeddingGemma's BPE through the fast path, a WordPiece tokenizer through the fallback).
-use deposium_engine::{paths, tokenizer_load};
+use std::path::Path;
+
+use deposium_engine::{paths, tokenizer_load, EngineError};
 use tokenizers::Tokenizer;
 
 fn same(json: &[u8], texts: &[&str]) {
     let stock = Tokenizer::from_bytes(json).unwrap();
-    let fast = tokenizer_load::from_json(json).unwrap();
+    let fast = tokenizer_load::from_json(json, Path::new("tokenizer.json")).unwrap();
     assert_eq!(stock.to_string(false).unwrap(), fast.to_string(false).unwrap(), "serialized forms differ");
     for t in texts {
         for special in [true, false] {
@@ -45,6 +47,13 @@ fn wordpiece_falls_back_to_the_stock_loader() {
 
 #[test]
 fn invalid_json_is_an_error() {
-    assert!(tokenizer_load::from_json(b"{\"not\": \"a tokenizer\"").is_err());
-    assert!(tokenizer_load::from_json(b"").is_err());
+    let path = Path::new("/models/x/tokenizer.json");
+    for json in [&b"{\"not\": \"a tokenizer\"}"[..], b""] {
+        let e = tokenizer_load::from_json(json, path).unwrap_err();
+        assert!(matches!(e, EngineError::Load { source: Some(_), .. }), "{e:?}");
+        // The file, then the parser's reason.
+        let msg = e.report();
+        assert!(msg.starts_with("failed to load model: /models/x/tokenizer.json: "), "{msg}");
+        assert!(msg.len() > "failed to load model: /models/x/tokenizer.json: ".len() + 5, "{msg}");
+    }
 }

@@ -111,19 +111,8 @@ pub fn spearman(x: &[f64], y: &[f64]) -> Result<f64, MetricError> {
     })
 }
 
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (x as f64, y as f64);
-        d += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
-    }
-    d / (na.sqrt() * nb.sqrt())
-}
+/// Cosine similarity in f64 (0 when either vector is zero): the engine's.
+pub use deposium_engine::cosine_f64 as cosine;
 
 pub fn euclidean(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>().sqrt()

@@ -116,11 +116,11 @@ impl From<EngineError> for ApiError {
         let status = match &e {
             EngineError::InvalidInput(_) | EngineError::TooLong { .. } => StatusCode::BAD_REQUEST,
             EngineError::UnknownModel { .. } => StatusCode::NOT_FOUND,
-            EngineError::NonFinite(_) | EngineError::Load(_) | EngineError::Internal(_) => {
+            EngineError::NonFinite(_) | EngineError::Load { .. } | EngineError::Ort(_) | EngineError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let mut err = ApiError::new(status, e.to_string());
+        let mut err = ApiError::new(status, e.report());
         match e {
             EngineError::UnknownModel { .. } => err = err.param("model").code("model_not_found"),
             EngineError::TooLong { .. } => err = err.param("input").code("context_length_exceeded"),

@@ -141,8 +141,9 @@ impl AppState {
             let (spec, state) = match registry::resolve(text) {
                 Ok(spec) => (Some(spec), SlotState::Loading),
                 Err(e) => {
+                    let e = e.report();
                     tracing::error!(model = %text, "cannot serve model: {e}");
-                    (None, SlotState::Failed(e.to_string()))
+                    (None, SlotState::Failed(e))
                 }
             };
             let slot = Slot { spec_text: text.to_string(), spec, state: RwLock::new(state) };
@@ -207,7 +208,7 @@ impl AppState {
                 let t0 = Instant::now();
                 let loaded = tokio::task::spawn_blocking(move || registry::load_spec(&spec))
                     .await
-                    .unwrap_or_else(|e| Err(EngineError::Load(format!("loader crashed: {e}"))));
+                    .unwrap_or_else(|e| Err(EngineError::load(format!("loader crashed: {e}"))));
                 state.install(i, loaded, t0.elapsed().as_secs_f64());
             }));
         }
@@ -245,8 +246,9 @@ impl AppState {
                 self.0.registry.write().unwrap_or_else(|p| p.into_inner()).insert(spec, model);
             }
             Err(e) => {
+                let e = e.report();
                 tracing::error!(model = %spec.name, "failed to load, not served: {e}");
-                *slot.state.write().unwrap_or_else(|p| p.into_inner()) = SlotState::Failed(e.to_string());
+                *slot.state.write().unwrap_or_else(|p| p.into_inner()) = SlotState::Failed(e);
             }
         }
     }

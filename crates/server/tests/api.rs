@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use base64::Engine as _;
 use deposium_engine::registry::ModelSpec;
 use deposium_engine::{cosine, Backend, EmbedRequest, EngineError, Model, ModelInfo, Prompt};
 use deposium_server::{router, AppState, BatchConfig, Config};
+use deposium_test_support::{assert_openai_error, assert_plain_error, base64_floats, matrix, vector};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -171,14 +171,6 @@ async fn call(app: &Router, method: &str, path: &str, body: Value) -> (StatusCod
     (status, v)
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
-
-fn matrix(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array().unwrap().iter().map(floats).collect()
-}
-
 fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>]) {
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(b) {
@@ -188,18 +180,6 @@ fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>]) {
             assert!((p - q).abs() < 1e-6, "{p} vs {q}");
         }
     }
-}
-
-/// The OpenAI error shape.
-fn assert_openai_error(v: &Value) {
-    let e = &v["error"];
-    assert!(e["message"].is_string(), "{v}");
-    assert!(e["type"].is_string(), "{v}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
-}
-
-fn assert_plain_error(v: &Value) {
-    assert!(v["error"].is_string(), "{v}");
 }
 
 #[tokio::test]
@@ -233,7 +213,7 @@ async fn ollama_embed_matches_engine() {
     let (_, v) = call(&s.app, "POST", "/api/embed", json!({"input": ["a b"], "prompt": "zzz: "})).await;
     assert_close(&matrix(&v["embeddings"]), &reference(&s.reference, &["a b"], Prompt::Raw("zzz: ".into())));
     let (_, v) = call(&s.app, "POST", "/api/embed", json!({"input": ["a b"], "dimensions": 4})).await;
-    let e = floats(&v["embeddings"][0]);
+    let e = vector(&v["embeddings"][0]);
     assert_eq!(e.len(), 4);
     assert!((e.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
 
@@ -285,7 +265,7 @@ async fn legacy_embeddings_both_shapes() {
     let want = reference(&s.reference, &["hello there"], Prompt::Default);
     let (st, v) = call(&s.app, "POST", "/api/embeddings", json!({"model": "fake", "prompt": "hello there"})).await;
     assert_eq!(st, StatusCode::OK);
-    assert_close(&[floats(&v["embedding"])], &want);
+    assert_close(&[vector(&v["embedding"])], &want);
     assert!(v.get("embeddings").is_none());
 
     let (st, v) = call(&s.app, "POST", "/api/embeddings", json!({"model": "fake", "input": "hello there"})).await;
@@ -376,7 +356,7 @@ async fn openai_embeddings() {
     assert_eq!(v["model"], "fake");
     assert_eq!(v["data"][1]["object"], "embedding");
     assert_eq!(v["data"][1]["index"], 1);
-    let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| floats(&d["embedding"])).collect();
+    let got: Vec<Vec<f32>> = v["data"].as_array().unwrap().iter().map(|d| vector(&d["embedding"])).collect();
     assert_close(&got, &want);
     assert_eq!(v["usage"]["prompt_tokens"], json!(8));
     assert_eq!(v["usage"]["total_tokens"], json!(8));
@@ -386,9 +366,7 @@ async fn openai_embeddings() {
         call(&s.app, "POST", "/v1/embeddings", json!({"model": "fake", "input": texts, "encoding_format": "base64"}))
             .await;
     for (i, d) in b["data"].as_array().unwrap().iter().enumerate() {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(d["embedding"].as_str().unwrap()).unwrap();
-        let dec: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        assert_eq!(dec, got[i]);
+        assert_eq!(base64_floats(d["embedding"].as_str().unwrap()).unwrap(), got[i]);
     }
 
     // Token ids are refused by default (another tokenizer's ids would give wrong vectors), naming LangChain's fix.
@@ -406,7 +384,7 @@ async fn openai_embeddings() {
     let s = setup_with(Config { allow_token_ids: true, ..Config::default() }, Duration::ZERO);
     let (st, v) = call(&s.app, "POST", "/v1/embeddings", json!({"input": ids})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_close(&[floats(&v["data"][0]["embedding"])], &want[..1]);
+    assert_close(&[vector(&v["data"][0]["embedding"])], &want[..1]);
     let (st, v) = call(&s.app, "POST", "/v1/embeddings", json!({"input": [ids, ids]})).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
@@ -491,7 +469,7 @@ async fn tei_routes() {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let scores = floats(&v);
+    let scores = vector(&v);
     assert!((scores[0] - 1.0).abs() < 1e-5);
     let r = reference(&s.reference, &["one two", "three"], Prompt::Default);
     assert!((scores[1] - cosine(&r[0], &r[1])).abs() < 1e-5);

@@ -15,39 +15,10 @@ pub mod server;
 pub mod soak;
 pub mod texts;
 
+pub use deposium_test_support::cosine;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Cosine similarity in f64.
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (*x as f64, *y as f64);
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 && nb == 0.0 {
-        // Two zero vectors (Model2Vec's empty text) are the same vector.
-        return 1.0;
-    }
-    dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE)
-}
-
-/// A JSON array of numbers as f32 (`None` when it is not one).
-pub fn floats(v: &serde_json::Value) -> Option<Vec<f32>> {
-    v.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect()
-}
-
-/// An OpenAI base64 embedding (little-endian f32) as floats.
-pub fn base64_floats(s: &str) -> Option<Vec<f32>> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-    if bytes.len() % 4 != 0 {
-        return None;
-    }
-    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-}
 
 /// `600s`, `10m`, `1h`, `250ms`, or plain seconds (`30`, `1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -68,49 +39,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("not a duration: '{s}'"));
     }
     Ok(Duration::from_secs_f64(v * mult))
-}
-
-/// SplitMix64: a small, seedable generator (no dependency, same sequence everywhere).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// Log-uniform integer in `lo..=hi` (many small values, some large).
-    pub fn log_uniform(&mut self, lo: usize, hi: usize) -> usize {
-        let (lo, hi) = (lo.max(1) as f64, hi.max(lo.max(1)) as f64);
-        let v = (lo.ln() + self.unit() * ((hi + 1.0).ln() - lo.ln())).exp();
-        (v.floor() as usize).clamp(lo as usize, hi as usize)
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
 }
 
 /// Latency percentile (nearest rank) of sorted values.
@@ -176,26 +104,11 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_and_rng() {
+    fn percentiles() {
         let v: Vec<f64> = (1..=100).map(|x| x as f64).collect();
         assert_eq!(percentile(&v, 50.0), 50.0);
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&v, 100.0), 100.0);
-        let mut r = Rng::new(7);
-        for _ in 0..1000 {
-            let x = r.log_uniform(1, 64);
-            assert!((1..=64).contains(&x));
-        }
-        assert_eq!(Rng::new(1).next_u64(), Rng::new(1).next_u64());
-    }
-
-    #[test]
-    fn base64_round_trip() {
-        use base64::Engine as _;
-        let v = [1.5f32, -2.0, 0.25];
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let s = base64::engine::general_purpose::STANDARD.encode(bytes);
-        assert_eq!(base64_floats(&s).unwrap(), v);
-        assert!((cosine(&v, &v) - 1.0).abs() < 1e-12);
+        assert!(percentile(&[], 50.0).is_nan());
     }
 }

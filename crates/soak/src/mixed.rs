@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 
 use crate::http::{self, Client};
 use crate::server::{self, Server};
-use crate::{base64_floats, floats, percentile, Rng};
+use deposium_test_support::{base64_floats, floats, Rng};
+
+use crate::percentile;
 
 #[derive(Debug, Clone)]
 pub struct MixedConfig {

@@ -2,7 +2,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::Rng;
+use deposium_test_support::Rng;
 
 /// Sentences of an STS TSV file (`score<TAB>sentence1<TAB>sentence2`, a header line), deduplicated, in order.
 pub fn load_sts(path: &Path) -> anyhow::Result<Vec<String>> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use deposium_soak::http::{self, Client, Conn, Resp};
 use deposium_soak::server::Server;
-use deposium_soak::{cosine, floats};
+use deposium_test_support::{cosine, floats};
 use serde_json::{json, Value};
 
 const SOAK: &str = env!("CARGO_BIN_EXE_deposium-soak");
