@@ -13,8 +13,9 @@
 //! Models share the cores through one process-wide [`Scheduler`]: a worker takes its model's turn before it cuts
 //! a step and gives it back after the step, and the next turn goes to the waiting model that has used the least
 //! compute (step seconds ÷ weight), so a flood on one model cannot starve another: a model that was idle gets
-//! the next turn at the next step boundary. While another model is active (waiting, or served within the last
-//! second), a step holds a quarter of `max_batch_tokens`, so turns stay short.
+//! the next turn at the next step boundary. The gate waits up to [`ANTICIPATION`] for a model that is owed compute
+//! and between turns before handing it to another. While another model is active (waiting, or served within the
+//! last second), a step holds a quarter of `max_batch_tokens`, so turns stay short.
 //!
 //! [`Backend`]: deposium_engine::Backend
 use std::collections::VecDeque;
@@ -63,7 +64,15 @@ struct Shared {
 pub struct Scheduler {
     shares: Mutex<Shares>,
     released: Condvar,
+    /// See [`ANTICIPATION`].
+    anticipation: Duration,
 }
+
+/// Anticipation: before the gate goes to a model, it waits up to this long after the last turn of another model
+/// that has used less compute and is between turns (a static model's requests spend most of their CPU outside
+/// the gate, parsing and serializing: its next turn comes a few ms later). Without it the gate is
+/// work-conserving and a transformer step (up to seconds) takes every gap of the static model's.
+pub const ANTICIPATION: Duration = Duration::from_millis(5);
 
 /// While another model waits for the gate (or had a turn within [`CONTENDED_WINDOW`]), a step holds this
 /// fraction of `max_batch_tokens` (a shorter turn).
@@ -112,13 +121,26 @@ impl Shares {
 
     /// A worker of share `id` asks for a turn. A share that was idle starts at the virtual time (no credit for
     /// having had nothing to do); one that asks again right after its step keeps what it has.
-    fn arrive(&mut self, id: usize) {
+    fn arrive(&mut self, id: usize, at: Instant) {
         if !self.busy(id) {
             let m = &mut self.models[id];
             m.used = m.used.max(self.now);
         }
         self.models[id].waiting += 1;
-        self.models[id].last_seen = Some(Instant::now());
+        self.models[id].last_seen = Some(at);
+    }
+
+    /// Until when the turn that [`Shares::next`] gives `id` should wait for another share that used less (at the
+    /// virtual time it would restart from), is between turns, and was seen within `window` of `now`.
+    fn anticipate(&self, id: usize, now: Instant, window: Duration) -> Option<Instant> {
+        let mine = self.models[id].used;
+        self.models
+            .iter()
+            .enumerate()
+            .filter(|&(i, m)| i != id && !self.busy(i) && m.used.max(self.now) < mine)
+            .filter_map(|(_, m)| m.last_seen.map(|t| t + window))
+            .filter(|&until| until > now)
+            .max()
     }
 
     /// Who gets the turn now (`None` while one is held or nobody waits).
@@ -142,10 +164,10 @@ impl Shares {
         self.running = Some(id);
     }
 
-    fn finish(&mut self, id: usize, seconds: f64) {
+    fn finish(&mut self, id: usize, seconds: f64, at: Instant) {
         let m = &mut self.models[id];
         m.used += seconds.max(0.0) / m.weight;
-        m.last_seen = Some(Instant::now());
+        m.last_seen = Some(at);
         if self.running == Some(id) {
             self.running = None;
         }
@@ -161,14 +183,19 @@ pub struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.scheduler.lock().finish(self.share, self.started.elapsed().as_secs_f64());
+        self.scheduler.lock().finish(self.share, self.started.elapsed().as_secs_f64(), Instant::now());
         self.scheduler.released.notify_all();
     }
 }
 
 impl Scheduler {
     pub fn new() -> Arc<Self> {
-        Arc::new(Scheduler { shares: Mutex::default(), released: Condvar::new() })
+        Self::with_anticipation(ANTICIPATION)
+    }
+
+    /// A gate with another anticipation window (zero: work-conserving).
+    pub fn with_anticipation(window: Duration) -> Arc<Self> {
+        Arc::new(Scheduler { shares: Mutex::default(), released: Condvar::new(), anticipation: window })
     }
 
     /// The gate every batcher uses unless given another ([`Batcher::with_scheduler`]).
@@ -189,9 +216,17 @@ impl Scheduler {
     /// Wait for share `share`'s turn.
     pub fn acquire(&self, share: usize) -> Turn<'_> {
         let mut s = self.lock();
-        s.arrive(share);
-        while s.next() != Some(share) {
-            s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
+        s.arrive(share, Instant::now());
+        loop {
+            if s.next() != Some(share) {
+                s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let now = Instant::now();
+            match s.anticipate(share, now, self.anticipation) {
+                None => break,
+                Some(until) => s = self.released.wait_timeout(s, until - now).unwrap_or_else(|p| p.into_inner()).0,
+            }
         }
         s.start(share);
         Turn { scheduler: self, share, started: Instant::now() }
@@ -611,8 +646,8 @@ mod tests {
         for _ in 0..turns {
             let Some(id) = shares.next() else { break };
             shares.start(id);
-            shares.finish(id, cost[id]);
-            shares.arrive(id); // still busy: asks again
+            shares.finish(id, cost[id], Instant::now());
+            shares.arrive(id, Instant::now()); // still busy: asks again
             order.push(id);
         }
         order
@@ -623,8 +658,8 @@ mod tests {
         // Model 0: short steps (a static model), model 1: steps 20x longer (a transformer); both always busy.
         let mut s = Shares::default();
         let (a, b) = (s.add(1.0), s.add(1.0));
-        s.arrive(a);
-        s.arrive(b);
+        s.arrive(a, Instant::now());
+        s.arrive(b, Instant::now());
         let order = run_turns(&mut s, &[0.001, 0.020], 2100);
         let time = |id: usize, c: f64| order.iter().filter(|&&i| i == id).count() as f64 * c;
         let (ta, tb) = (time(a, 0.001), time(b, 0.020));
@@ -635,8 +670,8 @@ mod tests {
         // Weights 3:1 give 75 % / 25 % of the time.
         let mut s = Shares::default();
         let (a, b) = (s.add(3.0), s.add(1.0));
-        s.arrive(a);
-        s.arrive(b);
+        s.arrive(a, Instant::now());
+        s.arrive(b, Instant::now());
         let order = run_turns(&mut s, &[0.001, 0.001], 4000);
         let na = order.iter().filter(|&&i| i == a).count();
         assert!((na as f64 / 4000.0 - 0.75).abs() < 0.01, "{na}");
@@ -646,26 +681,99 @@ mod tests {
     fn an_idle_model_gets_the_next_turn_but_banks_no_credit() {
         let mut s = Shares::default();
         let (flood, single) = (s.add(1.0), s.add(1.0));
-        s.arrive(flood);
+        s.arrive(flood, Instant::now());
         // The flood runs alone for 1,000 steps.
         assert!(run_turns(&mut s, &[0.001, 0.0], 1000).iter().all(|&i| i == flood));
         // A single text arrives while a flood step runs: it gets the very next turn.
         let id = s.next().unwrap();
         s.start(id);
-        s.arrive(single);
+        s.arrive(single, Instant::now());
         assert_eq!(s.next(), None, "one turn at a time");
-        s.finish(id, 0.001);
-        s.arrive(flood);
+        s.finish(id, 0.001, Instant::now());
+        s.arrive(flood, Instant::now());
         assert_eq!(s.next(), Some(single));
         // Having been idle for 1 s of the flood's compute gives it no credit: it starts level with the flood,
         // so the two alternate by compute from here instead of the newcomer holding the gate for 1 s.
         assert!(s.models[single].used >= 1.0);
         s.start(single);
-        s.finish(single, 0.005);
-        s.arrive(single);
+        s.finish(single, 0.005, Instant::now());
+        s.arrive(single, Instant::now());
         let order = run_turns(&mut s, &[0.001, 0.005], 12);
         assert!(order.contains(&single) && order.contains(&flood), "{order:?}");
         assert_eq!(&order[..4], &[flood; 4], "the flood catches up the single text's 5 ms first");
+    }
+
+    #[test]
+    fn the_gate_waits_briefly_for_a_model_owed_compute() {
+        let (t, w, ms) = (Instant::now(), Duration::from_millis(5), Duration::from_millis(1));
+        let mut s = Shares::default();
+        let (flood, docs) = (s.add(1.0), s.add(1.0));
+        s.arrive(docs, t);
+        s.start(docs);
+        s.finish(docs, 0.5, t);
+        s.arrive(flood, t);
+        s.start(flood);
+        s.finish(flood, 0.001, t); // the flood is now serializing its answer, outside the gate
+        s.arrive(docs, t);
+        assert_eq!(s.next(), Some(docs), "the only one waiting");
+        assert_eq!(s.anticipate(docs, t + ms, w), Some(t + w), "the flood used less and was just here");
+        assert_eq!(s.anticipate(docs, t + w, w), None, "the window is over");
+        // The flood comes back within the window: it gets the turn.
+        s.arrive(flood, t + 2 * ms);
+        assert_eq!(s.next(), Some(flood));
+        assert_eq!(s.anticipate(flood, t + 2 * ms, w), None, "the other model waits: it is not anticipated");
+        s.start(flood);
+        s.finish(flood, 0.6, t + 3 * ms);
+        // Now the flood has used more: no waiting for it, and it waits for the other one instead.
+        assert_eq!(s.anticipate(docs, t + 3 * ms, w), None);
+        s.start(docs);
+        s.finish(docs, 0.05, t + 4 * ms);
+        s.arrive(flood, t + 4 * ms);
+        assert_eq!(s.anticipate(flood, t + 5 * ms, w), Some(t + 4 * ms + w));
+    }
+
+    /// Event simulation on a virtual clock: a flood whose turns take 1 ms with `gap` outside the gate between them
+    /// (parsing, serializing), against a model that always waits with 50 ms steps. Returns the flood's share of
+    /// the compute.
+    fn flood_share(window: Duration, gap: Duration) -> f64 {
+        let (t0, turn, step) = (Instant::now(), Duration::from_millis(1), Duration::from_millis(50));
+        let mut s = Shares::default();
+        let (flood, docs) = (s.add(1.0), s.add(1.0));
+        let (mut clock, mut flood_back, mut compute) = (Duration::ZERO, Some(Duration::ZERO), [0.0f64; 2]);
+        s.arrive(docs, t0);
+        while clock < Duration::from_secs(60) {
+            if flood_back.is_some_and(|b| b <= clock) {
+                s.arrive(flood, t0 + clock);
+                flood_back = None;
+            }
+            let id = s.next().expect("the docs model always waits");
+            if let Some(until) = s.anticipate(id, t0 + clock, window) {
+                clock = (until - t0).min(flood_back.expect("only the flood is anticipated"));
+                continue;
+            }
+            s.start(id);
+            let cost = if id == flood { turn } else { step };
+            clock += cost;
+            compute[id] += cost.as_secs_f64();
+            s.finish(id, cost.as_secs_f64(), t0 + clock);
+            if id == flood {
+                flood_back = Some(clock + gap);
+            } else {
+                s.arrive(docs, t0 + clock);
+            }
+        }
+        compute[flood] / (compute[flood] + compute[docs])
+    }
+
+    #[test]
+    fn anticipation_gives_a_flood_between_turns_its_share() {
+        let gap = Duration::from_millis(3);
+        let work_conserving = flood_share(Duration::ZERO, gap);
+        assert!(work_conserving < 0.03, "one 1 ms turn per 50 ms step: {work_conserving}");
+        let anticipated = flood_share(ANTICIPATION, gap);
+        assert!((anticipated - 0.5).abs() < 0.02, "{anticipated}");
+        // Gaps longer than the window: the gate does not idle for them.
+        assert!(flood_share(ANTICIPATION, Duration::from_millis(8)) < 0.03);
     }
 
     #[test]
