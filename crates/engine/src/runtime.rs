@@ -88,6 +88,9 @@ pub fn session(path: &Path) -> Result<Session> {
         .map_err(load_err)?
         .with_inter_threads(1)
         .map_err(load_err)?
+        // Idle intra-op threads sleep instead of spinning: spinning took the CPU from other models' turns.
+        .with_intra_op_spinning(false)
+        .map_err(load_err)?
         // Arena off by default (see `arena_enabled`): RSS follows the current batch.
         .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena_enabled()).build()])
         .map_err(load_err)?
