@@ -70,10 +70,11 @@ pub struct Scheduler {
 
 /// Anticipation: before the gate goes to a model, it waits after the last turn of another model that has used
 /// less compute and is between turns (a static model's requests spend most of their CPU outside the gate,
-/// parsing and serializing, and its clients' next requests come a few ms later): for twice that model's mean
-/// gap between turns (+1 ms), at most this long; a model whose mean gap is longer is not waited for. The idle
-/// wait is charged to the model waited for, so the other still gets its share of the time. Without it the gate
-/// is work-conserving and a transformer step (up to seconds) takes every gap of the static model's.
+/// parsing and serializing, and its clients' next requests come a few ms later): for that model's longest recent
+/// gap between turns (+1 ms), at most this long; a model whose recent gaps are longer is not waited for (a trickle
+/// of requests must not idle the gate). The idle wait is charged to the model waited for, so the other still gets
+/// its share of the time. Without it the gate is work-conserving and a transformer step (up to seconds) takes
+/// every gap of the static model's.
 pub const ANTICIPATION: Duration = Duration::from_millis(50);
 
 /// While another model waits for the gate (or had a turn within [`CONTENDED_WINDOW`]), a step holds this
@@ -105,8 +106,11 @@ struct Share {
     last_turn: u64,
     /// When this share last asked for or gave back a turn.
     last_seen: Option<Instant>,
-    /// Mean time from giving back a turn with nothing waiting to asking again (seconds, moving average).
+    /// Longest recent time from giving back a turn with nothing waiting to asking again (seconds; halves every
+    /// second): between two requests of a flood, not the µs between the steps of one request.
     gap: f64,
+    /// When `gap` was last updated.
+    gap_at: Option<Instant>,
 }
 
 impl Shares {
@@ -118,6 +122,7 @@ impl Shares {
             last_turn: 0,
             last_seen: None,
             gap: 0.0,
+            gap_at: None,
         });
         self.models.len() - 1
     }
@@ -133,9 +138,12 @@ impl Shares {
             let m = &mut self.models[id];
             m.used = m.used.max(self.now);
             if let Some(t) = m.last_seen {
-                // A long idle counts as 4 windows at most, so a flood starting after one is recognized soon.
-                let gap = at.saturating_duration_since(t).min(4 * ANTICIPATION).as_secs_f64();
-                m.gap += (gap - m.gap) / 8.0;
+                // An idle spell counts as twice the window at most: a flood that starts after one is waited for
+                // within a second.
+                let gap = at.saturating_duration_since(t).min(2 * ANTICIPATION).as_secs_f64();
+                let age = m.gap_at.map_or(0.0, |g| at.saturating_duration_since(g).as_secs_f64());
+                m.gap = gap.max(m.gap * 0.5f64.powf(age));
+                m.gap_at = Some(at);
             }
         }
         self.models[id].waiting += 1;
@@ -143,8 +151,8 @@ impl Shares {
     }
 
     /// The share that the turn [`Shares::next`] gives `id` should wait for, and until when: one that used less (at
-    /// the virtual time it would restart from), is between turns, has a mean gap within `window` and gave back its
-    /// turn less than twice that gap (+1 ms, at most `window`) before `now`.
+    /// the virtual time it would restart from), is between turns, whose recent gaps are within `window`, and that
+    /// gave back its turn less than its longest recent gap (+1 ms) before `now`.
     fn anticipate(&self, id: usize, now: Instant, window: Duration) -> Option<(usize, Instant)> {
         let mine = self.models[id].used;
         self.models
@@ -153,7 +161,7 @@ impl Shares {
             .filter(|&(i, m)| i != id && !self.busy(i) && m.used.max(self.now) < mine)
             .filter(|(_, m)| m.gap <= window.as_secs_f64())
             .filter_map(|(i, m)| {
-                let wait = window.min(Duration::from_secs_f64(2.0 * m.gap) + Duration::from_millis(1));
+                let wait = window.min(Duration::from_secs_f64(m.gap) + Duration::from_millis(1));
                 m.last_seen.map(|t| (i, t + wait))
             })
             .filter(|&(_, until)| until > now)
@@ -511,8 +519,10 @@ impl Shared {
         step
     }
 
-    fn run_step(&self, step: Vec<StepItem>) {
-        let tokens: Vec<Tokenized> = step.iter().map(|s| s.tokens.clone()).collect();
+    fn run_step(&self, mut step: Vec<StepItem>) {
+        // Moved out, not copied (a copy per input was measurable for static models); kept for a retry.
+        let tokens: Vec<Tokenized> =
+            step.iter_mut().map(|s| std::mem::replace(&mut s.tokens, Tokenized { ids: Vec::new() })).collect();
         let t0 = Instant::now();
         let result = self.embed_guarded(&tokens);
         self.metrics.inference_seconds.observe(t0.elapsed().as_secs_f64());
@@ -539,8 +549,12 @@ impl Shared {
                 // Several requests shared the step: run each alone so only the faulty one fails.
                 tracing::warn!(model = %self.metrics.model, "batched step failed ({e}); retrying request by request");
                 for job in jobs {
-                    let (mine, tokens): (Vec<&StepItem>, Vec<Tokenized>) =
-                        step.iter().filter(|s| Arc::ptr_eq(&s.job, &job)).map(|s| (s, s.tokens.clone())).unzip();
+                    let (mine, tokens): (Vec<&StepItem>, Vec<Tokenized>) = step
+                        .iter()
+                        .zip(&tokens)
+                        .filter(|(s, _)| Arc::ptr_eq(&s.job, &job))
+                        .map(|(s, t)| (s, t.clone()))
+                        .unzip();
                     match self.embed_guarded(&tokens) {
                         Ok(vectors) => mine.iter().zip(vectors).for_each(|(s, v)| job.deliver(s.index, v)),
                         Err(e) => job.fail(e),
@@ -745,16 +759,16 @@ mod tests {
         s.finish(flood, 0.001, t); // the flood is now serializing its answer, outside the gate
         s.arrive(docs, t);
         assert_eq!(s.next(), Some(docs), "the only one waiting");
-        s.models[flood].gap = 0.004; // as measured: 4 ms between its turns; waited for 2 x 4 + 1 ms
+        s.models[flood].gap = 0.008; // as measured: up to 8 ms between its requests; waited for 8 + 1 ms
         assert_eq!(s.anticipate(docs, t + ms, w), Some((flood, t + 9 * ms)), "the flood used less, was just here");
         assert_eq!(s.anticipate(docs, t + 9 * ms, w), None, "the wait is over");
         s.models[flood].gap = 0.06;
         assert_eq!(s.anticipate(docs, t + ms, w), None, "a model with gaps longer than the window is not waited for");
-        s.models[flood].gap = 0.004;
+        s.models[flood].gap = 0.008;
         // The gate idles for the flood from 1 ms; it comes back at 3 ms, gets the turn and is charged the 2 ms.
         s.idle(flood, t + ms);
         s.arrive(flood, t + 3 * ms);
-        assert!((s.models[flood].gap - (0.004 - 0.001 / 8.0)).abs() < 1e-9, "the 3 ms gap joins the mean");
+        assert_eq!(s.models[flood].gap, 0.008, "a shorter gap leaves the longest (set just now)");
         assert_eq!(s.next(), Some(flood));
         assert_eq!(s.anticipate(flood, t + 3 * ms, w), None, "a waiting model is not anticipated");
         s.start(flood, t + 3 * ms);
@@ -766,6 +780,19 @@ mod tests {
         s.finish(docs, 0.05, t + 5 * ms);
         s.arrive(flood, t + 5 * ms);
         assert_eq!(s.anticipate(flood, t + 5 * ms, w), Some((docs, t + 6 * ms)));
+        // A longer gap takes over at once; an idle spell counts as 100 ms; the longest halves every second.
+        s.start(flood, t + 6 * ms);
+        s.finish(flood, 0.001, t + 7 * ms);
+        s.arrive(flood, t + 27 * ms);
+        assert!((s.models[flood].gap - 0.020).abs() < 1e-9);
+        s.start(flood, t + 27 * ms);
+        s.finish(flood, 0.001, t + 28 * ms);
+        s.arrive(flood, t + 5028 * ms);
+        assert!((s.models[flood].gap - 0.1).abs() < 1e-9, "{}", s.models[flood].gap);
+        s.start(flood, t + 5028 * ms);
+        s.finish(flood, 0.001, t + 7027 * ms);
+        s.arrive(flood, t + 7028 * ms);
+        assert!((s.models[flood].gap - 0.025).abs() < 1e-9, "2 s later: a quarter, {}", s.models[flood].gap);
     }
 
     /// Event simulation on a virtual clock: a flood whose turns take 1 ms with `gap` outside the gate between them
