@@ -70,12 +70,11 @@ pub struct Scheduler {
 
 /// Anticipation: before the gate goes to a model, it waits after the last turn of another model that has used
 /// less compute and is between turns (a static model's requests spend most of their CPU outside the gate,
-/// parsing and serializing, and its clients' next requests come a few ms later): for that model's longest recent
-/// gap between turns (+1 ms), at most this long; a model whose recent gaps are longer is not waited for (a trickle
-/// of requests must not idle the gate). The idle wait is charged to the model waited for, so the other still gets
+/// parsing and serializing, and its clients' next requests come a few ms later): this long at most, and only for
+/// a model whose recent gaps between turns are shorter (a model with long gaps is a trickle, not a flood). The idle wait is charged to the model waited for, so the other still gets
 /// its share of the time. Without it the gate is work-conserving and a transformer step (up to seconds) takes
 /// every gap of the static model's.
-pub const ANTICIPATION: Duration = Duration::from_millis(50);
+pub const ANTICIPATION: Duration = Duration::from_millis(100);
 
 /// While another model waits for the gate (or had a turn within [`CONTENDED_WINDOW`]), a step holds this
 /// fraction of `max_batch_tokens` (a shorter turn).
@@ -152,7 +151,7 @@ impl Shares {
 
     /// The share that the turn [`Shares::next`] gives `id` should wait for, and until when: one that used less (at
     /// the virtual time it would restart from), is between turns, whose recent gaps are within `window`, and that
-    /// gave back its turn less than its longest recent gap (+1 ms) before `now`.
+    /// gave back its turn less than `window` before `now`.
     fn anticipate(&self, id: usize, now: Instant, window: Duration) -> Option<(usize, Instant)> {
         let mine = self.models[id].used;
         self.models
@@ -160,10 +159,7 @@ impl Shares {
             .enumerate()
             .filter(|&(i, m)| i != id && !self.busy(i) && m.used.max(self.now) < mine)
             .filter(|(_, m)| m.gap <= window.as_secs_f64())
-            .filter_map(|(i, m)| {
-                let wait = window.min(Duration::from_secs_f64(m.gap) + Duration::from_millis(1));
-                m.last_seen.map(|t| (i, t + wait))
-            })
+            .filter_map(|(i, m)| m.last_seen.map(|t| (i, t + window)))
             .filter(|&(_, until)| until > now)
             .max_by_key(|&(_, until)| until)
     }
@@ -759,10 +755,10 @@ mod tests {
         s.finish(flood, 0.001, t); // the flood is now serializing its answer, outside the gate
         s.arrive(docs, t);
         assert_eq!(s.next(), Some(docs), "the only one waiting");
-        s.models[flood].gap = 0.008; // as measured: up to 8 ms between its requests; waited for 8 + 1 ms
-        assert_eq!(s.anticipate(docs, t + ms, w), Some((flood, t + 9 * ms)), "the flood used less, was just here");
-        assert_eq!(s.anticipate(docs, t + 9 * ms, w), None, "the wait is over");
-        s.models[flood].gap = 0.06;
+        s.models[flood].gap = 0.008; // as measured: up to 8 ms between its requests
+        assert_eq!(s.anticipate(docs, t + ms, w), Some((flood, t + w)), "the flood used less and was just here");
+        assert_eq!(s.anticipate(docs, t + w, w), None, "the wait is over");
+        s.models[flood].gap = 0.15;
         assert_eq!(s.anticipate(docs, t + ms, w), None, "a model with gaps longer than the window is not waited for");
         s.models[flood].gap = 0.008;
         // The gate idles for the flood from 1 ms; it comes back at 3 ms, gets the turn and is charged the 2 ms.
@@ -779,8 +775,8 @@ mod tests {
         s.start(docs, t + 4 * ms);
         s.finish(docs, 0.05, t + 5 * ms);
         s.arrive(flood, t + 5 * ms);
-        assert_eq!(s.anticipate(flood, t + 5 * ms, w), Some((docs, t + 6 * ms)));
-        // A longer gap takes over at once; an idle spell counts as 100 ms; the longest halves every second.
+        assert_eq!(s.anticipate(flood, t + 5 * ms, w), Some((docs, t + 5 * ms + w)));
+        // A longer gap takes over at once; an idle spell counts as twice the window; the longest halves every second.
         s.start(flood, t + 6 * ms);
         s.finish(flood, 0.001, t + 7 * ms);
         s.arrive(flood, t + 27 * ms);
@@ -788,11 +784,11 @@ mod tests {
         s.start(flood, t + 27 * ms);
         s.finish(flood, 0.001, t + 28 * ms);
         s.arrive(flood, t + 5028 * ms);
-        assert!((s.models[flood].gap - 0.1).abs() < 1e-9, "{}", s.models[flood].gap);
+        assert!((s.models[flood].gap - 0.2).abs() < 1e-9, "{}", s.models[flood].gap);
         s.start(flood, t + 5028 * ms);
         s.finish(flood, 0.001, t + 7027 * ms);
         s.arrive(flood, t + 7028 * ms);
-        assert!((s.models[flood].gap - 0.025).abs() < 1e-9, "2 s later: a quarter, {}", s.models[flood].gap);
+        assert!((s.models[flood].gap - 0.05).abs() < 1e-9, "2 s later: a quarter, {}", s.models[flood].gap);
     }
 
     /// Event simulation on a virtual clock: a flood whose turns take 1 ms with `gap` outside the gate between them
