@@ -71,9 +71,9 @@ pub struct Scheduler {
 /// Anticipation: before the gate goes to a model, it waits after the last turn of another model that has used
 /// less compute and is between turns (a static model's requests spend most of their CPU outside the gate,
 /// parsing and serializing, and its clients' next requests come a few ms later): this long at most, and only for
-/// a model whose recent gaps between turns are shorter (a model with long gaps is a trickle, not a flood). The idle wait is charged to the model waited for, so the other still gets
-/// its share of the time. Without it the gate is work-conserving and a transformer step (up to seconds) takes
-/// every gap of the static model's.
+/// a model whose recent gaps between turns are shorter (a model with long gaps is a trickle, not a flood). The
+/// idle wait is charged to the model waited for, so the other still gets its share of the time. Without it the
+/// gate is work-conserving and a transformer step (up to seconds) takes every gap of the static model's.
 pub const ANTICIPATION: Duration = Duration::from_millis(100);
 
 /// While another model waits for the gate (or had a turn within [`CONTENDED_WINDOW`]), a step holds this
