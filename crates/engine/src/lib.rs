@@ -74,6 +74,11 @@ pub trait Backend: Send + Sync {
     fn adds_special_tokens(&self) -> bool {
         true
     }
+    /// Whether [`Backend::embed_tokens`] already returns unit vectors: [`Model::finish`] then normalises only after
+    /// a Matryoshka cut.
+    fn normalizes(&self) -> bool {
+        false
+    }
 }
 
 /// Which prompt to prepend to every input.
@@ -254,7 +259,7 @@ impl Model {
         if let Some(d) = dimensions {
             v.truncate(d);
         }
-        if normalize {
+        if normalize && (dimensions.is_some() || !self.backend.normalizes()) {
             l2_normalize(&mut v);
         }
         Ok(v)

@@ -361,6 +361,10 @@ impl Backend for StaticModel {
         false
     }
 
+    fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
     fn embed_tokens(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         batch
             .iter()

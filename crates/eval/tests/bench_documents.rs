@@ -31,6 +31,7 @@ fn args(out: &Path, scenarios: Option<&[&str]>, corpus: Option<PathBuf>) -> Benc
         min_seconds: 0.0,
         max_seconds: 5.0,
         batches: vec![1],
+        long_tokens: 256,
         data: Some(shared().join("data/sts")),
         scenarios: scenarios.map(|s| s.iter().map(|s| s.to_string()).collect()),
         corpus,

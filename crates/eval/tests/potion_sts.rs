@@ -93,6 +93,7 @@ fn cli_eval_bench_report_end_to_end() {
         min_seconds: 0.0,
         max_seconds: 2.0,
         batches: vec![1, 5, 32],
+        long_tokens: 256,
         data: Some(data_dir()),
         scenarios: Some(vec!["short".into(), "long".into()]),
         corpus: None,

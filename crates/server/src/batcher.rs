@@ -13,8 +13,9 @@
 //! Models share the cores through one process-wide [`Scheduler`]: a worker takes its model's turn before it cuts
 //! a step and gives it back after the step, and the next turn goes to the waiting model that has used the least
 //! compute (step seconds ÷ weight), so a flood on one model cannot starve another: a model that was idle gets
-//! the next turn at the next step boundary. While another model is active (waiting, or served within the last
-//! second), a step holds a quarter of `max_batch_tokens`, so turns stay short.
+//! the next turn at the next step boundary. The gate waits up to [`ANTICIPATION`] for a model that is owed compute
+//! and between turns before handing it to another. While another model is active (waiting, or served within the
+//! last second), a step holds a quarter of `max_batch_tokens`, so turns stay short.
 //!
 //! [`Backend`]: deposium_engine::Backend
 use std::collections::VecDeque;
@@ -63,7 +64,17 @@ struct Shared {
 pub struct Scheduler {
     shares: Mutex<Shares>,
     released: Condvar,
+    /// See [`ANTICIPATION`].
+    anticipation: Duration,
 }
+
+/// Anticipation: before the gate goes to a model, it waits after the last turn of another model that has used
+/// less compute and is between turns (a static model's requests spend most of their CPU outside the gate,
+/// parsing and serializing, and its clients' next requests come a few ms later): this long at most, and only for
+/// a model whose recent gaps between turns are shorter (a model with long gaps is a trickle, not a flood). The
+/// idle wait is charged to the model waited for, so the other still gets its share of the time. Without it the
+/// gate is work-conserving and a transformer step (up to seconds) takes every gap of the static model's.
+pub const ANTICIPATION: Duration = Duration::from_millis(100);
 
 /// While another model waits for the gate (or had a turn within [`CONTENDED_WINDOW`]), a step holds this
 /// fraction of `max_batch_tokens` (a shorter turn).
@@ -79,6 +90,8 @@ struct Shares {
     turns: u64,
     /// `used` of the share given the latest turn when it got it (start-time fair queuing's virtual time).
     now: f64,
+    /// The share the gate idles for (anticipation) and since when: charged to it when the next turn starts.
+    idle_for: Option<(usize, Instant)>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +105,11 @@ struct Share {
     last_turn: u64,
     /// When this share last asked for or gave back a turn.
     last_seen: Option<Instant>,
+    /// Longest recent time from giving back a turn with nothing waiting to asking again (seconds; halves every
+    /// second): between two requests of a flood, not the µs between the steps of one request.
+    gap: f64,
+    /// When `gap` was last updated.
+    gap_at: Option<Instant>,
 }
 
 impl Shares {
@@ -102,6 +120,8 @@ impl Shares {
             waiting: 0,
             last_turn: 0,
             last_seen: None,
+            gap: 0.0,
+            gap_at: None,
         });
         self.models.len() - 1
     }
@@ -112,13 +132,41 @@ impl Shares {
 
     /// A worker of share `id` asks for a turn. A share that was idle starts at the virtual time (no credit for
     /// having had nothing to do); one that asks again right after its step keeps what it has.
-    fn arrive(&mut self, id: usize) {
+    fn arrive(&mut self, id: usize, at: Instant) {
         if !self.busy(id) {
             let m = &mut self.models[id];
             m.used = m.used.max(self.now);
+            if let Some(t) = m.last_seen {
+                // An idle spell counts as twice the window at most: a flood that starts after one is waited for
+                // within a second.
+                let gap = at.saturating_duration_since(t).min(2 * ANTICIPATION).as_secs_f64();
+                let age = m.gap_at.map_or(0.0, |g| at.saturating_duration_since(g).as_secs_f64());
+                m.gap = gap.max(m.gap * 0.5f64.powf(age));
+                m.gap_at = Some(at);
+            }
         }
         self.models[id].waiting += 1;
-        self.models[id].last_seen = Some(Instant::now());
+        self.models[id].last_seen = Some(at);
+    }
+
+    /// The share that the turn [`Shares::next`] gives `id` should wait for, and until when: one that used less (at
+    /// the virtual time it would restart from), is between turns, whose recent gaps are within `window`, and that
+    /// gave back its turn less than `window` before `now`.
+    fn anticipate(&self, id: usize, now: Instant, window: Duration) -> Option<(usize, Instant)> {
+        let mine = self.models[id].used;
+        self.models
+            .iter()
+            .enumerate()
+            .filter(|&(i, m)| i != id && !self.busy(i) && m.used.max(self.now) < mine)
+            .filter(|(_, m)| m.gap <= window.as_secs_f64())
+            .filter_map(|(i, m)| m.last_seen.map(|t| (i, t + window)))
+            .filter(|&(_, until)| until > now)
+            .max_by_key(|&(_, until)| until)
+    }
+
+    /// The gate starts idling for share `id` at `at` (unless it already idles).
+    fn idle(&mut self, id: usize, at: Instant) {
+        self.idle_for.get_or_insert((id, at));
     }
 
     /// Who gets the turn now (`None` while one is held or nobody waits).
@@ -132,7 +180,11 @@ impl Shares {
         })
     }
 
-    fn start(&mut self, id: usize) {
+    fn start(&mut self, id: usize, at: Instant) {
+        if let Some((owed, since)) = self.idle_for.take() {
+            let m = &mut self.models[owed];
+            m.used += at.saturating_duration_since(since).as_secs_f64() / m.weight;
+        }
         self.turns += 1;
         let m = &mut self.models[id];
         m.waiting -= 1;
@@ -142,10 +194,10 @@ impl Shares {
         self.running = Some(id);
     }
 
-    fn finish(&mut self, id: usize, seconds: f64) {
+    fn finish(&mut self, id: usize, seconds: f64, at: Instant) {
         let m = &mut self.models[id];
         m.used += seconds.max(0.0) / m.weight;
-        m.last_seen = Some(Instant::now());
+        m.last_seen = Some(at);
         if self.running == Some(id) {
             self.running = None;
         }
@@ -161,14 +213,19 @@ pub struct Turn<'a> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.scheduler.lock().finish(self.share, self.started.elapsed().as_secs_f64());
+        self.scheduler.lock().finish(self.share, self.started.elapsed().as_secs_f64(), Instant::now());
         self.scheduler.released.notify_all();
     }
 }
 
 impl Scheduler {
     pub fn new() -> Arc<Self> {
-        Arc::new(Scheduler { shares: Mutex::default(), released: Condvar::new() })
+        Self::with_anticipation(ANTICIPATION)
+    }
+
+    /// A gate with another anticipation window (zero: work-conserving).
+    pub fn with_anticipation(window: Duration) -> Arc<Self> {
+        Arc::new(Scheduler { shares: Mutex::default(), released: Condvar::new(), anticipation: window })
     }
 
     /// The gate every batcher uses unless given another ([`Batcher::with_scheduler`]).
@@ -189,11 +246,22 @@ impl Scheduler {
     /// Wait for share `share`'s turn.
     pub fn acquire(&self, share: usize) -> Turn<'_> {
         let mut s = self.lock();
-        s.arrive(share);
-        while s.next() != Some(share) {
-            s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
+        s.arrive(share, Instant::now());
+        loop {
+            if s.next() != Some(share) {
+                s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let now = Instant::now();
+            match s.anticipate(share, now, self.anticipation) {
+                None => break,
+                Some((owed, until)) => {
+                    s.idle(owed, now);
+                    s = self.released.wait_timeout(s, until - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
         }
-        s.start(share);
+        s.start(share, Instant::now());
         Turn { scheduler: self, share, started: Instant::now() }
     }
 
@@ -447,8 +515,10 @@ impl Shared {
         step
     }
 
-    fn run_step(&self, step: Vec<StepItem>) {
-        let tokens: Vec<Tokenized> = step.iter().map(|s| s.tokens.clone()).collect();
+    fn run_step(&self, mut step: Vec<StepItem>) {
+        // Moved out, not copied (a copy per input was measurable for static models); kept for a retry.
+        let tokens: Vec<Tokenized> =
+            step.iter_mut().map(|s| std::mem::replace(&mut s.tokens, Tokenized { ids: Vec::new() })).collect();
         let t0 = Instant::now();
         let result = self.embed_guarded(&tokens);
         self.metrics.inference_seconds.observe(t0.elapsed().as_secs_f64());
@@ -475,8 +545,12 @@ impl Shared {
                 // Several requests shared the step: run each alone so only the faulty one fails.
                 tracing::warn!(model = %self.metrics.model, "batched step failed ({e}); retrying request by request");
                 for job in jobs {
-                    let (mine, tokens): (Vec<&StepItem>, Vec<Tokenized>) =
-                        step.iter().filter(|s| Arc::ptr_eq(&s.job, &job)).map(|s| (s, s.tokens.clone())).unzip();
+                    let (mine, tokens): (Vec<&StepItem>, Vec<Tokenized>) = step
+                        .iter()
+                        .zip(&tokens)
+                        .filter(|(s, _)| Arc::ptr_eq(&s.job, &job))
+                        .map(|(s, t)| (s, t.clone()))
+                        .unzip();
                     match self.embed_guarded(&tokens) {
                         Ok(vectors) => mine.iter().zip(vectors).for_each(|(s, v)| job.deliver(s.index, v)),
                         Err(e) => job.fail(e),
@@ -610,9 +684,9 @@ mod tests {
         let mut order = Vec::new();
         for _ in 0..turns {
             let Some(id) = shares.next() else { break };
-            shares.start(id);
-            shares.finish(id, cost[id]);
-            shares.arrive(id); // still busy: asks again
+            shares.start(id, Instant::now());
+            shares.finish(id, cost[id], Instant::now());
+            shares.arrive(id, Instant::now()); // still busy: asks again
             order.push(id);
         }
         order
@@ -623,8 +697,8 @@ mod tests {
         // Model 0: short steps (a static model), model 1: steps 20x longer (a transformer); both always busy.
         let mut s = Shares::default();
         let (a, b) = (s.add(1.0), s.add(1.0));
-        s.arrive(a);
-        s.arrive(b);
+        s.arrive(a, Instant::now());
+        s.arrive(b, Instant::now());
         let order = run_turns(&mut s, &[0.001, 0.020], 2100);
         let time = |id: usize, c: f64| order.iter().filter(|&&i| i == id).count() as f64 * c;
         let (ta, tb) = (time(a, 0.001), time(b, 0.020));
@@ -635,8 +709,8 @@ mod tests {
         // Weights 3:1 give 75 % / 25 % of the time.
         let mut s = Shares::default();
         let (a, b) = (s.add(3.0), s.add(1.0));
-        s.arrive(a);
-        s.arrive(b);
+        s.arrive(a, Instant::now());
+        s.arrive(b, Instant::now());
         let order = run_turns(&mut s, &[0.001, 0.001], 4000);
         let na = order.iter().filter(|&&i| i == a).count();
         assert!((na as f64 / 4000.0 - 0.75).abs() < 0.01, "{na}");
@@ -646,26 +720,125 @@ mod tests {
     fn an_idle_model_gets_the_next_turn_but_banks_no_credit() {
         let mut s = Shares::default();
         let (flood, single) = (s.add(1.0), s.add(1.0));
-        s.arrive(flood);
+        s.arrive(flood, Instant::now());
         // The flood runs alone for 1,000 steps.
         assert!(run_turns(&mut s, &[0.001, 0.0], 1000).iter().all(|&i| i == flood));
         // A single text arrives while a flood step runs: it gets the very next turn.
         let id = s.next().unwrap();
-        s.start(id);
-        s.arrive(single);
+        s.start(id, Instant::now());
+        s.arrive(single, Instant::now());
         assert_eq!(s.next(), None, "one turn at a time");
-        s.finish(id, 0.001);
-        s.arrive(flood);
+        s.finish(id, 0.001, Instant::now());
+        s.arrive(flood, Instant::now());
         assert_eq!(s.next(), Some(single));
         // Having been idle for 1 s of the flood's compute gives it no credit: it starts level with the flood,
         // so the two alternate by compute from here instead of the newcomer holding the gate for 1 s.
         assert!(s.models[single].used >= 1.0);
-        s.start(single);
-        s.finish(single, 0.005);
-        s.arrive(single);
+        s.start(single, Instant::now());
+        s.finish(single, 0.005, Instant::now());
+        s.arrive(single, Instant::now());
         let order = run_turns(&mut s, &[0.001, 0.005], 12);
         assert!(order.contains(&single) && order.contains(&flood), "{order:?}");
         assert_eq!(&order[..4], &[flood; 4], "the flood catches up the single text's 5 ms first");
+    }
+
+    #[test]
+    fn the_gate_waits_briefly_for_a_model_owed_compute() {
+        let (t, w, ms) = (Instant::now(), ANTICIPATION, Duration::from_millis(1));
+        let mut s = Shares::default();
+        let (flood, docs) = (s.add(1.0), s.add(1.0));
+        s.arrive(docs, t);
+        s.start(docs, t);
+        s.finish(docs, 0.5, t);
+        s.arrive(flood, t);
+        s.start(flood, t);
+        s.finish(flood, 0.001, t); // the flood is now serializing its answer, outside the gate
+        s.arrive(docs, t);
+        assert_eq!(s.next(), Some(docs), "the only one waiting");
+        s.models[flood].gap = 0.008; // as measured: up to 8 ms between its requests
+        assert_eq!(s.anticipate(docs, t + ms, w), Some((flood, t + w)), "the flood used less and was just here");
+        assert_eq!(s.anticipate(docs, t + w, w), None, "the wait is over");
+        s.models[flood].gap = 0.15;
+        assert_eq!(s.anticipate(docs, t + ms, w), None, "a model with gaps longer than the window is not waited for");
+        s.models[flood].gap = 0.008;
+        // The gate idles for the flood from 1 ms; it comes back at 3 ms, gets the turn and is charged the 2 ms.
+        s.idle(flood, t + ms);
+        s.arrive(flood, t + 3 * ms);
+        assert_eq!(s.models[flood].gap, 0.008, "a shorter gap leaves the longest (set just now)");
+        assert_eq!(s.next(), Some(flood));
+        assert_eq!(s.anticipate(flood, t + 3 * ms, w), None, "a waiting model is not anticipated");
+        s.start(flood, t + 3 * ms);
+        assert!((s.models[flood].used - 0.003).abs() < 1e-9, "{}", s.models[flood].used);
+        s.finish(flood, 0.6, t + 4 * ms);
+        // Now the flood has used more: no waiting for it, and it waits for the other one instead.
+        assert_eq!(s.anticipate(docs, t + 4 * ms, w), None);
+        s.start(docs, t + 4 * ms);
+        s.finish(docs, 0.05, t + 5 * ms);
+        s.arrive(flood, t + 5 * ms);
+        assert_eq!(s.anticipate(flood, t + 5 * ms, w), Some((docs, t + 5 * ms + w)));
+        // A longer gap takes over at once; an idle spell counts as twice the window; the longest halves every second.
+        s.start(flood, t + 6 * ms);
+        s.finish(flood, 0.001, t + 7 * ms);
+        s.arrive(flood, t + 27 * ms);
+        assert!((s.models[flood].gap - 0.020).abs() < 1e-9);
+        s.start(flood, t + 27 * ms);
+        s.finish(flood, 0.001, t + 28 * ms);
+        s.arrive(flood, t + 5028 * ms);
+        assert!((s.models[flood].gap - 0.2).abs() < 1e-9, "{}", s.models[flood].gap);
+        s.start(flood, t + 5028 * ms);
+        s.finish(flood, 0.001, t + 7027 * ms);
+        s.arrive(flood, t + 7028 * ms);
+        assert!((s.models[flood].gap - 0.05).abs() < 1e-9, "2 s later: a quarter, {}", s.models[flood].gap);
+    }
+
+    /// Event simulation on a virtual clock: a flood whose turns take 1 ms with `gap` outside the gate between them
+    /// (parsing, serializing, its clients), against a model that always waits with 50 ms steps. Returns the
+    /// flood's and the other model's compute as shares of the wall time.
+    fn simulate(window: Duration, gap: Duration) -> (f64, f64) {
+        let (t0, turn, step) = (Instant::now(), Duration::from_millis(1), Duration::from_millis(50));
+        let mut s = Shares::default();
+        let (flood, docs) = (s.add(1.0), s.add(1.0));
+        let (mut clock, mut flood_back, mut compute) = (Duration::ZERO, Some(Duration::ZERO), [0.0f64; 2]);
+        s.arrive(docs, t0);
+        while clock < Duration::from_secs(60) {
+            if flood_back.is_some_and(|b| b <= clock) {
+                s.arrive(flood, t0 + clock);
+                flood_back = None;
+            }
+            let id = s.next().expect("the docs model always waits");
+            if let Some((owed, until)) = s.anticipate(id, t0 + clock, window) {
+                assert_eq!(owed, flood);
+                s.idle(owed, t0 + clock);
+                clock = (until - t0).min(flood_back.expect("the flood is between turns"));
+                continue;
+            }
+            s.start(id, t0 + clock);
+            let cost = if id == flood { turn } else { step };
+            clock += cost;
+            compute[id] += cost.as_secs_f64();
+            s.finish(id, cost.as_secs_f64(), t0 + clock);
+            if id == flood {
+                flood_back = Some(clock + gap);
+            } else {
+                s.arrive(docs, t0 + clock);
+            }
+        }
+        let wall = clock.as_secs_f64();
+        (compute[flood] / wall, compute[docs] / wall)
+    }
+
+    #[test]
+    fn anticipation_gives_a_flood_between_turns_its_share_of_the_time() {
+        let gap = Duration::from_millis(3);
+        let (flood, docs) = simulate(Duration::ZERO, gap);
+        assert!(flood < 0.03 && docs > 0.95, "work-conserving: one 1 ms turn per 50 ms step: {flood} {docs}");
+        // Anticipated, the flood runs 1 ms in every 4 (turn + gap) for half the time; the idle gaps are charged to
+        // it, so the other model keeps half of the time.
+        let (flood, docs) = simulate(ANTICIPATION, gap);
+        assert!((flood - 0.125).abs() < 0.01 && (docs - 0.5).abs() < 0.02, "{flood} {docs}");
+        // Gaps longer than the window are not waited for.
+        let (flood, docs) = simulate(ANTICIPATION, ANTICIPATION + 30 * Duration::from_millis(1));
+        assert!(flood < 0.03 && docs > 0.95, "{flood} {docs}");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Requests answered at once; more are refused with 429.
     #[arg(long, env = "DEPOSIUM_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
+    /// Request body bytes answered at once (a chunked body counts as --max-body-bytes); beyond it a request gets
+    /// 429, and one that can never fit 413. 0: no budget.
+    #[arg(long, env = "DEPOSIUM_MAX_INFLIGHT_BYTES", default_value_t = 768 << 20)]
+    pub max_inflight_bytes: usize,
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "DEPOSIUM_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
@@ -87,6 +91,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
             max_concurrent_requests: self.max_concurrent_requests,
+            max_inflight_bytes: self.max_inflight_bytes,
             batch: BatchConfig {
                 max_batch_tokens: self.max_batch_tokens,
                 max_batch_size: self.max_batch_size,
@@ -177,6 +182,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(name) = &state.config().default_prompt_name {
         check_default_prompt(&state, name)?;
+    }
+    let c = state.config();
+    if c.max_inflight_bytes > 0 && c.max_inflight_bytes < c.max_body_bytes {
+        tracing::warn!(
+            "--max-inflight-bytes {} is below --max-body-bytes {}: larger bodies, and chunked ones, get 413",
+            c.max_inflight_bytes,
+            c.max_body_bytes
+        );
     }
     let app = router_with_cors(state.clone(), &args.cors_allow_origin)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))

@@ -109,6 +109,8 @@ pub struct Metrics {
     request_seconds: Mutex<BTreeMap<String, Arc<Histogram>>>,
     models: Mutex<Vec<Arc<ModelMetrics>>>,
     pub in_flight: AtomicI64,
+    /// Request body bytes admitted and not yet answered (`--max-inflight-bytes`).
+    pub inflight_bytes: AtomicI64,
 }
 
 impl Metrics {
@@ -164,6 +166,9 @@ impl Metrics {
         out.push_str("# HELP deposium_requests_in_flight Requests being answered now.\n");
         out.push_str("# TYPE deposium_requests_in_flight gauge\n");
         let _ = writeln!(out, "deposium_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        out.push_str("# HELP deposium_admission_inflight_bytes Request body bytes being answered now.\n");
+        out.push_str("# TYPE deposium_admission_inflight_bytes gauge\n");
+        let _ = writeln!(out, "deposium_admission_inflight_bytes {}", self.inflight_bytes.load(Ordering::Relaxed));
         out.push_str("# HELP deposium_uptime_seconds Seconds since the server started.\n");
         out.push_str("# TYPE deposium_uptime_seconds gauge\n");
         let _ = writeln!(out, "deposium_uptime_seconds {uptime_seconds}");

@@ -1,6 +1,8 @@
 //! OpenAI-compatible routes: `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/models/{id}`.
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -98,16 +100,38 @@ enum Encoding {
     Base64,
 }
 
-/// Little-endian f32 bytes, base64 (what the official SDKs ask for by default).
-fn to_base64(v: &[f32]) -> String {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// The response body for `encoding_format: base64` (little-endian f32 bytes, what the official SDKs ask for by
+/// default), written by hand: the same bytes serde would write, without running the base64 strings through JSON
+/// string escaping (the alphabet needs none) and without a `String` per vector.
+fn base64_response(vectors: &[Vec<f32>], model: &str, tokens: usize) -> Response {
+    use std::fmt::Write;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let per_vector = vectors.first().map_or(0, |v| (v.len() * 4).div_ceil(3) * 4) + 48;
+    let mut out = String::with_capacity(vectors.len() * per_vector + model.len() + 128);
+    out.push_str(r#"{"object":"list","data":["#);
+    let mut bytes = Vec::new();
+    for (index, v) in vectors.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, r#"{{"object":"embedding","index":{index},"embedding":""#);
+        bytes.resize(v.len() * 4, 0);
+        for (b, x) in bytes.chunks_exact_mut(4).zip(v) {
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        b64.encode_string(&bytes, &mut out);
+        out.push_str("\"}");
+    }
+    out.push_str(r#"],"model":"#);
+    out.push_str(&serde_json::to_string(model).unwrap_or_else(|_| "\"\"".into()));
+    let _ = write!(out, r#","usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}}}"#);
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 pub async fn embeddings(
     State(state): State<AppState>,
     body: Result<JsonBody<EmbeddingsRequest>, ApiError>,
-) -> Result<Json<EmbeddingsResponse>, OpenAiError> {
+) -> Result<Response, OpenAiError> {
     let JsonBody(req) = body?;
     let encoding = match req.encoding_format.as_deref() {
         None | Some("float") => Encoding::Float,
@@ -154,25 +178,23 @@ pub async fn embeddings(
             embed::run(&served, tokens, &opts).await?
         }
     };
+    let model = req.model.unwrap_or_else(|| served.name.clone());
+    if encoding == Encoding::Base64 {
+        return Ok(base64_response(&out.embeddings, &model, out.tokens));
+    }
     let data = out
         .embeddings
         .into_iter()
         .enumerate()
-        .map(|(index, v)| EmbeddingData {
-            object: "embedding",
-            index,
-            embedding: match encoding {
-                Encoding::Float => Vector::Float(v),
-                Encoding::Base64 => Vector::Base64(to_base64(&v)),
-            },
-        })
+        .map(|(index, v)| EmbeddingData { object: "embedding", index, embedding: v })
         .collect();
     Ok(Json(EmbeddingsResponse {
         object: "list",
         data,
-        model: req.model.unwrap_or_else(|| served.name.clone()),
+        model,
         usage: Usage { prompt_tokens: out.tokens, total_tokens: out.tokens },
-    }))
+    })
+    .into_response())
 }
 
 /// Typed response: vectors serialize as f32 (shortest round-trip digits), not widened to f64.
@@ -188,14 +210,7 @@ pub struct EmbeddingsResponse {
 struct EmbeddingData {
     object: &'static str,
     index: usize,
-    embedding: Vector,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Vector {
-    Float(Vec<f32>),
-    Base64(String),
+    embedding: Vec<f32>,
 }
 
 #[derive(Serialize)]
@@ -293,4 +308,48 @@ pub async fn rerank(
         "results": results,
         "usage": { "total_tokens": tokens },
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_base64_body_is_what_serde_writes() {
+        #[derive(Serialize)]
+        struct Data {
+            object: &'static str,
+            index: usize,
+            embedding: String,
+        }
+        #[derive(Serialize)]
+        struct Body {
+            object: &'static str,
+            data: Vec<Data>,
+            model: String,
+            usage: Usage,
+        }
+        let vectors = vec![vec![0.25f32, -1.5, f32::MIN_POSITIVE, 3.0e-7, 1.0], vec![], vec![f32::MAX; 3]];
+        let model = "potion \"8M\"\n";
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let want = serde_json::to_string(&Body {
+            object: "list",
+            data: vectors
+                .iter()
+                .enumerate()
+                .map(|(index, v)| Data {
+                    object: "embedding",
+                    index,
+                    embedding: b64.encode(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+                })
+                .collect(),
+            model: model.into(),
+            usage: Usage { prompt_tokens: 7, total_tokens: 7 },
+        })
+        .unwrap();
+        let resp = base64_response(&vectors, model, 7);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let got = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(std::str::from_utf8(&got).unwrap(), want);
+    }
 }

@@ -113,7 +113,8 @@ fn is_open(method: &Method, path: &str) -> bool {
     path == "/health" || (read && (path == "/" || path == "/docs" || path.starts_with("/docs/")))
 }
 
-/// API key check and the concurrency limit (429 beyond `--max-concurrent-requests`).
+/// API key check, the concurrency limit (429 beyond `--max-concurrent-requests`) and the in-flight body budget
+/// (`--max-inflight-bytes`), both before the body is read.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let open = is_open(req.method(), &path);
@@ -137,6 +138,35 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             format!(
                 "too many concurrent requests (limit {}, --max-concurrent-requests); retry shortly",
                 state.config().max_concurrent_requests
+            ),
+        )
+        .code("rate_limit_exceeded")
+        .render(family);
+    };
+    // A body's size before it is read: its Content-Length (a larger one than --max-body-bytes is refused while
+    // reading), or --max-body-bytes when it is chunked.
+    let config = state.config();
+    let bytes = usize::try_from(axum::body::HttpBody::size_hint(req.body()).exact().unwrap_or(u64::MAX))
+        .unwrap_or(usize::MAX)
+        .min(config.max_body_bytes);
+    let budget = config.max_inflight_bytes;
+    if budget > 0 && bytes > budget {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a request body of {bytes} bytes can never fit the in-flight budget of {budget} bytes \
+                 (--max-inflight-bytes); split the request"
+            ),
+        )
+        .code("body_too_large")
+        .render(family);
+    }
+    let Some(_admitted) = state.admit(bytes) else {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the server holds too many request bytes to take {bytes} more (limit {budget}, \
+                 --max-inflight-bytes); retry shortly"
             ),
         )
         .code("rate_limit_exceeded")

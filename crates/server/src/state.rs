@@ -1,4 +1,5 @@
 //! Server state: the configured models (loading, ready or failed), their batchers, limits and metrics.
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +22,9 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Requests answered at once; more get 429.
     pub max_concurrent_requests: usize,
+    /// Request body bytes answered at once (each request counts its Content-Length, or `max_body_bytes` when
+    /// chunked); a request that does not fit now gets 429, one that never can 413. 0: no budget.
+    pub max_inflight_bytes: usize,
     pub batch: BatchConfig,
     /// Bearer token required on every route but `/health` and `/`.
     pub api_key: Option<String>,
@@ -37,6 +41,7 @@ impl Default for Config {
             max_body_bytes: 8 << 20,
             body_timeout: Duration::from_secs(60),
             max_concurrent_requests: 512,
+            max_inflight_bytes: 768 << 20,
             batch: BatchConfig { max_batch_tokens: 8192, max_batch_size: 64, workers: 1 },
             api_key: None,
             default_prompt_name: None,
@@ -129,6 +134,8 @@ struct Inner {
     registry: RwLock<Registry>,
     metrics: Metrics,
     limiter: Arc<Semaphore>,
+    /// Body bytes of the requests admitted and not yet answered.
+    inflight_bytes: AtomicUsize,
     started: Instant,
     started_at: SystemTime,
 }
@@ -183,6 +190,7 @@ impl AppState {
             registry: RwLock::new(Registry::default()),
             metrics: Metrics::default(),
             limiter,
+            inflight_bytes: AtomicUsize::new(0),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }))
@@ -267,6 +275,15 @@ impl AppState {
 
     pub fn limiter(&self) -> &Arc<Semaphore> {
         &self.0.limiter
+    }
+
+    /// Reserve `bytes` of the in-flight budget until the returned guard drops; `None` when they do not fit now.
+    pub fn admit(&self, bytes: usize) -> Option<Admitted> {
+        let max = self.0.config.max_inflight_bytes;
+        let fits = |used: usize| used.checked_add(bytes).filter(|&u| max == 0 || u <= max);
+        self.0.inflight_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).ok()?;
+        self.0.metrics.inflight_bytes.fetch_add(bytes as i64, std::sync::atomic::Ordering::Relaxed);
+        Some(Admitted { state: self.clone(), bytes })
     }
 
     pub fn uptime_seconds(&self) -> f64 {
@@ -381,6 +398,19 @@ impl AppState {
         for m in self.ready() {
             m.batcher.shutdown();
         }
+    }
+}
+
+/// A request's share of `--max-inflight-bytes`, given back when dropped.
+pub struct Admitted {
+    state: AppState,
+    bytes: usize,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.state.0.inflight_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.state.0.metrics.inflight_bytes.fetch_sub(self.bytes as i64, Ordering::Relaxed);
     }
 }
 
