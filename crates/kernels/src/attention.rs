@@ -22,6 +22,14 @@ pub struct KeyMask<'a> {
 }
 
 impl KeyMask<'_> {
+    /// The keys (`0..s`) that any of the queries `queries` may see, as one range.
+    fn reach_of(&self, queries: std::ops::Range<usize>, s: usize) -> std::ops::Range<usize> {
+        if self.reach == 0 {
+            return 0..s;
+        }
+        queries.start.saturating_sub(self.reach - 1).min(s)..(queries.end - 1 + self.reach).min(s)
+    }
+
     /// Whether query `i` sees key `j` (the tests' reference; the kernels work on ranges, `reach_of`).
     #[cfg(test)]
     fn sees(&self, i: usize, j: usize) -> bool {
@@ -79,16 +87,6 @@ pub unsafe fn attend(
         // SAFETY: the caller guarantees the `live` output rows from r0.
         weighted_sum(scores, st, v, v_stride, seen, d, out.add(r0 * out_stride), out_stride, live);
         r0 += QR;
-    }
-}
-
-impl KeyMask<'_> {
-    /// The keys (`0..s`) that any of the queries `queries` may see, as one range.
-    fn reach_of(&self, queries: std::ops::Range<usize>, s: usize) -> std::ops::Range<usize> {
-        if self.reach == 0 {
-            return 0..s;
-        }
-        queries.start.saturating_sub(self.reach - 1).min(s)..(queries.end - 1 + self.reach).min(s)
     }
 }
 

@@ -4,7 +4,7 @@
 #[cfg(target_arch = "x86_64")]
 use crate::arch::x86_64::gemm as simd;
 use crate::cpu::{caps, l2_bytes};
-use crate::layout::{Packed, QuantizedRows, BLOCK, TILE};
+use crate::layout::{Packed, QuantizedRows, BLOCK, GEMM_ROWS, TILE};
 use crate::par::{pool_threads, OutPtr, ParFor};
 use crate::portable;
 use std::ops::Range;
@@ -102,8 +102,7 @@ pub fn matmul<const BITS: u8>(
 
 /// Rows per row block for a depth of `k`: their activation codes fill about a quarter of L2, in whole micro-tiles.
 fn row_block(k: usize) -> usize {
-    const MICRO_ROWS: usize = 4;
-    ((l2_bytes() / 4 / k.max(1)) / MICRO_ROWS * MICRO_ROWS).max(16 * MICRO_ROWS)
+    ((l2_bytes() / 4 / k.max(1)) / GEMM_ROWS * GEMM_ROWS).max(16 * GEMM_ROWS)
 }
 
 /// # Safety

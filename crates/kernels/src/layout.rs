@@ -10,6 +10,8 @@
 pub const BLOCK: usize = 32;
 /// Output columns per packed tile (one AVX-512 vector of i32/f32).
 pub const TILE: usize = 16;
+/// Rows per GEMM micro-tile (the VNNI kernel's register block; row blocks are whole micro-tiles).
+pub const GEMM_ROWS: usize = 6;
 
 /// A packed weight matrix of `BITS` (8 or 4) bits, borrowed (from an ONNX Runtime initializer or a Vec).
 /// Scales are fp16 bit patterns (half the bytes of fp32, converted exactly).

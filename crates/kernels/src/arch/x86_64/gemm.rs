@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::layout::{Packed, QuantizedRows, BLOCK, TILE};
+use crate::layout::{Packed, QuantizedRows, BLOCK, GEMM_ROWS, TILE};
 
 /// 16 fp16 scales → fp32.
 ///
@@ -16,7 +16,7 @@ unsafe fn scales16(p: *const u16) -> __m512 {
 }
 
 /// Rows per micro-tile.
-const MR: usize = 6;
+const MR: usize = GEMM_ROWS;
 
 /// `portable::quantize_rows` with AVX-512 (identical codes and scales).
 ///
