@@ -114,19 +114,15 @@ fn big_job_writes_npy_and_jsonl() {
     let input = dir.join("in.jsonl");
     let texts: Vec<String> = (0..1000).map(|i| format!("sentence number {i} about cats and dogs")).collect();
     std::fs::write(&input, texts.iter().map(|t| serde_json::to_string(t).unwrap() + "\n").collect::<String>()).unwrap();
+    let embed_to = |output: &std::path::Path| {
+        bin()
+            .args(["embed", "--model", "potion-base-8M", "--input", input.to_str().unwrap(), "--output"])
+            .arg(output)
+            .output()
+            .unwrap()
+    };
     let npy = dir.join("v.npy");
-    let out = bin()
-        .args([
-            "embed",
-            "--model",
-            "potion-base-8M",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            npy.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = embed_to(&npy);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&npy).unwrap();
     assert_eq!(&bytes[..6], b"\x93NUMPY");
@@ -142,18 +138,7 @@ fn big_job_writes_npy_and_jsonl() {
     let alone = vectors(&bin().args(["embed", "--model", "potion-base-8M", &texts[7]]).output().unwrap().stdout);
     assert!(deposium_engine::cosine(&row, &alone[0]) > 0.99999);
     let jsonl = dir.join("v.jsonl");
-    let out = bin()
-        .args([
-            "embed",
-            "--model",
-            "potion-base-8M",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            jsonl.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = embed_to(&jsonl);
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(&jsonl).unwrap().lines().count(), 1000);
     std::fs::remove_dir_all(&dir).unwrap();
