@@ -212,28 +212,15 @@ impl Model {
         req.inputs.iter().map(|t| self.tokenize_one(&prefix, t, req.truncate)).collect()
     }
 
-    /// Run the backend on tokenized inputs, in length-sorted sub-batches bounded by `max_batch` and
-    /// `max_batch_tokens`. Output order follows input order.
+    /// Run the backend on tokenized inputs, in length-sorted sub-batches (see [`sub_batches`]). Output order
+    /// follows input order.
     pub fn embed_tokenized(&self, items: &[Tokenized]) -> Result<Vec<Vec<f32>>> {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
-        let buckets = self.backend.batch_buckets();
-        let bucket_of = |len: usize| buckets.iter().filter(|&&b| len > b).count();
+        let lengths: Vec<usize> = order.iter().map(|&i| items[i].ids.len().max(1)).collect();
         let mut out: Vec<Option<Vec<f32>>> = vec![None; items.len()];
-        let mut start = 0;
-        while start < order.len() {
-            // Longest first: the first item of a chunk sets its padded length.
-            let longest = items[order[start]].ids.len().max(1);
-            let bucket = bucket_of(longest);
-            let mut end = start + 1;
-            while end < order.len()
-                && end - start < self.max_batch
-                && (end - start + 1) * longest <= self.max_batch_tokens
-                && bucket_of(items[order[end]].ids.len().max(1)) == bucket
-            {
-                end += 1;
-            }
-            let batch: Vec<Vec<u32>> = order[start..end].iter().map(|&i| items[i].ids.clone()).collect();
+        for range in sub_batches(&lengths, self.max_batch, self.max_batch_tokens, self.backend.batch_buckets()) {
+            let batch: Vec<Vec<u32>> = order[range.clone()].iter().map(|&i| items[i].ids.clone()).collect();
             let vecs = self.backend.embed_tokens(&batch)?;
             if vecs.len() != batch.len() {
                 return Err(EngineError::Internal(format!(
@@ -242,10 +229,9 @@ impl Model {
                     batch.len()
                 )));
             }
-            for (&i, v) in order[start..end].iter().zip(vecs) {
+            for (&i, v) in order[range].iter().zip(vecs) {
                 out[i] = Some(v);
             }
-            start = end;
         }
         Ok(out.into_iter().map(|v| v.expect("every index filled")).collect())
     }
@@ -300,4 +286,64 @@ pub fn cosine_f64(a: &[f32], b: &[f32]) -> f64 {
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     cosine_f64(a, b) as f32
+}
+
+/// Cut lengths sorted longest first into sub-batches: at most `max_batch` inputs and `max_batch_tokens` padded
+/// tokens (inputs × the first, longest one), inputs on one side of each bucket edge, and at most a quarter of a
+/// sub-batch's padded length (plus 16 tokens) as padding for any input, so that documents of mixed lengths are not
+/// all padded to the longest. Vectors do not depend on the cut: each input is computed as if alone.
+pub fn sub_batches(
+    lengths: &[usize],
+    max_batch: usize,
+    max_batch_tokens: usize,
+    buckets: &[usize],
+) -> Vec<std::ops::Range<usize>> {
+    let bucket_of = |len: usize| buckets.iter().filter(|&&b| len > b).count();
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < lengths.len() {
+        let longest = lengths[start];
+        let mut end = start + 1;
+        while end < lengths.len()
+            && end - start < max_batch
+            && (end - start + 1) * longest <= max_batch_tokens
+            && bucket_of(lengths[end]) == bucket_of(longest)
+            && longest - lengths[end] <= longest / 4 + 16
+        {
+            end += 1;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sub_batches;
+
+    #[test]
+    fn short_texts_share_one_sub_batch() {
+        assert_eq!(sub_batches(&[20, 16, 12, 5, 1], 64, 8192, &[64]), vec![0..5]);
+    }
+
+    #[test]
+    fn documents_of_mixed_lengths_are_cut_by_length() {
+        let lengths = [1086, 900, 820, 500, 420, 390, 310, 300, 120, 90];
+        let ranges = sub_batches(&lengths, 64, 1 << 20, &[64]);
+        assert_eq!(ranges, vec![0..3, 3..6, 6..8, 8..10]);
+        for r in ranges {
+            let padded = r.len() * lengths[r.start];
+            let real: usize = lengths[r].iter().sum();
+            assert!(padded * 4 <= real * 5 + 64, "padding over a quarter");
+        }
+    }
+
+    #[test]
+    fn limits_and_bucket_edges_cut_too() {
+        assert_eq!(sub_batches(&[10; 5], 2, 8192, &[]), vec![0..2, 2..4, 4..5]);
+        assert_eq!(sub_batches(&[100; 5], 64, 250, &[]), vec![0..2, 2..4, 4..5]);
+        assert_eq!(sub_batches(&[70, 66, 64, 60], 64, 8192, &[64]), vec![0..2, 2..4]);
+        assert!(sub_batches(&[], 64, 8192, &[64]).is_empty());
+    }
 }
