@@ -289,9 +289,10 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Cut lengths sorted longest first into sub-batches: at most `max_batch` inputs and `max_batch_tokens` padded
-/// tokens (inputs × the first, longest one), inputs on one side of each bucket edge, and at most a quarter of a
+/// tokens (inputs × the first, longest one), inputs on one side of each bucket edge, and at most an eighth of a
 /// sub-batch's padded length (plus 16 tokens) as padding for any input, so that documents of mixed lengths are not
-/// all padded to the longest. Vectors do not depend on the cut: each input is computed as if alone.
+/// all padded to the longest (docs/long-inputs.md). Vectors do not depend on the cut: each input is computed as if
+/// alone.
 pub fn sub_batches(
     lengths: &[usize],
     max_batch: usize,
@@ -308,7 +309,7 @@ pub fn sub_batches(
             && end - start < max_batch
             && (end - start + 1) * longest <= max_batch_tokens
             && bucket_of(lengths[end]) == bucket_of(longest)
-            && longest - lengths[end] <= longest / 4 + 16
+            && longest - lengths[end] <= longest / 8 + 16
         {
             end += 1;
         }
@@ -324,18 +325,18 @@ mod tests {
 
     #[test]
     fn short_texts_share_one_sub_batch() {
-        assert_eq!(sub_batches(&[20, 16, 12, 5, 1], 64, 8192, &[64]), vec![0..5]);
+        assert_eq!(sub_batches(&[20, 16, 12, 5, 4], 64, 8192, &[64]), vec![0..5]);
     }
 
     #[test]
     fn documents_of_mixed_lengths_are_cut_by_length() {
         let lengths = [1086, 900, 820, 500, 420, 390, 310, 300, 120, 90];
         let ranges = sub_batches(&lengths, 64, 1 << 20, &[64]);
-        assert_eq!(ranges, vec![0..3, 3..6, 6..8, 8..10]);
+        assert_eq!(ranges, vec![0..1, 1..3, 3..4, 4..6, 6..8, 8..10]);
         for r in ranges {
             let padded = r.len() * lengths[r.start];
             let real: usize = lengths[r].iter().sum();
-            assert!(padded * 4 <= real * 5 + 64, "padding over a quarter");
+            assert!(padded * 8 <= real * 9 + 128, "padding over an eighth");
         }
     }
 
