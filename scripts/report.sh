@@ -2,17 +2,17 @@
 # The decision report: STS eval + latency bench of EmbeddingGemma fp32 / int8 / int4 and potion-base-8M, then
 # docs/eval-report.md with plots. Each model is benched in its own process (clean peak RSS).
 # Retrieval (RETRIEVAL_TASKS, default SciFact: 5,183 documents, slow for fp32) with the models' query/document
-# prompts; EmbeddingGemma int8/int4 also measure their document cosines to fp32 (--fidelity-to), and int8 runs
+# prompts; EmbeddingGemma int8/int4 also measure their document cosines to fp32 (--fidelity-to), and int8 and int4 run
 # once more without prompts (results/<model>-noprompt/). RETRIEVAL_TASKS= skips retrieval.
 # Usage: scripts/report.sh [MODEL...]   (env: RESULTS=results, THREADS=2, BIN=target/release/deposium-embed,
-#        RETRIEVAL_TASKS=SciFact, NOPROMPT_MODELS=embeddinggemma)
+#        RETRIEVAL_TASKS=SciFact, NOPROMPT_MODELS="embeddinggemma embeddinggemma:int4")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${BIN:-target/release/deposium-embed}"
 RESULTS="${RESULTS:-results}"
 THREADS="${THREADS:-$(nproc)}"
 RETRIEVAL_TASKS="${RETRIEVAL_TASKS-SciFact}"
-NOPROMPT_MODELS="${NOPROMPT_MODELS-embeddinggemma}"
+NOPROMPT_MODELS="${NOPROMPT_MODELS-embeddinggemma embeddinggemma:int4}"
 models=("$@")
 [ ${#models[@]} -eq 0 ] && models=(embeddinggemma:fp32 embeddinggemma embeddinggemma:int4 potion-base-8M)
 for m in "${models[@]}"; do
