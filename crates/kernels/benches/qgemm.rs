@@ -18,7 +18,7 @@ fn main() {
         return;
     }
     let shapes = [("qkv", 1280, 768), ("o", 768, 768), ("gate_up", 2304, 768), ("down", 768, 1152)];
-    println!("accelerated: {}", deposium_kernels::accelerated());
+    println!("int8 kernels: {}", deposium_kernels::cpu::caps().int8_path().name());
     for m in [16usize, 80, 251, 1004] {
         let mut total_macs = 0f64;
         let mut total_s = 0f64;

@@ -9,8 +9,8 @@ pub use crate::layout::{packed_key_index, packed_keys_len, KEY_TILE, QR};
 pub use crate::scalar::SOFTMAX_FLOOR;
 
 #[cfg(target_arch = "x86_64")]
-use crate::arch::x86_64::{activation as simd_exp, attention as simd};
-use crate::cpu::caps;
+use crate::arch::x86_64::{activation as simd_exp, attention as simd, avx2};
+use crate::cpu::{caps, Path};
 use crate::portable;
 
 /// Which keys query `i` sees: `keep[j]` (not padding) and, with a window, `|i − j| < reach`.
@@ -113,22 +113,26 @@ fn softmax_masked(row: &mut [f32], from: usize, s: usize, i: usize, mask: KeyMas
 
 /// Softmax numerators in place (0 below `SOFTMAX_FLOOR`) and their sum, in 16 lanes by key position.
 fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if caps().f32x16() {
-        // SAFETY: the CPU has AVX-512 F; the row is a whole number of key tiles.
-        return unsafe { simd_exp::exp_shifted(row, max) };
+    // SAFETY (each vector path): the CPU has its features; the row is a whole number of key tiles.
+    match caps().f32_path() {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { simd_exp::exp_shifted(row, max) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { avx2::exp_shifted(row, max) },
+        _ => portable::exp_shifted(row, max),
     }
-    portable::exp_shifted(row, max)
 }
 
 /// Scores of `QR` query rows against key tiles `tiles` of the packed keys (`st` keys, padded to whole tiles).
 fn scores_rows(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: std::ops::Range<usize>, scores: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if caps().f32x16() {
-        // SAFETY: the CPU has AVX-512 F; `attend` checked the bounds.
-        return unsafe { simd::scores(q, keys, st, d, tiles, scores) };
+    // SAFETY (each vector path): the CPU has its features; `attend` checked the bounds.
+    match caps().f32_path() {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { simd::scores(q, keys, st, d, tiles, scores) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { avx2::scores(q, keys, st, d, tiles, scores) },
+        _ => portable::scores(q, keys, st, d, tiles, scores),
     }
-    portable::scores(q, keys, st, d, tiles, scores)
 }
 
 /// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for the first `live` of `QR` rows.
@@ -147,11 +151,13 @@ unsafe fn weighted_sum(
     out_stride: usize,
     live: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if caps().f32x16() {
-        return simd::weighted_sum(p, st, v, v_stride, keys, d, out, out_stride, live);
+    match caps().f32_path() {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => simd::weighted_sum(p, st, v, v_stride, keys, d, out, out_stride, live),
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => avx2::weighted_sum(p, st, v, v_stride, keys, d, out, out_stride, live),
+        _ => portable::weighted_sum(p, st, v, v_stride, keys, d, out, out_stride, live),
     }
-    portable::weighted_sum(p, st, v, v_stride, keys, d, out, out_stride, live)
 }
 
 #[cfg(test)]
@@ -226,9 +232,6 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn fast_and_portable_paths_agree() {
-        if !caps().f32x16() {
-            return;
-        }
         let (s, d) = (37usize, 80usize);
         let st = s.div_ceil(KEY_TILE) * KEY_TILE;
         let val = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
@@ -236,18 +239,38 @@ mod tests {
         let keys: Vec<f32> = (0..packed_keys_len(s, d)).map(|i| val(i + 11)).collect();
         let v: Vec<f32> = (0..s * d).map(|i| val(i + 29)).collect();
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()));
-        let (mut fast, mut slow) = (vec![0f32; QR * st], vec![0f32; QR * st]);
-        unsafe { simd::scores(&q, &keys, st, d, 0..st / KEY_TILE, &mut fast) };
-        portable::scores(&q, &keys, st, d, 0..st / KEY_TILE, &mut slow);
-        assert!(close(&fast, &slow), "scores");
-        let mut row: Vec<f32> = (0..st).map(|i| if i % 5 == 3 { f32::NEG_INFINITY } else { val(i) * 4.0 }).collect();
-        let mut row2 = row.clone();
-        let (a, b) = (unsafe { simd_exp::exp_shifted(&mut row, 4.0) }, portable::exp_shifted(&mut row2, 4.0));
-        assert!(close(&row, &row2) && close(&[a], &[b]), "exp");
+        let row0: Vec<f32> = (0..st).map(|i| if i % 5 == 3 { f32::NEG_INFINITY } else { val(i) * 4.0 }).collect();
         let p: Vec<f32> = (0..QR * st).map(|i| val(i + 3).abs()).collect();
-        let (mut fast, mut slow) = (vec![0f32; QR * d], vec![0f32; QR * d]);
-        unsafe { simd::weighted_sum(&p, st, &v, d, 0..s, d, fast.as_mut_ptr(), d, QR) };
-        unsafe { portable::weighted_sum(&p, st, &v, d, 0..s, d, slow.as_mut_ptr(), d, QR) };
-        assert!(close(&fast, &slow), "weighted sum");
+        let mut slow_scores = vec![0f32; QR * st];
+        portable::scores(&q, &keys, st, d, 0..st / KEY_TILE, &mut slow_scores);
+        let mut slow_row = row0.clone();
+        let slow_sum = portable::exp_shifted(&mut slow_row, 4.0);
+        let mut slow_out = vec![0f32; QR * d];
+        unsafe { portable::weighted_sum(&p, st, &v, d, 0..s, d, slow_out.as_mut_ptr(), d, QR) };
+        let mut checked = 0;
+        for path in [Path::Avx512, Path::Avx2] {
+            let (mut sc, mut row, mut out) = (vec![0f32; QR * st], row0.clone(), vec![0f32; QR * d]);
+            // SAFETY: each path runs only where the CPU has its features.
+            let sum = unsafe {
+                match path {
+                    Path::Avx512 if caps().f32x16() => {
+                        simd::scores(&q, &keys, st, d, 0..st / KEY_TILE, &mut sc);
+                        simd::weighted_sum(&p, st, &v, d, 0..s, d, out.as_mut_ptr(), d, QR);
+                        simd_exp::exp_shifted(&mut row, 4.0)
+                    }
+                    Path::Avx2 if caps().avx2() => {
+                        avx2::scores(&q, &keys, st, d, 0..st / KEY_TILE, &mut sc);
+                        avx2::weighted_sum(&p, st, &v, d, 0..s, d, out.as_mut_ptr(), d, QR);
+                        avx2::exp_shifted(&mut row, 4.0)
+                    }
+                    _ => continue,
+                }
+            };
+            assert!(close(&sc, &slow_scores), "{path:?}: scores");
+            assert!(close(&row, &slow_row) && close(&[sum], &[slow_sum]), "{path:?}: exp");
+            assert!(close(&out, &slow_out), "{path:?}: weighted sum");
+            checked += 1;
+        }
+        assert!(checked > 0 || !caps().avx2(), "no vector path ran");
     }
 }

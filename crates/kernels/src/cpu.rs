@@ -1,5 +1,6 @@
 //! CPU capabilities, detected once. Each kernel family asks for the features it needs (`Caps::int8` for the
-//! VNNI GEMM, `Caps::f32x16` for the fp32 kernels), so a CPU with AVX-512F but no VNNI still gets fast attention.
+//! VNNI GEMM, `Caps::f32x16` for the AVX-512 fp32 kernels, `Caps::avx2` for the path of CPUs without AVX-512), so a
+//! CPU with AVX-512F but no VNNI still gets fast attention.
 
 use std::sync::OnceLock;
 
@@ -8,6 +9,9 @@ pub struct Caps {
     pub avx512f: bool,
     pub avx512bw: bool,
     pub avx512vnni: bool,
+    pub avx2: bool,
+    pub fma: bool,
+    pub f16c: bool,
 }
 
 impl Caps {
@@ -20,12 +24,80 @@ impl Caps {
     pub fn f32x16(self) -> bool {
         self.avx512f
     }
+
+    /// Every kernel's AVX2 path (int8 GEMM by `vpmaddubsw`, fp32 by FMA, fp16 scales by F16C).
+    pub fn avx2(self) -> bool {
+        self.avx2 && self.fma && self.f16c
+    }
+
+    /// The int8 GEMM's and activation quantizer's path.
+    pub fn int8_path(self) -> Path {
+        if self.int8() {
+            Path::Avx512
+        } else if self.avx2() {
+            Path::Avx2
+        } else {
+            Path::Portable
+        }
+    }
+
+    /// The fp32 kernels' path (attention, softmax, GeGLU).
+    pub fn f32_path(self) -> Path {
+        if self.f32x16() {
+            Path::Avx512
+        } else if self.avx2() {
+            Path::Avx2
+        } else {
+            Path::Portable
+        }
+    }
 }
 
-/// This CPU's capabilities (detected on first use).
+/// Which tree of kernels a family runs: `arch::x86_64`'s AVX-512 or AVX2 ones, or `portable`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Path {
+    /// Whether this CPU has the path's features (as the int8 GEMM needs them).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Path::Avx512 => caps().int8(),
+            Path::Avx2 => caps().avx2(),
+            Path::Portable => true,
+        }
+    }
+
+    /// The int8 paths this CPU can run, fastest first.
+    pub fn int8_paths() -> Vec<Path> {
+        [Path::Avx512, Path::Avx2, Path::Portable].into_iter().filter(|p| p.runs_here()).collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Avx512 => "avx512",
+            Path::Avx2 => "avx2",
+            Path::Portable => "portable",
+        }
+    }
+}
+
+/// This CPU's capabilities (detected on first use), less what `DEPOSIUM_KERNELS` turns off: `avx2` hides AVX-512,
+/// `portable` every vector path (to compare paths on one machine, or to rule a kernel out).
 pub fn caps() -> Caps {
     static CAPS: OnceLock<Caps> = OnceLock::new();
-    *CAPS.get_or_init(detect)
+    *CAPS.get_or_init(|| limit(detect(), std::env::var("DEPOSIUM_KERNELS").ok().as_deref()))
+}
+
+fn limit(c: Caps, to: Option<&str>) -> Caps {
+    match to {
+        Some("portable") => Caps::default(),
+        Some("avx2") => Caps { avx512f: false, avx512bw: false, avx512vnni: false, ..c },
+        _ => c,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -34,6 +106,9 @@ fn detect() -> Caps {
         avx512f: is_x86_feature_detected!("avx512f"),
         avx512bw: is_x86_feature_detected!("avx512bw"),
         avx512vnni: is_x86_feature_detected!("avx512vnni"),
+        avx2: is_x86_feature_detected!("avx2"),
+        fma: is_x86_feature_detected!("fma"),
+        f16c: is_x86_feature_detected!("f16c"),
     }
 }
 
@@ -69,7 +144,7 @@ fn read_l2() -> Option<usize> {
     None
 }
 
-/// Whether the int8 GEMM runs its fast path on this CPU.
+/// Whether the int8 GEMM runs a vector path (AVX-512 VNNI or AVX2) on this CPU.
 pub fn accelerated() -> bool {
-    caps().int8()
+    caps().int8_path() != Path::Portable
 }

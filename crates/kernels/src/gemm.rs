@@ -2,8 +2,8 @@
 //! quantized per row and block of 32), the quantizer of its activations, and the task split over a pool.
 
 #[cfg(target_arch = "x86_64")]
-use crate::arch::x86_64::gemm as simd;
-use crate::cpu::{caps, l2_bytes};
+use crate::arch::x86_64::{avx2, gemm as simd};
+use crate::cpu::{caps, l2_bytes, Path};
 use crate::layout::{Packed, QuantizedRows, BLOCK, GEMM_ROWS, TILE};
 use crate::par::{pool_threads, OutPtr, ParFor};
 use crate::portable;
@@ -18,6 +18,10 @@ const QUANTIZE_ROWS: usize = 64;
 impl QuantizedRows {
     /// Quantizes `x` (`m × k`), rows split over `par`.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize, par: ParFor<'_>) {
+        self.quantize_on(caps().int8_path(), x, m, k, par)
+    }
+
+    fn quantize_on(&mut self, path: Path, x: &[f32], m: usize, k: usize, par: ParFor<'_>) {
         assert!(k.is_multiple_of(BLOCK) && x.len() == m * k);
         let nb = k / BLOCK;
         self.m = m;
@@ -44,7 +48,7 @@ impl QuantizedRows {
                     std::slice::from_raw_parts_mut(ssum.get().add(r0 * nb), len * nb),
                 )
             };
-            quantize_rows(&x[r0 * k..rows.end * k], len, k, q, scale, corr);
+            quantize_rows(path, &x[r0 * k..rows.end * k], len, k, q, scale, corr);
             for ((ss, &s), &c) in ssum.iter_mut().zip(&*scale).zip(&*corr) {
                 *ss = s * (c / -128) as f32;
             }
@@ -52,13 +56,18 @@ impl QuantizedRows {
     }
 }
 
-fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
-    #[cfg(target_arch = "x86_64")]
-    if caps().int8() {
-        // SAFETY: the CPU has the features; the caller sized the buffers for `m × k`.
-        return unsafe { simd::quantize_rows(x, m, k, q, scale, corr) };
+/// # Panics
+/// Where `path` is a vector path this CPU lacks.
+fn quantize_rows(path: Path, x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
+    assert!(path.runs_here());
+    // SAFETY (each vector path): the CPU has its features; the caller sized the buffers for `m × k`.
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { simd::quantize_rows(x, m, k, q, scale, corr) },
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { avx2::quantize_rows(x, m, k, q, scale, corr) },
+        _ => portable::quantize_rows(x, m, k, q, scale, corr),
     }
-    portable::quantize_rows(x, m, k, q, scale, corr)
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ` with `x` quantized into `scratch`.
@@ -74,11 +83,24 @@ pub fn matmul<const BITS: u8>(
     scratch: &mut QuantizedRows,
     par: ParFor<'_>,
 ) {
-    assert!(x.len() == m * w.k && out.len() == m * w.n);
+    matmul_on(caps().int8_path(), x, m, w, out, scratch, par)
+}
+
+/// `matmul` on a given path (the tests run every path this CPU has).
+fn matmul_on<const BITS: u8>(
+    path: Path,
+    x: &[f32],
+    m: usize,
+    w: Packed<'_, BITS>,
+    out: &mut [f32],
+    scratch: &mut QuantizedRows,
+    par: ParFor<'_>,
+) {
+    assert!(x.len() == m * w.k && out.len() == m * w.n && path.runs_here());
     if m == 0 {
         return;
     }
-    scratch.quantize(x, m, w.k, par);
+    scratch.quantize_on(path, x, m, w.k, par);
     let qa: &QuantizedRows = scratch;
     let tiles = w.n / TILE;
     // Few rows: tasks of up to 8 tiles (at least 4 per thread), so that the pair of tiles a task prefetches next is
@@ -88,15 +110,14 @@ pub fn matmul<const BITS: u8>(
     let block_rows = row_block(w.k);
     let row_blocks = m.div_ceil(block_rows);
     let outp = OutPtr(out.as_mut_ptr());
-    let fast = caps().int8();
     par(row_blocks * groups, &|task| {
         let (rb, g) = (task / groups, task % groups);
         let rows = rb * block_rows..((rb + 1) * block_rows).min(m);
         let t0 = g * per_task;
         let t1 = (t0 + per_task).min(tiles);
         // SAFETY: `out` holds `m × n` floats (asserted) and outlives `par`; each task writes only its own rows of the
-        // columns of its own tiles `t0..t1`; the fast path runs only where the CPU has its features.
-        unsafe { gemm_tiles(fast, qa, w, outp.get(), rows, t0, t1) }
+        // columns of its own tiles `t0..t1`; a vector path runs only where the CPU has its features.
+        unsafe { gemm_tiles(path, qa, w, outp.get(), rows, t0, t1) }
     });
 }
 
@@ -106,9 +127,9 @@ fn row_block(k: usize) -> usize {
 }
 
 /// # Safety
-/// As `portable::gemm8_tiles`; `fast` only where `caps().int8()`.
+/// As `portable::gemm8_tiles`; `path` as `Caps::int8_path` chose it.
 unsafe fn gemm_tiles<const BITS: u8>(
-    fast: bool,
+    path: Path,
     qa: &QuantizedRows,
     w: Packed<'_, BITS>,
     out: *mut f32,
@@ -116,15 +137,13 @@ unsafe fn gemm_tiles<const BITS: u8>(
     t0: usize,
     t1: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if fast {
-        return simd::gemm_tiles(qa, w, out, rows, t0, t1);
-    }
-    let _ = fast;
-    if BITS == 4 {
-        portable::gemm4_tiles(qa, w, out, rows, t0, t1)
-    } else {
-        portable::gemm8_tiles(qa, w, out, rows, t0, t1)
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => simd::gemm_tiles(qa, w, out, rows, t0, t1),
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => avx2::gemm_tiles(qa, w, out, rows, t0, t1),
+        _ if BITS == 4 => portable::gemm4_tiles(qa, w, out, rows, t0, t1),
+        _ => portable::gemm8_tiles(qa, w, out, rows, t0, t1),
     }
 }
 
@@ -187,10 +206,6 @@ mod tests {
             let (codes, scales) = quantize_weights(&w, n, k);
             let (pc, ps) = pack(&codes, &scales, n, k);
             let packed = Packed8::new(n, k, &pc, &ps).unwrap();
-            let mut y = vec![0f32; m * n];
-            let mut scratch = QuantizedRows::default();
-            matmul(&x, m, packed, &mut y, &mut scratch, &sequential);
-
             let mut yp = vec![0f32; m * n];
             let mut qp = QuantizedRows {
                 m,
@@ -201,11 +216,17 @@ mod tests {
                 ssum: vec![],
             };
             portable::quantize_rows(&x, m, k, &mut qp.q, &mut qp.scale, &mut qp.corr);
-            assert_eq!(qp.q, scratch.q, "activation codes");
             unsafe { portable::gemm8_tiles(&qp, packed, yp.as_mut_ptr(), 0..m, 0, n / TILE) };
-            assert_eq!(y, yp, "fast path == portable path (m={m} n={n} k={k})");
+            for path in Path::int8_paths() {
+                let mut y = vec![0f32; m * n];
+                let mut scratch = QuantizedRows::default();
+                matmul_on(path, &x, m, packed, &mut y, &mut scratch, &sequential);
+                assert_eq!(qp.q, scratch.q, "{path:?}: activation codes");
+                assert_eq!(qp.corr, scratch.corr, "{path:?}: activation sums");
+                assert_eq!(y, yp, "{path:?} == portable path (m={m} n={n} k={k})");
+            }
 
-            let cos = cosine(&reference(&x, &w, m, n, k), &y);
+            let cos = cosine(&reference(&x, &w, m, n, k), &yp);
             assert!(cos > 0.9998, "cosine to fp32 {cos} (m={m} n={n} k={k})");
         }
     }
@@ -233,16 +254,19 @@ mod four_bit {
             let (pc, ps) = pack4(&codes, &scales, &zps, n, k);
             let w = Packed4::new(n, k, &pc, &ps).unwrap();
             let mut scratch = QuantizedRows::default();
-            let mut y = vec![0f32; m * n];
-            matmul(&x, m, w, &mut y, &mut scratch, &sequential);
             let mut yp = vec![0f32; m * n];
+            scratch.quantize_on(Path::Portable, &x, m, k, &sequential);
             unsafe { portable::gemm4_tiles(&scratch, w, yp.as_mut_ptr(), 0..m, 0, n / TILE) };
-            assert_eq!(y, yp, "fast == portable (m={m} n={n} k={k})");
+            for path in Path::int8_paths() {
+                let mut y = vec![0f32; m * n];
+                matmul_on(path, &x, m, w, &mut y, &mut scratch, &sequential);
+                assert_eq!(y, yp, "{path:?} == portable (m={m} n={n} k={k})");
+            }
             // Against x · dequantized W: only activation rounding remains.
             let w_deq: Vec<f32> = (0..n * k)
                 .map(|i| (codes[i] as f32 - zps[i / BLOCK] as f32) * f16_value(f16_bits(scales[i / BLOCK])))
                 .collect();
-            let cos = super::tests::cosine(&super::tests::reference(&x, &w_deq, m, n, k), &y);
+            let cos = super::tests::cosine(&super::tests::reference(&x, &w_deq, m, n, k), &yp);
             assert!(cos > 0.9999, "cosine {cos} (m={m} n={n} k={k})");
         }
     }

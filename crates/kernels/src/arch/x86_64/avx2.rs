@@ -1,0 +1,292 @@
+//! AVX2 + FMA + F16C kernels, the path of x86-64 CPUs without AVX-512 (AMD Zen 2/3, older Intel). Callers check
+//! `Caps::avx2`.
+//!
+//! The int8 GEMM has no `vpdpbusd` here: `vpmaddubsw` multiplies u8 × s8 pairs into i16, which would saturate on the
+//! weights' u8 (+128) codes, so each product is taken as |w| · (a with w's sign) (at most 2 · 128 · 127 per pair,
+//! exact), then `vpmaddwd` by ones widens to i32. Integer sums are exact and the float epilogue runs in the portable
+//! path's order, so results are bit-identical to it. The fp32 exp and GeGLU are the portable loops compiled for AVX2.
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use crate::layout::{Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE};
+use crate::portable;
+
+/// Rows per GEMM micro-tile.
+const MR: usize = 4;
+
+/// 8 fp16 scales → fp32.
+///
+/// # Safety
+/// `p` must be valid for reads of 8 `u16`; the CPU must have F16C.
+#[inline(always)]
+unsafe fn scales8(p: *const u16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// Sum of the 8 lanes.
+#[inline(always)]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+}
+
+/// Maximum of the 8 lanes.
+#[inline(always)]
+unsafe fn hmax_ps(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m)))
+}
+
+/// `portable::quantize_rows` with AVX2 (identical codes and scales).
+///
+/// # Safety
+/// The CPU must have AVX2; `x` holds `m × k` values, `q` `m × k`, `scale` and `corr` `m × k/32`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
+    let nb = k / BLOCK;
+    let (xp, qp) = (x.as_ptr(), q.as_mut_ptr());
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for r in 0..m {
+        for b in 0..nb {
+            let off = r * k + b * BLOCK;
+            let v = [0, 8, 16, 24].map(|i| _mm256_loadu_ps(xp.add(off + i)));
+            let amax = v.iter().fold(_mm256_setzero_ps(), |a, &x| _mm256_max_ps(a, _mm256_and_ps(x, abs)));
+            let amax = hmax_ps(amax);
+            let (s, inv) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
+            let vinv = _mm256_set1_ps(inv);
+            // Round to nearest even (the default MXCSR mode), as the portable path does; |x · inv| ≤ 127.
+            let i = v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, vinv)));
+            let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+            _mm256_storeu_si256(qp.add(off) as *mut __m256i, _mm256_permutevar8x32_epi32(packed, order));
+            let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+            scale[r * nb + b] = s;
+            corr[r * nb + b] = -128 * hsum_epi32(sum);
+        }
+    }
+}
+
+/// Output tiles `t0..t1` (16 columns each) for rows `rows`; each tile's weights are reused from cache by every row
+/// pass.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `qa` must be quantized with `qa.k == w.k`; `out` must be valid for writes of
+/// `qa.m × w.n` floats, `rows` must lie within `0..qa.m`, and no other thread may write those rows of the columns of
+/// tiles `t0..t1`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_tiles<const BITS: u8>(
+    qa: &QuantizedRows,
+    w: Packed<'_, BITS>,
+    out: *mut f32,
+    rows: Range<usize>,
+    t0: usize,
+    t1: usize,
+) {
+    for t in t0..t1 {
+        let mut r = rows.start;
+        while r < rows.end {
+            match rows.end - r {
+                1 => micro::<BITS, 1>(qa, w, out, r, t),
+                2 => micro::<BITS, 2>(qa, w, out, r, t),
+                3 => micro::<BITS, 3>(qa, w, out, r, t),
+                _ => micro::<BITS, MR>(qa, w, out, r, t),
+            }
+            r += MR;
+        }
+    }
+}
+
+/// Rows `r0..r0+R` of tile `t`.
+///
+/// # Safety
+/// As `gemm_tiles`, and `r0 + R ≤ qa.m`, `t` < the tile count.
+#[inline(always)]
+unsafe fn micro<const BITS: u8, const R: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, BITS>,
+    out: *mut f32,
+    r0: usize,
+    t: usize,
+) {
+    let f = if BITS == 4 { micro4::<BITS, R>(qa, w, r0, t) } else { micro8::<BITS, R>(qa, w, r0, t) };
+    for (i, row) in f.iter().enumerate() {
+        for (h, v) in row.iter().enumerate() {
+            _mm256_storeu_ps(out.add((r0 + i) * w.n + t * TILE + h * 8), *v);
+        }
+    }
+}
+
+/// # Safety
+/// As `micro`.
+#[inline(always)]
+unsafe fn micro8<const B: u8, const R: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    r0: usize,
+    t: usize,
+) -> [[__m256; 2]; R] {
+    let k = w.k;
+    let nb = k / BLOCK;
+    let wp = w.codes.as_ptr().add(t * k * TILE);
+    let sp = w.scales.as_ptr().add(t * nb * TILE);
+    let ap = qa.q.as_ptr().add(r0 * k);
+    let sa = qa.scale.as_ptr().add(r0 * nb);
+    let (flip, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
+    let mut f = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..nb {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for quad in b * 8..b * 8 + 8 {
+            // Codes as s8 (u8 − 128), and their magnitudes as u8.
+            let wv = [0, 32].map(|h| _mm256_xor_si256(_mm256_loadu_si256(wp.add(quad * 64 + h) as *const _), flip));
+            let wabs = wv.map(|v| _mm256_abs_epi8(v));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32((ap.add(i * k + quad * 4) as *const i32).read_unaligned());
+                for h in 0..2 {
+                    let pairs = _mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(av, wv[h]));
+                    row[h] = _mm256_add_epi32(row[h], _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        }
+        for h in 0..2 {
+            let sw = scales8(sp.add(b * TILE + h * 8));
+            for i in 0..R {
+                let sc = _mm256_mul_ps(sw, _mm256_set1_ps(*sa.add(i * nb + b)));
+                f[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][h]), sc, f[i][h]);
+            }
+        }
+    }
+    f
+}
+
+/// 4-bit codes are 0..15: eight u8 × s8 pair sums of a block (≤ 8 · 2 · 15 · 127) fit in i16 before widening.
+///
+/// # Safety
+/// As `micro`.
+#[inline(always)]
+unsafe fn micro4<const B: u8, const R: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    r0: usize,
+    t: usize,
+) -> [[__m256; 2]; R] {
+    let k = w.k;
+    let nb = k / BLOCK;
+    let wp = w.codes.as_ptr().add(t * k * TILE / 2);
+    let sp = w.scales.as_ptr().add(t * nb * 2 * TILE);
+    let ap = qa.q.as_ptr().add(r0 * k);
+    let sa = qa.scale.as_ptr().add(r0 * nb);
+    let ss = qa.ssum.as_ptr().add(r0 * nb);
+    let (low, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    let mut f = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..nb {
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for j in 0..4 {
+            let v = [0, 32].map(|h| _mm256_loadu_si256(wp.add((b * 4 + j) * 64 + h) as *const _));
+            let lo = v.map(|x| _mm256_and_si256(x, low));
+            let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), low));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let a = ap.add(i * k + b * BLOCK + j * 4);
+                let alo = _mm256_set1_epi32((a as *const i32).read_unaligned());
+                let ahi = _mm256_set1_epi32((a.add(16) as *const i32).read_unaligned());
+                for h in 0..2 {
+                    row[h] = _mm256_add_epi16(row[h], _mm256_maddubs_epi16(lo[h], alo));
+                    row[h] = _mm256_add_epi16(row[h], _mm256_maddubs_epi16(hi[h], ahi));
+                }
+            }
+        }
+        for h in 0..2 {
+            let base = sp.add(b * 2 * TILE + h * 8);
+            let (sw, zs) = (scales8(base), scales8(base.add(TILE)));
+            for i in 0..R {
+                let sc = _mm256_mul_ps(sw, _mm256_set1_ps(*sa.add(i * nb + b)));
+                let acc32 = _mm256_cvtepi32_ps(_mm256_madd_epi16(acc[i][h], ones));
+                let v = _mm256_fmadd_ps(acc32, sc, f[i][h]);
+                f[i][h] = _mm256_fnmadd_ps(zs, _mm256_set1_ps(*ss.add(i * nb + b)), v);
+            }
+        }
+    }
+    f
+}
+
+/// Scores of `QR` query rows against key tiles `tiles`, four rows × one tile (two vectors) at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `q` holds `QR × d` values, `keys` `st × d` packed, `out` `QR × st`, and
+/// `tiles.end ≤ st / 16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: Range<usize>, out: &mut [f32]) {
+    let (qp, kp, op) = (q.as_ptr(), keys.as_ptr(), out.as_mut_ptr());
+    for r0 in (0..QR).step_by(4) {
+        for t in tiles.clone() {
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            let k0 = kp.add(t * d * KEY_TILE);
+            for c in 0..d {
+                let kv = [0, 8].map(|h| _mm256_loadu_ps(k0.add(c * KEY_TILE + h)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let qv = _mm256_set1_ps(*qp.add((r0 + r) * d + c));
+                    for (a, k) in row.iter_mut().zip(&kv) {
+                        *a = _mm256_fmadd_ps(qv, *k, *a);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (h, a) in row.iter().enumerate() {
+                    _mm256_storeu_ps(op.add((r0 + r) * st + t * KEY_TILE + h * 8), *a);
+                }
+            }
+        }
+    }
+}
+
+/// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for `live` rows, 8 components of the `QR` rows at a time (the
+/// accumulators stay in registers across the keys).
+///
+/// # Safety
+/// As `portable::weighted_sum`, and the CPU must have AVX2 and FMA; `d` is a multiple of 8.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_sum(
+    p: &[f32],
+    st: usize,
+    v: &[f32],
+    v_stride: usize,
+    keys: Range<usize>,
+    d: usize,
+    op: *mut f32,
+    out_stride: usize,
+    live: usize,
+) {
+    let (pp, vp) = (p.as_ptr(), v.as_ptr());
+    for c0 in (0..d).step_by(8) {
+        let mut acc = [_mm256_setzero_ps(); QR];
+        for j in keys.clone() {
+            let vv = _mm256_loadu_ps(vp.add(j * v_stride + c0));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(_mm256_set1_ps(*pp.add(r * st + j)), vv, *a);
+            }
+        }
+        for (r, a) in acc.iter().enumerate().take(live) {
+            _mm256_storeu_ps(op.add(r * out_stride + c0), *a);
+        }
+    }
+}
+
+/// `portable::exp_shifted` compiled for AVX2 + FMA (the same results).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
+    portable::exp_shifted(row, max)
+}
+
+/// `portable::geglu_rows` compiled for AVX2 + FMA (the same results).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
+    portable::geglu_rows(y, half, out)
+}
