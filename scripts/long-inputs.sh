@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The int8 / int4 engine against this machine's peak, in one window (issue 19): cpu_peak (../shared/scripts) before
-# and after, then `deposium-embed bench` on short texts (1, 5), ~251-token texts (1 and 32, 2 threads and 1), and one
+# The int8 / int4 engine against this machine's peak, in one window (issue 19): cpu_peak (../shared/scripts; on a
+# CPU without AVX-512 VNNI, scripts/cpu_peak_avx2.c, the kernels' AVX2 path's vpmaddubsw peak) before and after, then `deposium-embed bench` on short texts (1, 5), ~251-token texts (1 and 32, 2 threads and 1), and one
 # text at the 2,048-token limit. Prints a markdown table: ms per text, GMAC/s over EmbeddingGemma's 101.4 M
-# multiply-adds per token in its layers (attention not counted), and the share of the VNNI peak read before.
+# multiply-adds per token in its layers (attention not counted), and the share of the int8 peak read before.
 # Usage: scripts/long-inputs.sh [MODEL...]  (default: embeddinggemma embeddinggemma:int4; env BIN, OUT=/tmp/long-inputs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +11,16 @@ OUT="${OUT:-/tmp/long-inputs}"
 models=("$@")
 [ ${#models[@]} -eq 0 ] && models=(embeddinggemma embeddinggemma:int4)
 mkdir -p "$OUT"
-gcc -O3 -march=native -fopenmp ../shared/scripts/cpu_peak.c -o "$OUT/cpu_peak"
-peak() { OMP_NUM_THREADS=$1 "$OUT/cpu_peak" | awk '/VNNI/ {print $(NF-1)}'; }
+if grep -qw avx512_vnni /proc/cpuinfo; then
+  gcc -O3 -march=native -fopenmp ../shared/scripts/cpu_peak.c -o "$OUT/cpu_peak"
+  kind=VNNI
+else
+  gcc -O3 -mavx2 -mfma -fopenmp scripts/cpu_peak_avx2.c -o "$OUT/cpu_peak"
+  kind=AVX2
+fi
+peak() { OMP_NUM_THREADS=$1 "$OUT/cpu_peak" | awk '/int8|VNNI/ {print $(NF-1)}'; }
 p1=$(peak 1); p2=$(peak 2)
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-); VNNI peak before: 1 thread $p1, 2 threads $p2 GMAC/s"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-); $kind peak before: 1 thread $p1, 2 threads $p2 GMAC/s"
 common=(--iters 10 --warmup 2 --min-seconds 2 --max-seconds 8)
 for m in "${models[@]}"; do
   tag=$(echo "$m" | tr ':' '-')
@@ -26,12 +32,12 @@ for m in "${models[@]}"; do
   fi
 done
 q1=$(peak 1); q2=$(peak 2)
-echo "VNNI peak after: 1 thread $q1, 2 threads $q2 GMAC/s"
-python3 - "$OUT" "$p1" "$p2" "${models[@]}" <<'PY'
+echo "$kind peak after: 1 thread $q1, 2 threads $q2 GMAC/s"
+python3 - "$OUT" "$p1" "$p2" "$kind" "${models[@]}" <<'PY'
 import json, sys
-out, p1, p2, models = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+out, p1, p2, kind, models = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5:]
 MACS = 101.4e6
-print("| model | threads | texts × tokens | ms/text | GMAC/s (layers) | share of VNNI peak |")
+print(f"| model | threads | texts × tokens | ms/text | GMAC/s (layers) | share of {kind} peak |")
 print("|---|---|---|---|---|---|")
 for m in models:
     tag = m.replace(":", "-")

@@ -8,6 +8,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::{prefetch_share, Prefetch};
 use crate::layout::{Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE};
 use crate::portable;
 
@@ -52,13 +53,24 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
     for r in 0..m {
         for b in 0..nb {
             let off = r * k + b * BLOCK;
-            let v = [0, 8, 16, 24].map(|i| _mm256_loadu_ps(xp.add(off + i)));
-            let amax = v.iter().fold(_mm256_setzero_ps(), |a, &x| _mm256_max_ps(a, _mm256_and_ps(x, abs)));
+            let v = [
+                _mm256_loadu_ps(xp.add(off)),
+                _mm256_loadu_ps(xp.add(off + 8)),
+                _mm256_loadu_ps(xp.add(off + 16)),
+                _mm256_loadu_ps(xp.add(off + 24)),
+            ];
+            let mut amax = _mm256_setzero_ps();
+            for x in &v {
+                amax = _mm256_max_ps(amax, _mm256_and_ps(*x, abs));
+            }
             let amax = hmax_ps(amax);
             let (s, inv) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
             let vinv = _mm256_set1_ps(inv);
             // Round to nearest even (the default MXCSR mode), as the portable path does; |x · inv| ≤ 127.
-            let i = v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, vinv)));
+            let mut i = [_mm256_setzero_si256(); 4];
+            for (q, x) in i.iter_mut().zip(&v) {
+                *q = _mm256_cvtps_epi32(_mm256_mul_ps(*x, vinv));
+            }
             let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
             _mm256_storeu_si256(qp.add(off) as *mut __m256i, _mm256_permutevar8x32_epi32(packed, order));
             let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
@@ -69,7 +81,7 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
 }
 
 /// Output tiles `t0..t1` (16 columns each) for rows `rows`; each tile's weights are reused from cache by every row
-/// pass.
+/// pass, and the next tile's are prefetched meanwhile (few rows are otherwise bound by memory latency).
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; `qa` must be quantized with `qa.k == w.k`; `out` must be valid for writes of
@@ -84,14 +96,23 @@ pub unsafe fn gemm_tiles<const BITS: u8>(
     t0: usize,
     t1: usize,
 ) {
+    let tile_bytes = w.k * TILE * BITS as usize / 8;
+    let (passes, lines) = (rows.len().div_ceil(MR), tile_bytes / 64);
     for t in t0..t1 {
+        // The next tile's weights, spread over this tile's row passes and blocks.
+        let next = (t + 1 < w.n / TILE).then(|| w.codes.as_ptr().add((t + 1) * tile_bytes));
         let mut r = rows.start;
         while r < rows.end {
+            let p = (r - rows.start) / MR;
+            let pf = match next {
+                Some(base) => Prefetch { base, from: p * lines / passes, to: (p + 1) * lines / passes },
+                None => Prefetch { base: w.codes.as_ptr(), from: 0, to: 0 },
+            };
             match rows.end - r {
-                1 => micro::<BITS, 1>(qa, w, out, r, t),
-                2 => micro::<BITS, 2>(qa, w, out, r, t),
-                3 => micro::<BITS, 3>(qa, w, out, r, t),
-                _ => micro::<BITS, MR>(qa, w, out, r, t),
+                1 => micro::<BITS, 1>(qa, w, out, r, t, pf),
+                2 => micro::<BITS, 2>(qa, w, out, r, t, pf),
+                3 => micro::<BITS, 3>(qa, w, out, r, t, pf),
+                _ => micro::<BITS, MR>(qa, w, out, r, t, pf),
             }
             r += MR;
         }
@@ -109,8 +130,9 @@ unsafe fn micro<const BITS: u8, const R: usize>(
     out: *mut f32,
     r0: usize,
     t: usize,
+    pf: Prefetch,
 ) {
-    let f = if BITS == 4 { micro4::<BITS, R>(qa, w, r0, t) } else { micro8::<BITS, R>(qa, w, r0, t) };
+    let f = if BITS == 4 { micro4::<BITS, R>(qa, w, r0, t, pf) } else { micro8::<BITS, R>(qa, w, r0, t, pf) };
     for (i, row) in f.iter().enumerate() {
         for (h, v) in row.iter().enumerate() {
             _mm256_storeu_ps(out.add((r0 + i) * w.n + t * TILE + h * 8), *v);
@@ -126,6 +148,7 @@ unsafe fn micro8<const B: u8, const R: usize>(
     w: Packed<'_, B>,
     r0: usize,
     t: usize,
+    pf: Prefetch,
 ) -> [[__m256; 2]; R] {
     let k = w.k;
     let nb = k / BLOCK;
@@ -136,11 +159,15 @@ unsafe fn micro8<const B: u8, const R: usize>(
     let (flip, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
     let mut f = [[_mm256_setzero_ps(); 2]; R];
     for b in 0..nb {
+        prefetch_share(pf, b, nb);
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         for quad in b * 8..b * 8 + 8 {
             // Codes as s8 (u8 − 128), and their magnitudes as u8.
-            let wv = [0, 32].map(|h| _mm256_xor_si256(_mm256_loadu_si256(wp.add(quad * 64 + h) as *const _), flip));
-            let wabs = wv.map(|v| _mm256_abs_epi8(v));
+            let (mut wv, mut wabs) = ([_mm256_setzero_si256(); 2], [_mm256_setzero_si256(); 2]);
+            for h in 0..2 {
+                wv[h] = _mm256_xor_si256(_mm256_loadu_si256(wp.add(quad * 64 + h * 32) as *const _), flip);
+                wabs[h] = _mm256_abs_epi8(wv[h]);
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_set1_epi32((ap.add(i * k + quad * 4) as *const i32).read_unaligned());
                 for h in 0..2 {
@@ -170,6 +197,7 @@ unsafe fn micro4<const B: u8, const R: usize>(
     w: Packed<'_, B>,
     r0: usize,
     t: usize,
+    pf: Prefetch,
 ) -> [[__m256; 2]; R] {
     let k = w.k;
     let nb = k / BLOCK;
@@ -181,11 +209,15 @@ unsafe fn micro4<const B: u8, const R: usize>(
     let (low, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
     let mut f = [[_mm256_setzero_ps(); 2]; R];
     for b in 0..nb {
+        prefetch_share(pf, b, nb);
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         for j in 0..4 {
-            let v = [0, 32].map(|h| _mm256_loadu_si256(wp.add((b * 4 + j) * 64 + h) as *const _));
-            let lo = v.map(|x| _mm256_and_si256(x, low));
-            let hi = v.map(|x| _mm256_and_si256(_mm256_srli_epi16::<4>(x), low));
+            let (mut lo, mut hi) = ([_mm256_setzero_si256(); 2], [_mm256_setzero_si256(); 2]);
+            for h in 0..2 {
+                let v = _mm256_loadu_si256(wp.add((b * 4 + j) * 64 + h * 32) as *const _);
+                lo[h] = _mm256_and_si256(v, low);
+                hi[h] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let a = ap.add(i * k + b * BLOCK + j * 4);
                 let alo = _mm256_set1_epi32((a as *const i32).read_unaligned());
@@ -223,7 +255,7 @@ pub unsafe fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: Range<
             let mut acc = [[_mm256_setzero_ps(); 2]; 4];
             let k0 = kp.add(t * d * KEY_TILE);
             for c in 0..d {
-                let kv = [0, 8].map(|h| _mm256_loadu_ps(k0.add(c * KEY_TILE + h)));
+                let kv = [_mm256_loadu_ps(k0.add(c * KEY_TILE)), _mm256_loadu_ps(k0.add(c * KEY_TILE + 8))];
                 for (r, row) in acc.iter_mut().enumerate() {
                     let qv = _mm256_set1_ps(*qp.add((r0 + r) * d + c));
                     for (a, k) in row.iter_mut().zip(&kv) {

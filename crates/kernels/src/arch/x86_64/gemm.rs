@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::{prefetch_share, Prefetch};
 use crate::layout::{Packed, QuantizedRows, BLOCK, GEMM_ROWS, TILE};
 
 /// 16 fp16 scales → fp32.
@@ -108,27 +109,6 @@ unsafe fn row_passes<const BITS: u8, const NT: usize>(
             _ => micro::<BITS, MR, NT>(qa, w, out, r, t, pf),
         }
         r += MR;
-    }
-}
-
-/// Cache lines `from..to` of `base` to prefetch during one micro-kernel call.
-#[derive(Clone, Copy)]
-struct Prefetch {
-    base: *const u8,
-    from: usize,
-    to: usize,
-}
-
-/// Block `b` of `nb`'s share of the lines.
-///
-/// # Safety
-/// `pf.base` must point into the weights with lines `pf.from..pf.to` inside them (prefetches never fault, but the
-/// address arithmetic must stay in the allocation).
-#[inline(always)]
-unsafe fn prefetch_share(pf: Prefetch, b: usize, nb: usize) {
-    let n = pf.to - pf.from;
-    for l in pf.from + b * n / nb..pf.from + (b + 1) * n / nb {
-        _mm_prefetch::<_MM_HINT_T0>(pf.base.add(l * 64) as *const i8);
     }
 }
 
