@@ -32,24 +32,12 @@ impl Caps {
 
     /// The int8 GEMM's and activation quantizer's path.
     pub fn int8_path(self) -> Path {
-        if self.int8() {
-            Path::Avx512
-        } else if self.avx2() {
-            Path::Avx2
-        } else {
-            Path::Portable
-        }
+        Path::best(self.int8(), self.avx2())
     }
 
     /// The fp32 kernels' path (attention, softmax, GeGLU).
     pub fn f32_path(self) -> Path {
-        if self.f32x16() {
-            Path::Avx512
-        } else if self.avx2() {
-            Path::Avx2
-        } else {
-            Path::Portable
-        }
+        Path::best(self.f32x16(), self.avx2())
     }
 }
 
@@ -62,6 +50,16 @@ pub enum Path {
 }
 
 impl Path {
+    fn best(avx512: bool, avx2: bool) -> Path {
+        if avx512 {
+            Path::Avx512
+        } else if avx2 {
+            Path::Avx2
+        } else {
+            Path::Portable
+        }
+    }
+
     /// Whether this CPU has the path's features (as the int8 GEMM needs them).
     pub fn runs_here(self) -> bool {
         match self {
@@ -147,4 +145,20 @@ fn read_l2() -> Option<usize> {
 /// Whether the int8 GEMM runs a vector path (AVX-512 VNNI or AVX2) on this CPU.
 pub fn accelerated() -> bool {
     caps().int8_path() != Path::Portable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deposium_kernels_caps_the_path() {
+        let all = Caps { avx512f: true, avx512bw: true, avx512vnni: true, avx2: true, fma: true, f16c: true };
+        assert_eq!(limit(all, None).int8_path(), Path::Avx512);
+        assert_eq!(limit(all, Some("avx2")).int8_path(), Path::Avx2);
+        assert_eq!(limit(all, Some("avx2")).f32_path(), Path::Avx2);
+        assert_eq!(limit(all, Some("portable")).int8_path(), Path::Portable);
+        let no_vnni = Caps { avx512vnni: false, ..all };
+        assert_eq!((no_vnni.int8_path(), no_vnni.f32_path()), (Path::Avx2, Path::Avx512));
+    }
 }
