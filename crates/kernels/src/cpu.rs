@@ -70,7 +70,8 @@ impl Path {
     }
 
     /// The int8 paths this CPU can run, fastest first.
-    pub fn int8_paths() -> Vec<Path> {
+    #[cfg(test)]
+    pub(crate) fn int8_paths() -> Vec<Path> {
         [Path::Avx512, Path::Avx2, Path::Portable].into_iter().filter(|p| p.runs_here()).collect()
     }
 
@@ -140,11 +141,6 @@ fn read_l2() -> Option<usize> {
         return digits.parse::<usize>().ok().map(|n| n * mult).filter(|&b| b >= 64 << 10);
     }
     None
-}
-
-/// Whether the int8 GEMM runs a vector path (AVX-512 VNNI or AVX2) on this CPU.
-pub fn accelerated() -> bool {
-    caps().int8_path() != Path::Portable
 }
 
 #[cfg(test)]

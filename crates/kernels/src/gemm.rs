@@ -22,7 +22,7 @@ impl QuantizedRows {
     }
 
     fn quantize_on(&mut self, path: Path, x: &[f32], m: usize, k: usize, par: ParFor<'_>) {
-        assert!(k.is_multiple_of(BLOCK) && x.len() == m * k);
+        assert!(k.is_multiple_of(BLOCK) && x.len() == m * k && path.runs_here());
         let nb = k / BLOCK;
         self.m = m;
         self.k = k;
@@ -56,11 +56,9 @@ impl QuantizedRows {
     }
 }
 
-/// # Panics
-/// Where `path` is a vector path this CPU lacks.
+/// `path` must run on this CPU (`quantize_on` checks it once per call).
 fn quantize_rows(path: Path, x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
-    assert!(path.runs_here());
-    // SAFETY (each vector path): the CPU has its features; the caller sized the buffers for `m × k`.
+    // SAFETY (each vector path): the caller checked the CPU has its features and sized the buffers for `m × k`.
     match path {
         #[cfg(target_arch = "x86_64")]
         Path::Avx512 => unsafe { simd::quantize_rows(x, m, k, q, scale, corr) },

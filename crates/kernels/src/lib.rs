@@ -23,7 +23,6 @@ mod portable;
 pub mod scalar;
 
 pub use activation::geglu_rows;
-pub use cpu::accelerated;
 pub use gemm::matmul;
 pub use layout::{
     expand_scales4, f16_bits, f16_value, pack, pack4, pack4_stored, supports, Packed, Packed4, Packed8, QuantizedRows,
