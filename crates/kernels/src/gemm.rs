@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn fast_and_portable_agree_and_track_fp32() {
         let mut seed = 7;
-        for (m, n, k) in [(1, 16, 32), (3, 48, 64), (7, 96, 768), (16, 256, 1152), (9, 32, 96)] {
+        for (m, n, k) in [(1, 16, 32), (3, 48, 64), (7, 96, 768), (16, 256, 1152), (9, 32, 96), (22, 32, 64)] {
             let mut x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             x[0] = 0.0;
             if m > 1 {
@@ -243,7 +243,7 @@ mod four_bit {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as u32
         };
-        for (m, n, k) in [(1, 16, 32), (5, 48, 96), (13, 64, 768), (4, 32, 1152)] {
+        for (m, n, k) in [(1, 16, 32), (5, 48, 96), (13, 64, 768), (4, 32, 1152), (10, 16, 64), (15, 32, 64)] {
             let nb = k / BLOCK;
             let codes: Vec<u8> = (0..n * k).map(|_| (rnd() % 16) as u8).collect();
             let scales: Vec<f32> = (0..n * nb).map(|_| 0.001 + (rnd() % 100) as f32 * 1e-4).collect();

@@ -12,8 +12,9 @@ use super::{prefetch_share, Prefetch};
 use crate::layout::{Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE};
 use crate::portable;
 
-/// Rows per GEMM micro-tile.
-const MR: usize = 4;
+/// Rows per GEMM micro-tile. A micro-tile is `MR` rows × one half (8 columns) of a 16-column tile: its integer
+/// accumulators, one weight vector and its magnitudes fit in the 16 registers with room to spare.
+const MR: usize = 8;
 
 /// 8 fp16 scales → fp32.
 ///
@@ -80,8 +81,9 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
     }
 }
 
-/// Output tiles `t0..t1` (16 columns each) for rows `rows`; each tile's weights are reused from cache by every row
-/// pass, and the next tile's are prefetched meanwhile (few rows are otherwise bound by memory latency).
+/// Output tiles `t0..t1` (16 columns each) for rows `rows`: for each tile, passes of `MR` rows, each over both
+/// halves of the tile (the pass's activations are reused from L1, the tile's weights from L1 or L2), while the next
+/// tile's weights are prefetched (few rows are otherwise bound by memory latency).
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; `qa` must be quantized with `qa.k == w.k`; `out` must be valid for writes of
@@ -97,32 +99,39 @@ pub unsafe fn gemm_tiles<const BITS: u8>(
     t1: usize,
 ) {
     let tile_bytes = w.k * TILE * BITS as usize / 8;
-    let (passes, lines) = (rows.len().div_ceil(MR), tile_bytes / 64);
+    let (calls, lines) = (2 * rows.len().div_ceil(MR), tile_bytes / 64);
     for t in t0..t1 {
-        // The next tile's weights, spread over this tile's row passes and blocks.
+        // The next tile's weights, spread over this tile's micro-kernel calls and blocks.
         let next = (t + 1 < w.n / TILE).then(|| w.codes.as_ptr().add((t + 1) * tile_bytes));
         let mut r = rows.start;
         while r < rows.end {
-            let p = (r - rows.start) / MR;
-            let pf = match next {
-                Some(base) => Prefetch { base, from: p * lines / passes, to: (p + 1) * lines / passes },
-                None => Prefetch { base: w.codes.as_ptr(), from: 0, to: 0 },
-            };
-            match rows.end - r {
-                1 => micro::<BITS, 1>(qa, w, out, r, t, pf),
-                2 => micro::<BITS, 2>(qa, w, out, r, t, pf),
-                3 => micro::<BITS, 3>(qa, w, out, r, t, pf),
-                _ => micro::<BITS, MR>(qa, w, out, r, t, pf),
+            for h in 0..2 {
+                let c = 2 * ((r - rows.start) / MR) + h;
+                let pf = match next {
+                    Some(base) => Prefetch { base, from: c * lines / calls, to: (c + 1) * lines / calls },
+                    None => Prefetch { base: w.codes.as_ptr(), from: 0, to: 0 },
+                };
+                match rows.end - r {
+                    1 => micro::<BITS, 1>(qa, w, out, r, t, h, pf),
+                    2 => micro::<BITS, 2>(qa, w, out, r, t, h, pf),
+                    3 => micro::<BITS, 3>(qa, w, out, r, t, h, pf),
+                    4 => micro::<BITS, 4>(qa, w, out, r, t, h, pf),
+                    5 => micro::<BITS, 5>(qa, w, out, r, t, h, pf),
+                    6 => micro::<BITS, 6>(qa, w, out, r, t, h, pf),
+                    7 => micro::<BITS, 7>(qa, w, out, r, t, h, pf),
+                    _ => micro::<BITS, MR>(qa, w, out, r, t, h, pf),
+                }
             }
             r += MR;
         }
     }
 }
 
-/// Rows `r0..r0+R` of tile `t`.
+/// Rows `r0..r0+R`, columns of half `h` of tile `t`.
 ///
 /// # Safety
-/// As `gemm_tiles`, and `r0 + R ≤ qa.m`, `t` < the tile count.
+/// As `gemm_tiles`, and `r0 + R ≤ qa.m`, `t` < the tile count, `h` < 2.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn micro<const BITS: u8, const R: usize>(
     qa: &QuantizedRows,
@@ -130,13 +139,12 @@ unsafe fn micro<const BITS: u8, const R: usize>(
     out: *mut f32,
     r0: usize,
     t: usize,
+    h: usize,
     pf: Prefetch,
 ) {
-    let f = if BITS == 4 { micro4::<BITS, R>(qa, w, r0, t, pf) } else { micro8::<BITS, R>(qa, w, r0, t, pf) };
-    for (i, row) in f.iter().enumerate() {
-        for (h, v) in row.iter().enumerate() {
-            _mm256_storeu_ps(out.add((r0 + i) * w.n + t * TILE + h * 8), *v);
-        }
+    let f = if BITS == 4 { micro4::<BITS, R>(qa, w, r0, t, h, pf) } else { micro8::<BITS, R>(qa, w, r0, t, h, pf) };
+    for (i, v) in f.iter().enumerate() {
+        _mm256_storeu_ps(out.add((r0 + i) * w.n + t * TILE + h * 8), *v);
     }
 }
 
@@ -148,40 +156,36 @@ unsafe fn micro8<const B: u8, const R: usize>(
     w: Packed<'_, B>,
     r0: usize,
     t: usize,
+    h: usize,
     pf: Prefetch,
-) -> [[__m256; 2]; R] {
+) -> [__m256; R] {
     let k = w.k;
     let nb = k / BLOCK;
-    let wp = w.codes.as_ptr().add(t * k * TILE);
-    let sp = w.scales.as_ptr().add(t * nb * TILE);
+    let wp = w.codes.as_ptr().add(t * k * TILE + h * 32);
+    let sp = w.scales.as_ptr().add(t * nb * TILE + h * 8);
     let ap = qa.q.as_ptr().add(r0 * k);
     let sa = qa.scale.as_ptr().add(r0 * nb);
     let (flip, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
-    let mut f = [[_mm256_setzero_ps(); 2]; R];
+    // An opaque trip count keeps LLVM from unrolling the 8 quads of a block and then spilling their weights.
+    let quads = std::hint::black_box(BLOCK / 4);
+    let mut f = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         prefetch_share(pf, b, nb);
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        for quad in b * 8..b * 8 + 8 {
+        let mut acc = [_mm256_setzero_si256(); R];
+        for quad in b * quads..(b + 1) * quads {
             // Codes as s8 (u8 − 128), and their magnitudes as u8.
-            let (mut wv, mut wabs) = ([_mm256_setzero_si256(); 2], [_mm256_setzero_si256(); 2]);
-            for h in 0..2 {
-                wv[h] = _mm256_xor_si256(_mm256_loadu_si256(wp.add(quad * 64 + h * 32) as *const _), flip);
-                wabs[h] = _mm256_abs_epi8(wv[h]);
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
+            let wv = _mm256_xor_si256(_mm256_loadu_si256(wp.add(quad * 64) as *const _), flip);
+            let wabs = _mm256_abs_epi8(wv);
+            for (i, acc) in acc.iter_mut().enumerate() {
                 let av = _mm256_set1_epi32((ap.add(i * k + quad * 4) as *const i32).read_unaligned());
-                for h in 0..2 {
-                    let pairs = _mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(av, wv[h]));
-                    row[h] = _mm256_add_epi32(row[h], _mm256_madd_epi16(pairs, ones));
-                }
+                let pairs = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, wv));
+                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pairs, ones));
             }
         }
-        for h in 0..2 {
-            let sw = scales8(sp.add(b * TILE + h * 8));
-            for i in 0..R {
-                let sc = _mm256_mul_ps(sw, _mm256_set1_ps(*sa.add(i * nb + b)));
-                f[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][h]), sc, f[i][h]);
-            }
+        let sw = scales8(sp.add(b * TILE));
+        for (i, f) in f.iter_mut().enumerate() {
+            let sc = _mm256_mul_ps(sw, _mm256_set1_ps(*sa.add(i * nb + b)));
+            *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i]), sc, *f);
         }
     }
     f
@@ -197,46 +201,39 @@ unsafe fn micro4<const B: u8, const R: usize>(
     w: Packed<'_, B>,
     r0: usize,
     t: usize,
+    h: usize,
     pf: Prefetch,
-) -> [[__m256; 2]; R] {
+) -> [__m256; R] {
     let k = w.k;
     let nb = k / BLOCK;
-    let wp = w.codes.as_ptr().add(t * k * TILE / 2);
-    let sp = w.scales.as_ptr().add(t * nb * 2 * TILE);
+    let wp = w.codes.as_ptr().add(t * k * TILE / 2 + h * 32);
+    let sp = w.scales.as_ptr().add(t * nb * 2 * TILE + h * 8);
     let ap = qa.q.as_ptr().add(r0 * k);
     let sa = qa.scale.as_ptr().add(r0 * nb);
     let ss = qa.ssum.as_ptr().add(r0 * nb);
     let (low, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
-    let mut f = [[_mm256_setzero_ps(); 2]; R];
+    let mut f = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         prefetch_share(pf, b, nb);
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let mut acc = [_mm256_setzero_si256(); R];
         for j in 0..4 {
-            let (mut lo, mut hi) = ([_mm256_setzero_si256(); 2], [_mm256_setzero_si256(); 2]);
-            for h in 0..2 {
-                let v = _mm256_loadu_si256(wp.add((b * 4 + j) * 64 + h * 32) as *const _);
-                lo[h] = _mm256_and_si256(v, low);
-                hi[h] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
+            let v = _mm256_loadu_si256(wp.add((b * 4 + j) * 64) as *const _);
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+            for (i, acc) in acc.iter_mut().enumerate() {
                 let a = ap.add(i * k + b * BLOCK + j * 4);
                 let alo = _mm256_set1_epi32((a as *const i32).read_unaligned());
                 let ahi = _mm256_set1_epi32((a.add(16) as *const i32).read_unaligned());
-                for h in 0..2 {
-                    row[h] = _mm256_add_epi16(row[h], _mm256_maddubs_epi16(lo[h], alo));
-                    row[h] = _mm256_add_epi16(row[h], _mm256_maddubs_epi16(hi[h], ahi));
-                }
+                *acc = _mm256_add_epi16(*acc, _mm256_maddubs_epi16(lo, alo));
+                *acc = _mm256_add_epi16(*acc, _mm256_maddubs_epi16(hi, ahi));
             }
         }
-        for h in 0..2 {
-            let base = sp.add(b * 2 * TILE + h * 8);
-            let (sw, zs) = (scales8(base), scales8(base.add(TILE)));
-            for i in 0..R {
-                let sc = _mm256_mul_ps(sw, _mm256_set1_ps(*sa.add(i * nb + b)));
-                let acc32 = _mm256_cvtepi32_ps(_mm256_madd_epi16(acc[i][h], ones));
-                let v = _mm256_fmadd_ps(acc32, sc, f[i][h]);
-                f[i][h] = _mm256_fnmadd_ps(zs, _mm256_set1_ps(*ss.add(i * nb + b)), v);
-            }
+        let (sw, zs) = (scales8(sp.add(b * 2 * TILE)), scales8(sp.add(b * 2 * TILE + TILE)));
+        for (i, f) in f.iter_mut().enumerate() {
+            let sc = _mm256_mul_ps(sw, _mm256_set1_ps(*sa.add(i * nb + b)));
+            let acc32 = _mm256_cvtepi32_ps(_mm256_madd_epi16(acc[i], ones));
+            let v = _mm256_fmadd_ps(acc32, sc, *f);
+            *f = _mm256_fnmadd_ps(zs, _mm256_set1_ps(*ss.add(i * nb + b)), v);
         }
     }
     f
