@@ -37,13 +37,20 @@ impl KeyMask<'_> {
     }
 }
 
+/// Keys whose values are summed into every query group before the next keys' (their values stay in L1).
+const VALUE_CHUNK: usize = 32;
+
 /// One head of one text, query rows `rows`. `q`: those rows `[rows.len()][D]` (already scaled; rows ≥ S are padding,
 /// `rows` starts at a multiple of `QR` and has a multiple of `QR` rows); `keys`: packed `[S/16][D][16]`;
 /// `v`: row `j` at `v[j·v_stride..][..D]`; output row `i` (`i` in `rows`, `i < S`) at `out + i·out_stride`, `D`
 /// values. `scores` is scratch.
 ///
-/// With a window, each group of `QR` queries only scores the key tiles its window reaches and sums only those
-/// values: the keys left out would add exact zeros, so the result is the same, bit for bit.
+/// Queries go in groups of `QR`. Scores are computed key tile by key tile for all groups (a tile stays in L1 while
+/// every group that sees it is scored), and values are summed `VALUE_CHUNK` keys at a time into every group's
+/// output: on long texts the keys and values are read from memory once per call instead of once per group. Each
+/// output value still sums its keys in order from zero, so the result does not depend on how rows are split into
+/// calls. With a window, each group only scores the key tiles its window reaches and sums only those values: the
+/// keys left out would add exact zeros, so the result is the same, bit for bit.
 ///
 /// # Safety
 /// `out` must be valid for writes at those rows, and no other thread may access them meanwhile.
@@ -70,23 +77,50 @@ pub unsafe fn attend(
     assert!(q.len() >= rows.len() * d && keys.len() >= packed_keys_len(s, d) && mask.keep.len() >= s);
     assert!(s == 0 || v.len() >= (s - 1) * v_stride + d);
     let st = s.div_ceil(KEY_TILE) * KEY_TILE;
-    scores.resize(QR * st, 0.0);
-    let mut r0 = rows.start;
-    while r0 < rows.end {
-        let live = (rows.end.min(s).saturating_sub(r0)).min(QR);
-        if live == 0 {
-            break;
+    // Query groups with a row inside the text: (first row, rows inside the text, keys seen, key tiles scored).
+    let groups: Vec<_> = rows
+        .clone()
+        .step_by(QR)
+        .map(|r0| (r0, (rows.end.min(s).saturating_sub(r0)).min(QR)))
+        .take_while(|&(_, live)| live > 0)
+        .map(|(r0, live)| {
+            let seen = mask.reach_of(r0..r0 + live, s);
+            let tiles = seen.start / KEY_TILE..seen.end.div_ceil(KEY_TILE);
+            (r0, live, seen, tiles)
+        })
+        .collect();
+    let (Some(first), Some(last)) = (groups.first(), groups.last()) else { return };
+    // Windows move forward with the rows, so the first and last groups bound the keys of all.
+    let (all_tiles, all_seen) = (first.3.start..last.3.end, first.2.start..last.2.end);
+    scores.resize(groups.len() * QR * st, 0.0);
+    for t in all_tiles {
+        for (g, (r0, _, _, tiles)) in groups.iter().enumerate() {
+            if tiles.contains(&t) {
+                let qg = &q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d];
+                scores_rows(qg, keys, st, d, t..t + 1, &mut scores[g * QR * st..(g + 1) * QR * st]);
+            }
         }
-        let seen = mask.reach_of(r0..r0 + live, s);
-        let tiles = seen.start / KEY_TILE..seen.end.div_ceil(KEY_TILE);
+    }
+    for (g, (r0, live, _, tiles)) in groups.iter().enumerate() {
         let span = tiles.start * KEY_TILE..tiles.end * KEY_TILE;
-        scores_rows(&q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d], keys, st, d, tiles, scores);
-        for (r, row) in scores.chunks_exact_mut(st).enumerate().take(live) {
+        for (r, row) in scores[g * QR * st..(g + 1) * QR * st].chunks_exact_mut(st).enumerate().take(*live) {
             softmax_masked(&mut row[span.clone()], span.start, s, r0 + r, mask);
+            // SAFETY: the caller guarantees the output rows inside the text.
+            std::slice::from_raw_parts_mut(out.add((r0 + r) * out_stride), d).fill(0.0);
         }
-        // SAFETY: the caller guarantees the `live` output rows from r0.
-        weighted_sum(scores, st, v, v_stride, seen, d, out.add(r0 * out_stride), out_stride, live);
-        r0 += QR;
+    }
+    let mut c0 = all_seen.start / VALUE_CHUNK * VALUE_CHUNK;
+    while c0 < all_seen.end {
+        let chunk = c0..c0 + VALUE_CHUNK;
+        for (g, (r0, live, seen, _)) in groups.iter().enumerate() {
+            let keys = chunk.start.max(seen.start)..chunk.end.min(seen.end);
+            if !keys.is_empty() {
+                let p = &scores[g * QR * st..(g + 1) * QR * st];
+                // SAFETY: as above.
+                weighted_sum(p, st, v, v_stride, keys, d, out.add(r0 * out_stride), out_stride, *live);
+            }
+        }
+        c0 += VALUE_CHUNK;
     }
 }
 
@@ -135,7 +169,7 @@ fn scores_rows(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: std::ops::Ra
     }
 }
 
-/// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for the first `live` of `QR` rows.
+/// `out[r] += Σ_{j in keys} p[r][j] · v[j]` for the first `live` of `QR` rows, key by key in order.
 ///
 /// # Safety
 /// As `portable::weighted_sum`.

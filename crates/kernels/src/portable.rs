@@ -138,11 +138,12 @@ pub fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: Range<usize>,
     }
 }
 
-/// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for the first `live` of `QR` rows.
+/// `out[r] += Σ_{j in keys} p[r][j] · v[j]` for the first `live` of `QR` rows, key by key in order (so summing a
+/// range in consecutive pieces gives the same bits as summing it at once).
 ///
 /// # Safety
-/// `out` must be valid for writes of `d` floats at each of the `live` rows `out + r·out_stride`, which no other
-/// thread may access meanwhile.
+/// `out` must be valid for reads and writes of `d` floats at each of the `live` rows `out + r·out_stride`, which no
+/// other thread may access meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn weighted_sum(
     p: &[f32],
@@ -157,7 +158,6 @@ pub unsafe fn weighted_sum(
 ) {
     for r in 0..live {
         let o = std::slice::from_raw_parts_mut(out.add(r * out_stride), d);
-        o.iter_mut().for_each(|x| *x = 0.0);
         for j in keys.clone() {
             let w = p[r * st + j];
             for (x, vv) in o.iter_mut().zip(&v[j * v_stride..][..d]) {

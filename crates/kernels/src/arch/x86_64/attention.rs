@@ -51,7 +51,7 @@ unsafe fn score_tiles<const NT: usize>(qp: *const f32, kp: *const f32, st: usize
     }
 }
 
-/// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for `live` rows, 48 components at a time (24 accumulators), then 16.
+/// `out[r] += Σ_{j in keys} p[r][j] · v[j]` for `live` rows, 48 components at a time (24 accumulators), then 16.
 ///
 /// # Safety
 /// As `portable::weighted_sum`, and the CPU must have AVX-512 F; `d` is a multiple of 16.
@@ -96,7 +96,13 @@ unsafe fn columns<const L: usize>(
     out_stride: usize,
     live: usize,
 ) {
+    // The running sums of the live rows (`weighted_sum` adds to them); rows past `live` are never stored.
     let mut acc = [[_mm512_setzero_ps(); L]; QR];
+    for (r, a) in acc.iter_mut().enumerate().take(live) {
+        for (l, x) in a.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(op.add(r * out_stride + l * KEY_TILE));
+        }
+    }
     for j in keys {
         let row = vp.add(j * v_stride);
         let mut vv = [_mm512_setzero_ps(); L];

@@ -269,7 +269,7 @@ pub unsafe fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: Range<
     }
 }
 
-/// `out[r] = Σ_{j in keys} p[r][j] · v[j]` for `live` rows, 8 components of the `QR` rows at a time (the
+/// `out[r] += Σ_{j in keys} p[r][j] · v[j]` for `live` rows, 8 components of the `QR` rows at a time (the
 /// accumulators stay in registers across the keys).
 ///
 /// # Safety
@@ -290,6 +290,9 @@ pub unsafe fn weighted_sum(
     let (pp, vp) = (p.as_ptr(), v.as_ptr());
     for c0 in (0..d).step_by(8) {
         let mut acc = [_mm256_setzero_ps(); QR];
+        for (r, a) in acc.iter_mut().enumerate().take(live) {
+            *a = _mm256_loadu_ps(op.add(r * out_stride + c0));
+        }
         for j in keys.clone() {
             let vv = _mm256_loadu_ps(vp.add(j * v_stride + c0));
             for (r, a) in acc.iter_mut().enumerate() {
