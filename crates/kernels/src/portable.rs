@@ -98,7 +98,6 @@ pub unsafe fn gemm4_tiles<const B: u8>(
     }
 }
 
-#[inline(always)]
 pub fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
     for (row, o) in y.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
         let (g, u) = row.split_at(half);
@@ -109,7 +108,6 @@ pub fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
 }
 
 /// Softmax numerators in place (0 below `SOFTMAX_FLOOR`) and their sum, in 16 lanes by key position.
-#[inline(always)]
 pub fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
     let mut lanes = [0f32; KEY_TILE];
     for chunk in row.chunks_exact_mut(KEY_TILE) {

@@ -4,13 +4,14 @@
 //! The int8 GEMM has no `vpdpbusd` here: `vpmaddubsw` multiplies u8 × s8 pairs into i16, which would saturate on the
 //! weights' u8 (+128) codes, so each product is taken as |w| · (a with w's sign) (at most 2 · 128 · 127 per pair,
 //! exact), then `vpmaddwd` by ones widens to i32. Integer sums are exact and the float epilogue runs in the portable
-//! path's order, so results are bit-identical to it. The fp32 exp and GeGLU are the portable loops compiled for AVX2.
+//! path's order, so results are bit-identical to it. The fp32 exp and GeGLU repeat the scalar code's operations
+//! (no fused multiply-adds), so they give its values too.
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{prefetch_share, Prefetch};
 use crate::layout::{Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE};
-use crate::portable;
+use crate::scalar::{gelu_tanh, EXP2_C, GELU_K, LOG2E, SOFTMAX_FLOOR};
 
 /// Rows per GEMM micro-tile. A micro-tile is `MR` rows × one half (8 columns) of a 16-column tile: its integer
 /// accumulators, one weight vector and its magnitudes fit in the 16 registers with room to spare.
@@ -305,20 +306,66 @@ pub unsafe fn weighted_sum(
     }
 }
 
-/// `portable::exp_shifted` compiled for AVX2 + FMA (the same results).
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
-    portable::exp_shifted(row, max)
+/// `scalar::exp_fast` on 8 lanes, operation for operation (separate multiplies and adds, as the scalar code
+/// rounds), so the values are the same bits.
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    let t = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
+    let t = _mm256_mul_ps(t, _mm256_set1_ps(LOG2E));
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let n = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+    let f = _mm256_sub_ps(t, n);
+    let mut p = _mm256_set1_ps(EXP2_C[7]);
+    for c in EXP2_C[..7].iter().rev() {
+        p = _mm256_add_ps(_mm256_mul_ps(p, f), _mm256_set1_ps(*c));
+    }
+    let scale = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)));
+    _mm256_mul_ps(_mm256_castsi256_ps(scale), p)
 }
 
-/// `portable::geglu_rows` compiled for AVX2 + FMA (the same results).
+/// `portable::exp_shifted` (the same values and sum): 16 lanes by key position in two vectors.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA.
+/// The CPU must have AVX2 and FMA; `row.len()` is a multiple of 16.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
+    let (vmax, floor) = (_mm256_set1_ps(max), _mm256_set1_ps(SOFTMAX_FLOOR));
+    let mut sum = [_mm256_setzero_ps(); 2];
+    for chunk in row.chunks_exact_mut(KEY_TILE) {
+        for (h, sum) in sum.iter_mut().enumerate() {
+            let p = chunk.as_mut_ptr().add(h * 8);
+            let t = _mm256_sub_ps(_mm256_loadu_ps(p), vmax);
+            let e = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(t, floor), exp8(t));
+            _mm256_storeu_ps(p, e);
+            *sum = _mm256_add_ps(*sum, e);
+        }
+    }
+    let mut lanes = [0f32; KEY_TILE];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum[0]);
+    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), sum[1]);
+    lanes.iter().sum()
+}
+
+/// `portable::geglu_rows` 8 columns at a time (the same values: `scalar::gelu_tanh` operation for operation).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `y.len() == 2 · out.len()` and `out.len()` is a multiple of `half`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn geglu_rows(y: &[f32], half: usize, out: &mut [f32]) {
-    portable::geglu_rows(y, half, out)
+    let full = half / 8 * 8;
+    let (k, a3, one, m2) =
+        (_mm256_set1_ps(GELU_K), _mm256_set1_ps(0.044_715), _mm256_set1_ps(1.0), _mm256_set1_ps(-2.0));
+    for (row, o) in y.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
+        let (gp, up, op) = (row.as_ptr(), row.as_ptr().add(half), o.as_mut_ptr());
+        for j in (0..full).step_by(8) {
+            let g = _mm256_loadu_ps(gp.add(j));
+            let cube = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(a3, g), g), g);
+            let u = _mm256_mul_ps(k, _mm256_add_ps(cube, g));
+            let gelu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_mul_ps(m2, u))));
+            _mm256_storeu_ps(op.add(j), _mm256_mul_ps(gelu, _mm256_loadu_ps(up.add(j))));
+        }
+        for j in full..half {
+            *op.add(j) = gelu_tanh(*gp.add(j)) * *up.add(j);
+        }
+    }
 }
