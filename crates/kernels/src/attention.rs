@@ -37,6 +37,9 @@ impl KeyMask<'_> {
     }
 }
 
+/// Key tiles scored for every query group before the next ones (they stay in L1 or L2; 3 is the AVX-512
+/// micro-kernel's width).
+const SCORE_TILES: usize = 3;
 /// Keys whose values are summed into every query group before the next keys' (their values stay in L1).
 const VALUE_CHUNK: usize = 32;
 
@@ -45,12 +48,12 @@ const VALUE_CHUNK: usize = 32;
 /// `v`: row `j` at `v[j·v_stride..][..D]`; output row `i` (`i` in `rows`, `i < S`) at `out + i·out_stride`, `D`
 /// values. `scores` is scratch.
 ///
-/// Queries go in groups of `QR`. Scores are computed key tile by key tile for all groups (a tile stays in L1 while
-/// every group that sees it is scored), and values are summed `VALUE_CHUNK` keys at a time into every group's
-/// output: on long texts the keys and values are read from memory once per call instead of once per group. Each
-/// output value still sums its keys in order from zero, so the result does not depend on how rows are split into
-/// calls. With a window, each group only scores the key tiles its window reaches and sums only those values: the
-/// keys left out would add exact zeros, so the result is the same, bit for bit.
+/// Queries go in groups of `QR`. Scores are computed `SCORE_TILES` key tiles at a time for all groups (the tiles
+/// stay in cache while every group that sees them is scored), and values are summed `VALUE_CHUNK` keys at a time
+/// into every group's output: on long texts the keys and values are read from memory once per call instead of once
+/// per group. Each output value still sums its keys in order from zero, so the result does not depend on how rows
+/// are split into calls. With a window, each group only scores the key tiles its window reaches and sums only those
+/// values: the keys left out would add exact zeros, so the result is the same, bit for bit.
 ///
 /// # Safety
 /// `out` must be valid for writes at those rows, and no other thread may access them meanwhile.
@@ -93,13 +96,17 @@ pub unsafe fn attend(
     // Windows move forward with the rows, so the first and last groups bound the keys of all.
     let (all_tiles, all_seen) = (first.3.start..last.3.end, first.2.start..last.2.end);
     scores.resize(groups.len() * QR * st, 0.0);
-    for t in all_tiles {
+    let mut t0 = all_tiles.start;
+    while t0 < all_tiles.end {
+        let chunk = t0..(t0 + SCORE_TILES).min(all_tiles.end);
         for (g, (r0, _, _, tiles)) in groups.iter().enumerate() {
-            if tiles.contains(&t) {
+            let t = chunk.start.max(tiles.start)..chunk.end.min(tiles.end);
+            if !t.is_empty() {
                 let qg = &q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d];
-                scores_rows(qg, keys, st, d, t..t + 1, &mut scores[g * QR * st..(g + 1) * QR * st]);
+                scores_rows(qg, keys, st, d, t, &mut scores[g * QR * st..(g + 1) * QR * st]);
             }
         }
+        t0 = chunk.end;
     }
     for (g, (r0, live, _, tiles)) in groups.iter().enumerate() {
         let span = tiles.start * KEY_TILE..tiles.end * KEY_TILE;
