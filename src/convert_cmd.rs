@@ -63,7 +63,8 @@ pub struct ConvertArgs {
     /// Activation-aware scaling of 4-bit layers from calibration statistics (int4 default: true).
     #[arg(long)]
     pub awq: Option<bool>,
-    /// GPTQ rounding of 4-bit layers from calibration statistics (int4 default: true).
+    /// GPTQ rounding of the scheme's own width (int4: its 4-bit layers; int8: every 8-bit layer, on the grid of
+    /// round-to-nearest) from calibration statistics (int4 default: true; int8: false).
     #[arg(long)]
     pub gptq: Option<bool>,
     /// MatMulNBits accuracy_level of quantized Dense heads (default: the scheme's).
