@@ -62,6 +62,11 @@ pub struct QuantConfig {
     /// `gptq`).
     #[serde(default)]
     pub gptq: bool,
+    /// 8-bit schemes: SmoothQuant-style input scales with this α, `s_j = rms(x_j)^α / max_i |W_ij|^(1−α)` (the
+    /// activations' RMS from calibration), folded upstream as AWQ's are, so that the int8 activations of the QKV,
+    /// gate/up and down projections carry smaller outliers. None: no smoothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smooth: Option<f32>,
     /// Calibration for this build (never serialized: the manifest records `awq`, the statistics are re-measured).
     #[serde(skip)]
     pub calib: CalibMode,
@@ -95,6 +100,7 @@ impl QuantConfig {
             custom_kernel: true,
             awq: false,
             gptq: false,
+            smooth: None,
             calib: CalibMode::Off,
             heads_f16: false,
         };
@@ -155,7 +161,7 @@ impl QuantConfig {
     pub fn wants_calibration(&self) -> bool {
         match self.linear_bits {
             Some(4) => self.awq || self.gptq,
-            Some(8) => self.gptq,
+            Some(8) => self.gptq || self.smooth.is_some(),
             _ => false,
         }
     }
@@ -218,6 +224,10 @@ impl QuantConfig {
     /// multiplies the weight's columns by them and divides the layer's input upstream.
     pub fn awq_scales(&self, name: &str, w: &[f32], n: usize, k: usize) -> Option<Vec<f32>> {
         let CalibMode::Apply(cal) = &self.calib else { return None };
+        if let (Some(alpha), Some(8)) = (self.smooth, self.linear_bits) {
+            let m = cal.mean_sq.get(name).filter(|m| m.len() == k)?;
+            return (self.linear_bits_for(name) == Some(8)).then(|| crate::awq::smooth_scales(w, n, k, m, alpha));
+        }
         if !self.awq || self.linear_bits_for(name) != Some(4) {
             return None;
         }
