@@ -63,9 +63,14 @@ pub struct ConvertArgs {
     /// Activation-aware scaling of 4-bit layers from calibration statistics (int4 default: true).
     #[arg(long)]
     pub awq: Option<bool>,
-    /// GPTQ rounding of 4-bit layers from calibration statistics (int4 default: true).
+    /// GPTQ rounding of the scheme's own width (int4: its 4-bit layers; int8: every 8-bit layer, on the grid of
+    /// round-to-nearest) from calibration statistics (int4 default: true; int8: false).
     #[arg(long)]
     pub gptq: Option<bool>,
+    /// int8: SmoothQuant-style input scales with this α (0..1) for the QKV, gate/up and down projections, folded into
+    /// the norms and up-projection rows in front of them (calibrated; default: none).
+    #[arg(long)]
+    pub smooth: Option<f32>,
     /// MatMulNBits accuracy_level of quantized Dense heads (default: the scheme's).
     #[arg(long)]
     pub heads_accuracy_level: Option<i64>,
@@ -136,6 +141,10 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.awq {
         q.awq = v;
+    }
+    if let Some(alpha) = a.smooth {
+        anyhow::ensure!((0.0..=1.0).contains(&alpha), "--smooth {alpha}: α must be within 0..1");
+        q.smooth = Some(alpha);
     }
     let mut manifest = deposium_engine::conversion::convert(&spec.dir, &out, &q)?;
     eprintln!(

@@ -115,6 +115,26 @@ fn search(
     (ALPHAS[best], err, err0, (best != 0).then(|| results.into_iter().nth(best).unwrap().1))
 }
 
+/// SmoothQuant's input scales (Xiao et al. 2022) for a weight `[n, k]` whose inputs have mean squares `m`:
+/// `s_j = rms_j^α / max_i |W_ij|^(1−α)`, normalised so that their geometric mean is 1. The layer then sees `x / s`
+/// (outlier channels shrunk before the activations are rounded) and stores `W · diag(s)`.
+pub fn smooth_scales(w: &[f32], n: usize, k: usize, m: &[f32], alpha: f32) -> Vec<f32> {
+    let mut wmax = vec![0f32; k];
+    for row in w.chunks(k).take(n) {
+        wmax.iter_mut().zip(row).for_each(|(a, x)| *a = a.max(x.abs()));
+    }
+    let (m_floor, w_floor) = (m.iter().copied().fold(0f32, f32::max) * 1e-6 + 1e-12, 1e-6f32);
+    let mut s: Vec<f32> = m
+        .iter()
+        .zip(&wmax)
+        .map(|(&m, &a)| m.max(m_floor).sqrt().powf(alpha) / a.max(w_floor).powf(1.0 - alpha))
+        .collect();
+    let log_mean = s.iter().map(|v| (*v as f64).ln()).sum::<f64>() / s.len() as f64;
+    let norm = (-log_mean).exp() as f32;
+    s.iter_mut().for_each(|v| *v *= norm);
+    s
+}
+
 /// `1 + w'` = `(1 + w) / s`: a Gemma RMSNorm weight (applied as `1 + w`) that also divides by `s`.
 pub fn fold_into_gemma_norm(w: &[f32], s: &[f32]) -> Vec<f32> {
     w.iter().zip(s).map(|(w, s)| (1.0 + w) / s - 1.0).collect()
@@ -154,5 +174,24 @@ mod tests {
         // The norm fold divides exactly.
         let folded = fold_into_gemma_norm(&[0.5, -0.25], &[2.0, 0.5]);
         assert_eq!(folded, vec![(1.5 / 2.0) - 1.0, (0.75 / 0.5) - 1.0]);
+    }
+
+    #[test]
+    fn smoothing_shrinks_large_input_channels_and_is_exact() {
+        let (n, k) = (8, 4);
+        let w: Vec<f32> = (0..n * k).map(|i| if i % k == 1 { 0.5 } else { 1.0 }).collect();
+        // Channel 2's inputs are 100× larger (mean square 10⁴).
+        let m = [1.0, 1.0, 1e4, 1.0];
+        let s = smooth_scales(&w, n, k, &m, 0.5);
+        assert!(s[2] > 5.0 * s[0] && s[1] > s[0], "{s:?}");
+        let log_mean: f32 = s.iter().map(|v| v.ln()).sum::<f32>() / k as f32;
+        assert!(log_mean.abs() < 1e-5);
+        // (x / s) · (W · diag(s))ᵀ = x · Wᵀ; α = 0 only equalises the weights' column maxima.
+        let x = [0.3f32, -1.0, 80.0, 2.0];
+        let ws = crate::blocks::scale_columns(&w, k, &s);
+        let y: f32 = (0..k).map(|j| x[j] / s[j] * ws[j]).sum();
+        assert!((y - (0..k).map(|j| x[j] * w[j]).sum::<f32>()).abs() < 1e-4);
+        let s0 = smooth_scales(&w, n, k, &m, 0.0);
+        assert!((s0[1] / s0[0] - 2.0).abs() < 1e-5 && (s0[2] - s0[0]).abs() < 1e-6);
     }
 }

@@ -116,6 +116,11 @@ impl<'a> Linear<'a> {
     fn quantize_asym4(&self, q: &QuantConfig) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
         q.quantize_asym4(self.name, self.w, self.n, self.k, self.input_scales)
     }
+
+    /// The layer's symmetric 8-bit codes and scales.
+    fn quantize_sym8(&self, q: &QuantConfig) -> (Vec<u8>, Vec<f32>) {
+        q.quantize_sym8(self.name, self.w, self.n, self.k, self.input_scales)
+    }
 }
 
 /// `x @ W^T (+ bias)`, quantized as `q` says for this layer.
@@ -141,6 +146,9 @@ pub fn linear(b: &mut Builder, x: &str, l: &Linear, q: &QuantConfig) -> String {
             let (codes, scales, zps) = if asym {
                 let (c, s, z) = l.quantize_asym4(q);
                 (c, s, Some(z))
+            } else if bits == 8 {
+                let (c, s) = l.quantize_sym8(q);
+                (c, s, None)
             } else {
                 let (c, s) = quantize_blocks(w, n, k, block, bits);
                 (c, s, None)
@@ -223,7 +231,7 @@ fn custom_linear(
     let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
     let scale_dims = [tiles, kb, deposium_kernels::TILE as i64];
     let (op, mut inputs) = if bits == 8 {
-        let (codes, scales) = quantize_blocks(w, n, k, q.block, 8);
+        let (codes, scales) = l.quantize_sym8(q);
         let (packed, packed_scales) = deposium_kernels::pack(&codes, &scales, n, k);
         let wn = b.init(&format!("{name}.q8"), DType::U8, &[tiles, (k / 4) as i64, 64], packed);
         let sn = b.init(&format!("{name}.q8scales"), DType::U16, &scale_dims, u16_bytes(&packed_scales));

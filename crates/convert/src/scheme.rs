@@ -58,9 +58,15 @@ pub struct QuantConfig {
     /// 4-bit layers scaled by calibration statistics (see `awq`).
     #[serde(default)]
     pub awq: bool,
-    /// 4-bit layers rounded by GPTQ from calibration statistics (see `gptq`).
+    /// Layers of the scheme's own width (`linear_bits`: 4 or 8) rounded by GPTQ from calibration statistics (see
+    /// `gptq`).
     #[serde(default)]
     pub gptq: bool,
+    /// 8-bit schemes: SmoothQuant-style input scales with this α, `s_j = rms(x_j)^α / max_i |W_ij|^(1−α)` (the
+    /// activations' RMS from calibration), folded upstream as AWQ's are, so that the int8 activations of the QKV,
+    /// gate/up and down projections carry smaller outliers. None: no smoothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smooth: Option<f32>,
     /// Calibration for this build (never serialized: the manifest records `awq`, the statistics are re-measured).
     #[serde(skip)]
     pub calib: CalibMode,
@@ -94,6 +100,7 @@ impl QuantConfig {
             custom_kernel: true,
             awq: false,
             gptq: false,
+            smooth: None,
             calib: CalibMode::Off,
             heads_f16: false,
         };
@@ -150,9 +157,25 @@ impl QuantConfig {
         }
     }
 
-    /// Whether this build needs calibration statistics (4-bit layers with `awq`).
+    /// Whether this build needs calibration statistics: 4-bit layers with `awq` or `gptq`, 8-bit schemes with `gptq`.
     pub fn wants_calibration(&self) -> bool {
-        (self.awq || self.gptq) && self.linear_bits == Some(4)
+        match self.linear_bits {
+            Some(4) => self.awq || self.gptq,
+            Some(8) => self.gptq || self.smooth.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The input second moment of layer `name` (`[k, k]`) as the quantized weight sees it, when calibrated with
+    /// GPTQ on: divided by the activation-aware scales `input_scales` already multiplied into the weight.
+    fn gptq_hessian(&self, name: &str, k: usize, input_scales: Option<&[f32]>) -> Option<Vec<f32>> {
+        let CalibMode::Apply(cal) = &self.calib else { return None };
+        let h = cal.second_moment.get(name).filter(|h| self.gptq && h.len() == k * k)?;
+        // The layer sees x / s: its second moment is H / (s sᵀ).
+        Some(match input_scales {
+            Some(s) => h.iter().enumerate().map(|(i, v)| v / (s[i / k] * s[i % k])).collect(),
+            None => h.clone(),
+        })
     }
 
     /// Asymmetric 4-bit codes, scales and zero points of layer `name` (weight `[n, k]`, already multiplied by its
@@ -165,26 +188,46 @@ impl QuantConfig {
         k: usize,
         input_scales: Option<&[f32]>,
     ) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
-        if let (true, CalibMode::Apply(cal)) = (self.gptq, &self.calib) {
-            if let Some(h) = cal.second_moment.get(name).filter(|h| h.len() == k * k) {
-                // The layer sees x / s: its second moment is H / (s sᵀ).
-                let h = match input_scales {
-                    Some(s) => h.iter().enumerate().map(|(i, v)| v / (s[i / k] * s[i % k])).collect(),
-                    None => h.clone(),
-                };
-                if let Some(q) = crate::gptq::gptq_asym4(w, n, k, self.block, &h) {
+        if let Some(h) = self.gptq_hessian(name, k, input_scales) {
+            if let Some(q) = crate::gptq::gptq_asym4(w, n, k, self.block, &h) {
+                return q;
+            }
+            tracing::warn!(layer = name, "GPTQ: input second moment not factorable; rounding to nearest");
+        }
+        quantize_blocks_asym4(w, n, k, self.block)
+    }
+
+    /// Symmetric 8-bit codes (`q + 128`) and scales of layer `name` (weight `[n, k]`, already multiplied by its
+    /// input scales `input_scales` if any): GPTQ on the same grid when the scheme's own width is 8 bits and it is
+    /// calibrated (`--gptq true`), else round-to-nearest. The 8-bit layers of a 4-bit scheme (`keep_int8`) round
+    /// to nearest.
+    pub fn quantize_sym8(
+        &self,
+        name: &str,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        input_scales: Option<&[f32]>,
+    ) -> (Vec<u8>, Vec<f32>) {
+        if self.linear_bits == Some(8) {
+            if let Some(h) = self.gptq_hessian(name, k, input_scales) {
+                if let Some(q) = crate::gptq::gptq_sym8(w, n, k, self.block, &h) {
                     return q;
                 }
                 tracing::warn!(layer = name, "GPTQ: input second moment not factorable; rounding to nearest");
             }
         }
-        quantize_blocks_asym4(w, n, k, self.block)
+        quantize_blocks(w, n, k, self.block, 8)
     }
 
     /// Activation-aware input scales for 4-bit layer `name` (weight `[n, k]`), when calibrated; the caller
     /// multiplies the weight's columns by them and divides the layer's input upstream.
     pub fn awq_scales(&self, name: &str, w: &[f32], n: usize, k: usize) -> Option<Vec<f32>> {
         let CalibMode::Apply(cal) = &self.calib else { return None };
+        if let (Some(alpha), Some(8)) = (self.smooth, self.linear_bits) {
+            let m = cal.mean_sq.get(name).filter(|m| m.len() == k)?;
+            return (self.linear_bits_for(name) == Some(8)).then(|| crate::awq::smooth_scales(w, n, k, m, alpha));
+        }
         if !self.awq || self.linear_bits_for(name) != Some(4) {
             return None;
         }
