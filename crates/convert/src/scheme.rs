@@ -188,13 +188,24 @@ impl QuantConfig {
         k: usize,
         input_scales: Option<&[f32]>,
     ) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
-        if let Some(h) = self.gptq_hessian(name, k, input_scales) {
-            if let Some(q) = crate::gptq::gptq_asym4(w, n, k, self.block, &h) {
-                return q;
-            }
+        self.gptq_rounding(name, k, input_scales, |h| crate::gptq::gptq_asym4(w, n, k, self.block, h))
+            .unwrap_or_else(|| quantize_blocks_asym4(w, n, k, self.block))
+    }
+
+    /// GPTQ's codes for layer `name` by `gptq` (given the layer's input second moment) when calibrated with GPTQ
+    /// on; None (round to nearest) otherwise or when the moment cannot be factored.
+    fn gptq_rounding<T>(
+        &self,
+        name: &str,
+        k: usize,
+        input_scales: Option<&[f32]>,
+        gptq: impl FnOnce(&[f32]) -> Option<T>,
+    ) -> Option<T> {
+        let q = gptq(&self.gptq_hessian(name, k, input_scales)?);
+        if q.is_none() {
             tracing::warn!(layer = name, "GPTQ: input second moment not factorable; rounding to nearest");
         }
-        quantize_blocks_asym4(w, n, k, self.block)
+        q
     }
 
     /// Symmetric 8-bit codes (`q + 128`) and scales of layer `name` (weight `[n, k]`, already multiplied by its
@@ -209,15 +220,10 @@ impl QuantConfig {
         k: usize,
         input_scales: Option<&[f32]>,
     ) -> (Vec<u8>, Vec<f32>) {
-        if self.linear_bits == Some(8) {
-            if let Some(h) = self.gptq_hessian(name, k, input_scales) {
-                if let Some(q) = crate::gptq::gptq_sym8(w, n, k, self.block, &h) {
-                    return q;
-                }
-                tracing::warn!(layer = name, "GPTQ: input second moment not factorable; rounding to nearest");
-            }
-        }
-        quantize_blocks(w, n, k, self.block, 8)
+        (self.linear_bits == Some(8))
+            .then(|| self.gptq_rounding(name, k, input_scales, |h| crate::gptq::gptq_sym8(w, n, k, self.block, h)))
+            .flatten()
+            .unwrap_or_else(|| quantize_blocks(w, n, k, self.block, 8))
     }
 
     /// Activation-aware input scales for 4-bit layer `name` (weight `[n, k]`), when calibrated; the caller
