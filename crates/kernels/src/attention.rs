@@ -95,39 +95,37 @@ pub unsafe fn attend(
     let (Some(first), Some(last)) = (groups.first(), groups.last()) else { return };
     // Windows move forward with the rows, so the first and last groups bound the keys of all.
     let (all_tiles, all_seen) = (first.3.start..last.3.end, first.2.start..last.2.end);
+    // Group g's QR score rows.
+    let group = |g: usize| g * QR * st..(g + 1) * QR * st;
+    let overlap = |a: &std::ops::Range<usize>, b: &std::ops::Range<usize>| a.start.max(b.start)..a.end.min(b.end);
     scores.resize(groups.len() * QR * st, 0.0);
-    let mut t0 = all_tiles.start;
-    while t0 < all_tiles.end {
-        let chunk = t0..(t0 + SCORE_TILES).min(all_tiles.end);
+    for t0 in all_tiles.clone().step_by(SCORE_TILES) {
+        let chunk = t0..t0 + SCORE_TILES;
         for (g, (r0, _, _, tiles)) in groups.iter().enumerate() {
-            let t = chunk.start.max(tiles.start)..chunk.end.min(tiles.end);
+            let t = overlap(&chunk, tiles);
             if !t.is_empty() {
                 let qg = &q[(r0 - rows.start) * d..(r0 - rows.start + QR) * d];
-                scores_rows(qg, keys, st, d, t, &mut scores[g * QR * st..(g + 1) * QR * st]);
+                scores_rows(qg, keys, st, d, t, &mut scores[group(g)]);
             }
         }
-        t0 = chunk.end;
     }
     for (g, (r0, live, _, tiles)) in groups.iter().enumerate() {
         let span = tiles.start * KEY_TILE..tiles.end * KEY_TILE;
-        for (r, row) in scores[g * QR * st..(g + 1) * QR * st].chunks_exact_mut(st).enumerate().take(*live) {
+        for (r, row) in scores[group(g)].chunks_exact_mut(st).enumerate().take(*live) {
             softmax_masked(&mut row[span.clone()], span.start, s, r0 + r, mask);
             // SAFETY: the caller guarantees the output rows inside the text.
             std::slice::from_raw_parts_mut(out.add((r0 + r) * out_stride), d).fill(0.0);
         }
     }
-    let mut c0 = all_seen.start / VALUE_CHUNK * VALUE_CHUNK;
-    while c0 < all_seen.end {
+    for c0 in (all_seen.start / VALUE_CHUNK * VALUE_CHUNK..all_seen.end).step_by(VALUE_CHUNK) {
         let chunk = c0..c0 + VALUE_CHUNK;
         for (g, (r0, live, seen, _)) in groups.iter().enumerate() {
-            let keys = chunk.start.max(seen.start)..chunk.end.min(seen.end);
+            let keys = overlap(&chunk, seen);
             if !keys.is_empty() {
-                let p = &scores[g * QR * st..(g + 1) * QR * st];
                 // SAFETY: as above.
-                weighted_sum(p, st, v, v_stride, keys, d, out.add(r0 * out_stride), out_stride, *live);
+                weighted_sum(&scores[group(g)], st, v, v_stride, keys, d, out.add(r0 * out_stride), out_stride, *live);
             }
         }
-        c0 += VALUE_CHUNK;
     }
 }
 

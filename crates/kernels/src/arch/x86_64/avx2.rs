@@ -107,11 +107,7 @@ pub unsafe fn gemm_tiles<const BITS: u8>(
         let mut r = rows.start;
         while r < rows.end {
             for h in 0..2 {
-                let c = 2 * ((r - rows.start) / MR) + h;
-                let pf = match next {
-                    Some(base) => Prefetch { base, from: c * lines / calls, to: (c + 1) * lines / calls },
-                    None => Prefetch { base: w.codes.as_ptr(), from: 0, to: 0 },
-                };
+                let pf = Prefetch::part(next, lines, 2 * ((r - rows.start) / MR) + h, calls);
                 match rows.end - r {
                     1 => micro::<BITS, 1>(qa, w, out, r, t, h, pf),
                     2 => micro::<BITS, 2>(qa, w, out, r, t, h, pf),

@@ -92,14 +92,10 @@ unsafe fn row_passes<const BITS: u8, const NT: usize>(
 ) {
     let tile_bytes = w.k * TILE * BITS as usize / 8;
     let (passes, lines) = (rows.len().div_ceil(MR), tile_bytes * NT / 64);
-    let base = w.codes.as_ptr().add(next.unwrap_or(0) * tile_bytes);
+    let next = next.map(|n| w.codes.as_ptr().add(n * tile_bytes));
     let mut r = rows.start;
     while r < rows.end {
-        let p = (r - rows.start) / MR;
-        let pf = match next {
-            Some(_) => Prefetch { base, from: p * lines / passes, to: (p + 1) * lines / passes },
-            None => Prefetch { base, from: 0, to: 0 },
-        };
+        let pf = Prefetch::part(next, lines, (r - rows.start) / MR, passes);
         match rows.end - r {
             1 => micro::<BITS, 1, NT>(qa, w, out, r, t, pf),
             2 => micro::<BITS, 2, NT>(qa, w, out, r, t, pf),

@@ -15,11 +15,22 @@ pub struct Prefetch {
     pub to: usize,
 }
 
+impl Prefetch {
+    /// Micro-kernel call `c` of `calls`' share of the `lines` cache lines at `next` (the next tile's weights); none
+    /// without a next tile.
+    pub fn part(next: Option<*const u8>, lines: usize, c: usize, calls: usize) -> Self {
+        match next {
+            Some(base) => Prefetch { base, from: c * lines / calls, to: (c + 1) * lines / calls },
+            None => Prefetch { base: std::ptr::null(), from: 0, to: 0 },
+        }
+    }
+}
+
 /// Block `b` of `nb`'s share of the lines.
 ///
 /// # Safety
-/// `pf.base` must point into the weights with lines `pf.from..pf.to` inside them (prefetches never fault, but the
-/// address arithmetic must stay in the allocation).
+/// Unless `pf.from..pf.to` is empty, `pf.base` must point into the weights with those lines inside them
+/// (prefetches never fault, but the address arithmetic must stay in the allocation).
 #[inline(always)]
 pub unsafe fn prefetch_share(pf: Prefetch, b: usize, nb: usize) {
     let n = pf.to - pf.from;
