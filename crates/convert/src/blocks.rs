@@ -32,16 +32,7 @@ pub fn quantize_blocks(w: &[f32], rows: usize, k: usize, block: usize, bits: u8)
             let s0 = b * block;
             let s1 = (s0 + block).min(k);
             let vals = &w[r * k + s0..r * k + s1];
-            // Signed absmax mapped to qmin (Q4_0-style) uses the full code range at 4 bits; at 8 bits plain absmax.
-            let (amax_abs, amax) =
-                vals.iter().fold((0f32, 0f32), |(a, v), &x| if x.abs() > a { (x.abs(), x) } else { (a, v) });
-            let scale = if amax_abs == 0.0 {
-                0.0
-            } else if bits == 4 {
-                amax / qmin
-            } else {
-                amax_abs / qmax
-            };
+            let scale = sym_block_scale(vals, bits);
             scales[r * kb + b] = scale;
             let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
             for (j, &x) in vals.iter().enumerate() {
@@ -51,6 +42,19 @@ pub fn quantize_blocks(w: &[f32], rows: usize, k: usize, block: usize, bits: u8)
         }
     }
     (codes, scales)
+}
+
+/// Scale of one symmetric block (`quantize_blocks`' codes are `round(x / scale)`): at 8 bits `absmax / 127`; at 4
+/// bits the signed absmax mapped to −8 (Q4_0-style), which uses the full code range. 0 for a constant-zero block.
+pub fn sym_block_scale(vals: &[f32], bits: u8) -> f32 {
+    let (amax_abs, amax) = vals.iter().fold((0f32, 0f32), |(a, v), &x| if x.abs() > a { (x.abs(), x) } else { (a, v) });
+    if amax_abs == 0.0 {
+        0.0
+    } else if bits == 4 {
+        amax / -8.0
+    } else {
+        amax_abs / ((1i32 << (bits - 1)) - 1) as f32
+    }
 }
 
 /// Scale and zero point of one asymmetric 4-bit block: the range is shrunk step by step (clipping outliers) and

@@ -89,10 +89,7 @@ impl Grid {
     fn params(self, vals: &[f32]) -> (f32, u8) {
         match self {
             Grid::Asym4 => crate::blocks::asym4_block_params(vals),
-            Grid::Sym8 => {
-                let amax = vals.iter().fold(0f32, |a, &x| a.max(x.abs()));
-                (if amax == 0.0 { 0.0 } else { amax / 127.0 }, 128)
-            }
+            Grid::Sym8 => (crate::blocks::sym_block_scale(vals, 8), 128),
         }
     }
 
@@ -295,10 +292,12 @@ mod tests {
             assert_eq!(s1[r * kb], s0[r * kb]);
         }
         // Through the kernel: x · Ŵᵀ against the fp32 product.
-        let exact: Vec<f32> = x
-            .chunks(k)
-            .flat_map(|xt| w.chunks(k).map(move |row| row.iter().zip(xt).map(|(a, b)| a * b).sum::<f32>()))
-            .collect();
+        let product = |w: &[f32]| -> Vec<f32> {
+            x.chunks(k)
+                .flat_map(|xt| w.chunks(k).map(move |row| row.iter().zip(xt).map(|(a, b)| a * b).sum::<f32>()))
+                .collect()
+        };
+        let exact = product(&w);
         let kernel_err = |codes: &[u8], scales: &[f32]| -> f64 {
             let (packed, packed_scales) = deposium_kernels::pack(codes, scales, n, k);
             let weights = deposium_kernels::Packed8::new(n, k, &packed, &packed_scales).unwrap();
@@ -306,11 +305,7 @@ mod tests {
             let mut scratch = deposium_kernels::QuantizedRows::default();
             deposium_kernels::matmul(&x, tokens, weights, &mut out, &mut scratch, &deposium_kernels::sequential);
             // The kernel computes with the dequantized weights, up to the activations' int8 rounding.
-            let d = deq(codes, scales);
-            let with_deq: Vec<f32> = x
-                .chunks(k)
-                .flat_map(|xt| d.chunks(k).map(move |row| row.iter().zip(xt).map(|(a, b)| a * b).sum::<f32>()))
-                .collect();
+            let with_deq = product(&deq(codes, scales));
             let (diff, norm) = out
                 .iter()
                 .zip(&with_deq)

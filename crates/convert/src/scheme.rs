@@ -157,7 +157,8 @@ impl QuantConfig {
         }
     }
 
-    /// Whether this build needs calibration statistics: 4-bit layers with `awq` or `gptq`, 8-bit schemes with `gptq`.
+    /// Whether this build needs calibration statistics: 4-bit layers with `awq` or `gptq`, 8-bit schemes with `gptq`
+    /// or `smooth`.
     pub fn wants_calibration(&self) -> bool {
         match self.linear_bits {
             Some(4) => self.awq || self.gptq,
@@ -226,8 +227,9 @@ impl QuantConfig {
             .unwrap_or_else(|| quantize_blocks(w, n, k, self.block, 8))
     }
 
-    /// Activation-aware input scales for 4-bit layer `name` (weight `[n, k]`), when calibrated; the caller
-    /// multiplies the weight's columns by them and divides the layer's input upstream.
+    /// Input scales for layer `name` (weight `[n, k]`), when calibrated: activation-aware (AWQ) for 4-bit layers,
+    /// SmoothQuant's for the 8-bit layers of an 8-bit scheme with `smooth`. The caller multiplies the weight's columns
+    /// by them and divides the layer's input upstream.
     pub fn awq_scales(&self, name: &str, w: &[f32], n: usize, k: usize) -> Option<Vec<f32>> {
         let CalibMode::Apply(cal) = &self.calib else { return None };
         if let (Some(alpha), Some(8)) = (self.smooth, self.linear_bits) {
