@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The int8 / int4 engine against this machine's peak, in one window (issue 19): cpu_peak (../shared/scripts; on a
-# CPU without AVX-512 VNNI, scripts/cpu_peak_avx2.c, the kernels' AVX2 path's vpmaddubsw peak) before and after, then `deposium-embed bench` on short texts (1, 5), ~251-token texts (1 and 32, 2 threads and 1), and one
-# text at the 2,048-token limit. Prints a markdown table: ms per text, GMAC/s over EmbeddingGemma's 101.4 M
+# CPU without AVX-512 VNNI, scripts/cpu_peak_avx2.c, the kernels' AVX2 path's vpmaddubsw peak) before and after,
+# then `deposium-embed bench` on short texts (1, 5), ~251-token texts (1 and 32, 2 threads and 1), and one text at
+# the 2,048-token limit. Prints a markdown table: ms per text, GMAC/s over EmbeddingGemma's 101.4 M
 # multiply-adds per token in its layers (attention not counted), and the share of the int8 peak read before; the
 # fastest call beside the median (a noisy host only adds time).
 # Usage: scripts/long-inputs.sh [MODEL...]  (default: embeddinggemma embeddinggemma:int4; env BIN, OUT=/tmp/long-inputs)
