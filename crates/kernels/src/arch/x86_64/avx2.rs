@@ -17,6 +17,10 @@ use crate::scalar::{gelu_tanh, EXP2_C, GELU_K, LOG2E, SOFTMAX_FLOOR};
 /// accumulators, one weight vector and its magnitudes fit in the 16 registers with room to spare.
 const MR: usize = 8;
 
+/// Query rows per register block of `weighted_sum` (4 rows × 2 vectors: 8 sums, with the values and one weight,
+/// in 11 of the 16 registers).
+const WS_ROWS: usize = 4;
+
 /// 8 fp16 scales → fp32.
 ///
 /// # Safety
@@ -209,11 +213,13 @@ unsafe fn micro4<const B: u8, const R: usize>(
     let sa = qa.scale.as_ptr().add(r0 * nb);
     let ss = qa.ssum.as_ptr().add(r0 * nb);
     let (low, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    // An opaque trip count, as in `micro8`: unrolled, the four steps' sums were reassociated and spilled.
+    let steps = std::hint::black_box(4);
     let mut f = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         prefetch_share(pf, b, nb);
         let mut acc = [_mm256_setzero_si256(); R];
-        for j in 0..4 {
+        for j in 0..steps {
             let v = _mm256_loadu_si256(wp.add((b * 4 + j) * 64) as *const _);
             let lo = _mm256_and_si256(v, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
@@ -266,8 +272,9 @@ pub unsafe fn scores(q: &[f32], keys: &[f32], st: usize, d: usize, tiles: Range<
     }
 }
 
-/// `out[r] += Σ_{j in keys} p[r][j] · v[j]` for `live` rows, 8 components of the `QR` rows at a time (the
-/// accumulators stay in registers across the keys).
+/// `out[r] += Σ_{j in keys} p[r][j] · v[j]` for `live` rows, key by key in order: blocks of `WS_ROWS` rows ×
+/// `V` vectors whose sums stay in registers across the keys (each value vector loaded feeds `WS_ROWS` rows, each
+/// weight broadcast `V` vectors).
 ///
 /// # Safety
 /// As `portable::weighted_sum`, and the CPU must have AVX2 and FMA; `d` is a multiple of 8.
@@ -284,20 +291,56 @@ pub unsafe fn weighted_sum(
     out_stride: usize,
     live: usize,
 ) {
-    let (pp, vp) = (p.as_ptr(), v.as_ptr());
-    for c0 in (0..d).step_by(8) {
-        let mut acc = [_mm256_setzero_ps(); QR];
-        for (r, a) in acc.iter_mut().enumerate().take(live) {
-            *a = _mm256_loadu_ps(op.add(r * out_stride + c0));
-        }
-        for j in keys.clone() {
-            let vv = _mm256_loadu_ps(vp.add(j * v_stride + c0));
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(_mm256_set1_ps(*pp.add(r * st + j)), vv, *a);
+    assert!(live <= QR && QR.is_multiple_of(WS_ROWS) && p.len() >= QR * st);
+    // Row blocks inner: a value line, once loaded, serves all of them.
+    for c0 in (0..d).step_by(16) {
+        for r0 in (0..live).step_by(WS_ROWS) {
+            let rows = (live - r0).min(WS_ROWS);
+            if d - c0 >= 16 {
+                weighted_block::<2>(p, st, v, v_stride, keys.clone(), op, out_stride, r0, rows, c0);
+            } else {
+                weighted_block::<1>(p, st, v, v_stride, keys.clone(), op, out_stride, r0, rows, c0);
             }
         }
-        for (r, a) in acc.iter().enumerate().take(live) {
-            _mm256_storeu_ps(op.add(r * out_stride + c0), *a);
+    }
+}
+
+/// Rows `r0..r0+rows` (of a block of `WS_ROWS`; rows past `rows` are computed from `p`'s other rows and dropped),
+/// components `c0..c0+8V`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn weighted_block<const V: usize>(
+    p: &[f32],
+    st: usize,
+    v: &[f32],
+    v_stride: usize,
+    keys: Range<usize>,
+    op: *mut f32,
+    out_stride: usize,
+    r0: usize,
+    rows: usize,
+    c0: usize,
+) {
+    let (pp, vp) = (p.as_ptr().add(r0 * st), v.as_ptr().add(c0));
+    let o = op.add(r0 * out_stride + c0);
+    let mut acc = [[_mm256_setzero_ps(); V]; WS_ROWS];
+    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+        for (x, a) in a.iter_mut().enumerate() {
+            *a = _mm256_loadu_ps(o.add(r * out_stride + 8 * x));
+        }
+    }
+    for j in keys {
+        let vv: [__m256; V] = std::array::from_fn(|x| _mm256_loadu_ps(vp.add(j * v_stride + 8 * x)));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let w = _mm256_set1_ps(*pp.add(r * st + j));
+            for (a, vv) in a.iter_mut().zip(&vv) {
+                *a = _mm256_fmadd_ps(w, *vv, *a);
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate().take(rows) {
+        for (x, a) in a.iter().enumerate() {
+            _mm256_storeu_ps(o.add(r * out_stride + 8 * x), *a);
         }
     }
 }
