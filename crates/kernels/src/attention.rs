@@ -5,7 +5,7 @@
 //! Keys are packed in tiles of 16 (`[S/16][D][16]`, see `pack_key`) so that scores come out 16 keys per vector;
 //! queries are taken `QR` rows at a time.
 
-pub use crate::layout::{packed_key_index, packed_keys_len, KEY_TILE, QR};
+pub use crate::layout::{packed_key_index, packed_keys_len, packed_value_stride, KEY_TILE, QR};
 pub use crate::scalar::SOFTMAX_FLOOR;
 
 #[cfg(target_arch = "x86_64")]

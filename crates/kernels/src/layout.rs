@@ -186,3 +186,10 @@ pub fn packed_key_index(j: usize, c: usize, d: usize) -> usize {
 pub fn packed_keys_len(s: usize, d: usize) -> usize {
     s.div_ceil(KEY_TILE) * KEY_TILE * d
 }
+
+/// Floats from one value row to the next in a packed value block: `d` and one cache line more. A weighted sum
+/// reads one line per key; at a stride that is a multiple of 1 KiB (the fused QKV rows: 5 KiB) those lines fall
+/// in 4 of L1's 64 sets and evict each other.
+pub fn packed_value_stride(d: usize) -> usize {
+    d + 16
+}

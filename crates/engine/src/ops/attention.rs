@@ -108,8 +108,8 @@ thread_local! {
     /// Per pool thread: one task's queries and scores.
     static QUERIES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Per calling thread: the packed keys of a run.
-    static KEYS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per calling thread: the packed keys and values of a run.
+    static KEYS_VALUES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Kernel for GemmaAttentionKernel {
@@ -120,7 +120,9 @@ impl Kernel for GemmaAttentionKernel {
 
 impl GemmaAttentionKernel {
     fn attention(&self, ctx: &ComputeContext, inp: &QkvInputs) -> ort::Result<()> {
-        use deposium_kernels::attention::{attend, packed_key_index, packed_keys_len, KeyMask, QR};
+        use deposium_kernels::attention::{
+            attend, packed_key_index, packed_keys_len, packed_value_stride, KeyMask, QR,
+        };
         let QkvInputs { qkv, q_scale: qs, k_scale: ks, bsz, s, d, width, .. } = *inp;
         let (h, kv, eps) = (self.heads.heads, self.heads.kv_heads, self.heads.eps);
         let mask = ctx.input(5)?.ok_or_else(|| err("GemmaAttention: input 5 missing"))?;
@@ -133,12 +135,14 @@ impl GemmaAttentionKernel {
             .ok_or_else(|| err("GemmaAttention: output missing"))?;
         let out = Out(y.try_extract_tensor_mut::<f32>()?.1.as_mut_ptr());
         let s4 = s.div_ceil(QR) * QR;
-        let k_len = packed_keys_len(s, d);
-        KEYS.with_borrow_mut(|kbuf| -> ort::Result<()> {
-            // Keys packed per (text, kv head), normed and rotated once for all the q heads they serve. The buffer is
-            // kept between runs (at most the batch token limit × head_dim × kv heads floats).
-            kbuf.resize(bsz * kv * k_len, 0.0);
-            let ko = Out(kbuf.as_mut_ptr());
+        let (k_len, v_stride) = (packed_keys_len(s, d), packed_value_stride(d));
+        let v_len = s * v_stride;
+        KEYS_VALUES.with_borrow_mut(|kvbuf| -> ort::Result<()> {
+            // Keys packed per (text, kv head), normed and rotated once for all the q heads they serve, then the values
+            // copied at `v_stride`. The buffer is kept between runs (at most the batch token limit × kv heads ×
+            // (2·head_dim + 16) floats).
+            kvbuf.resize(bsz * kv * (k_len + v_len), 0.0);
+            let (ko, vo) = (Out(kvbuf.as_mut_ptr()), Out(kvbuf[bsz * kv * k_len..].as_mut_ptr()));
             par_rows(ctx, bsz * s, &|rows| {
                 let mut tmp = vec![0f32; d];
                 for row in rows {
@@ -152,19 +156,26 @@ impl GemmaAttentionKernel {
                             // SAFETY: key p's slots of this packed block, written by this row only.
                             unsafe { *ko.get().add(base + packed_key_index(p, c, d)) = *v };
                         }
+                        let value = &x[(h + kv + j) * d..(h + kv + j + 1) * d];
+                        // SAFETY: value p's row of this block, written by this row only.
+                        unsafe {
+                            let dst = vo.get().add((b * kv + j) * v_len + p * v_stride);
+                            std::ptr::copy_nonoverlapping(value.as_ptr(), dst, d);
+                        }
                     }
                 }
             });
             let keep: Vec<bool> = mask.iter().map(|&m| m > 0.5).collect();
             let chunks = s4.div_ceil(QUERY_ROWS_PER_TASK);
-            let (group, reach, kbuf) = (h / kv, self.reach, &*kbuf);
+            let (group, reach) = (h / kv, self.reach);
+            let (kbuf, vbuf) = kvbuf.split_at(bsz * kv * k_len);
             par_for(ctx, bsz * h * chunks, &|task| {
                 let (bh, c) = (task / chunks, task % chunks);
                 let (b, head) = (bh / h, bh % h);
                 let j = head / group;
                 let rows = c * QUERY_ROWS_PER_TASK..((c + 1) * QUERY_ROWS_PER_TASK).min(s4);
                 let keys = &kbuf[(b * kv + j) * k_len..(b * kv + j + 1) * k_len];
-                let v = &qkv[b * s * width + (h + kv + j) * d..];
+                let v = &vbuf[(b * kv + j) * v_len..(b * kv + j + 1) * v_len];
                 let mask = KeyMask { keep: &keep[b * s..(b + 1) * s], reach };
                 QUERIES.with_borrow_mut(|q| {
                     // This task's queries, normed and rotated; rows past the text stay zero.
@@ -176,7 +187,19 @@ impl GemmaAttentionKernel {
                     }
                     // SAFETY: this task writes rows `rows` (those < s) of head `head` of text b only, inside the output.
                     SCORES.with_borrow_mut(|sc| unsafe {
-                        attend(q, keys, v, width, s, d, mask, rows, out.get().add(b * s * h * d + head * d), h * d, sc)
+                        attend(
+                            q,
+                            keys,
+                            v,
+                            v_stride,
+                            s,
+                            d,
+                            mask,
+                            rows,
+                            out.get().add(b * s * h * d + head * d),
+                            h * d,
+                            sc,
+                        )
                     });
                 });
             });
