@@ -107,6 +107,42 @@ fn apply_rope(b: &mut Builder, x: &str, cos: &str, sin: &str) -> String {
     b.op("Add", &[&a, &c], vec![])
 }
 
+/// The stock attention ops' masks, as additive biases (0 or −1e9): key padding `[B,1,1,S]` for every layer, plus
+/// the bidirectional window for sliding layers (`[B,1,S,S]`); the positions `[S]` (f32) and a 0 scalar beside them.
+struct AttentionBiases {
+    key: String,
+    window: String,
+    sliding: String,
+    positions: String,
+    zero: String,
+}
+
+fn attention_biases(b: &mut Builder, ids: &str, mask_f: &str, cfg: &Gemma3Config) -> AttentionBiases {
+    let one = b.scalar_f32(1.0);
+    let neg = b.scalar_f32(NEG);
+    let big = b.scalar_f32(-NEG);
+    let pad = b.op("Sub", &[mask_f, &one], vec![]);
+    let pad = b.op("Mul", &[&pad, &big], vec![]); // 0 where kept, -1e9 on padding
+    let key = b.unsqueeze(&pad, &[1, 2]); // [B,1,1,S]
+    let shape = b.op("Shape", &[ids], vec![]);
+    let one_i = b.scalar_i64(1);
+    let seq_len = b.op("Gather", &[&shape, &one_i], vec![attr_i("axis", 0)]);
+    let zero_i = b.scalar_i64(0);
+    let step = b.scalar_i64(1);
+    let pos = b.op("Range", &[&zero_i, &seq_len, &step], vec![]); // [S]
+    let positions = b.cast(&pos, DType::F32);
+    let pi = b.unsqueeze(&pos, &[1]);
+    let pj = b.unsqueeze(&pos, &[0]);
+    let diff = b.op("Sub", &[&pi, &pj], vec![]);
+    let dist = b.op("Abs", &[&diff], vec![]);
+    let reach = b.scalar_i64(cfg.window_reach() as i64);
+    let far = b.op("GreaterOrEqual", &[&dist, &reach], vec![]);
+    let zero = b.scalar_f32(0.0);
+    let window = b.op("Where", &[&far, &neg, &zero], vec![]); // [S,S]
+    let sliding = b.op("Add", &[&key, &window], vec![]); // [B,1,S,S]
+    AttentionBiases { key, window, sliding, positions, zero }
+}
+
 pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConfig) -> Result<Builder> {
     let h = cfg.hidden_size;
     let hd = cfg.head_dim;
@@ -123,45 +159,28 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     let mut x = embedding(&mut b, &ids, "embed_tokens", &table.data, cfg.vocab_size, h, (h as f32).sqrt(), q);
     drop(table);
 
-    // Masks: key padding for every layer; plus the bidirectional window for sliding layers.
     let mask_f = b.cast(&mask, DType::F32);
-    let one = b.scalar_f32(1.0);
-    let neg = b.scalar_f32(NEG);
-    let big = b.scalar_f32(-NEG);
-    let pad = b.op("Sub", &[&mask_f, &one], vec![]);
-    let pad = b.op("Mul", &[&pad, &big], vec![]); // 0 where kept, -1e9 on padding
-    let key_bias = b.unsqueeze(&pad, &[1, 2]); // [B,1,1,S]
-    let shape = b.op("Shape", &[&ids], vec![]);
-    let one_i = b.scalar_i64(1);
-    let seq_len = b.op("Gather", &[&shape, &one_i], vec![attr_i("axis", 0)]);
-    let zero = b.scalar_i64(0);
-    let step = b.scalar_i64(1);
-    let pos = b.op("Range", &[&zero, &seq_len, &step], vec![]); // [S]
-    let pos_f = b.cast(&pos, DType::F32);
-    let pi = b.unsqueeze(&pos, &[1]);
-    let pj = b.unsqueeze(&pos, &[0]);
-    let diff = b.op("Sub", &[&pi, &pj], vec![]);
-    let dist = b.op("Abs", &[&diff], vec![]);
-    let reach = b.scalar_i64(cfg.window_reach() as i64);
-    let far = b.op("GreaterOrEqual", &[&dist, &reach], vec![]);
-    let zero_f = b.scalar_f32(0.0);
-    let win = b.op("Where", &[&far, &neg, &zero_f], vec![]); // [S,S]
-    let slide_bias = b.op("Add", &[&key_bias, &win], vec![]); // [B,1,S,S]
-
-    let attn_scale = (cfg.query_pre_attn_scalar.powf(-0.5)) as f32;
     let fused = q.fused_ops;
+    // Our GemmaAttention op takes the token mask and the window reach; the stock attention ops take biases.
+    let biases = (!(fused && uses_custom_ops(q))).then(|| attention_biases(&mut b, &ids, &mask_f, cfg));
+    let attn_scale = (cfg.query_pre_attn_scalar.powf(-0.5)) as f32;
     // Per-path inputs, (local, global): fused: cos/sin caches for RotaryEmbedding and a [B,1,S,S] bias for full
     // layers (MultiHeadAttention wants the full shape); plain: cos/sin tables over the positions, [B,1,1,S] bias.
     let (rope_local, rope_global, full_bias) = if fused {
         let local = rope_cache(&mut b, hd, cfg.rope_local_base_freq, "rope_local");
         let global = rope_cache(&mut b, hd, cfg.rope_theta, "rope_global");
-        let zero_win = b.op("Mul", &[&win, &zero_f], vec![]);
-        (local, global, b.op("Add", &[&key_bias, &zero_win], vec![]))
+        let full = biases.as_ref().map(|m| {
+            let zero_win = b.op("Mul", &[&m.window, &m.zero], vec![]);
+            b.op("Add", &[&m.key, &zero_win], vec![])
+        });
+        (local, global, full.unwrap_or_default())
     } else {
-        let local = rope_tables(&mut b, &pos_f, hd, cfg.rope_local_base_freq);
-        let global = rope_tables(&mut b, &pos_f, hd, cfg.rope_theta);
-        (local, global, key_bias.clone())
+        let m = biases.as_ref().expect("graphs without fused ops use the stock attention");
+        let local = rope_tables(&mut b, &m.positions, hd, cfg.rope_local_base_freq);
+        let global = rope_tables(&mut b, &m.positions, hd, cfg.rope_theta);
+        (local, global, m.key.clone())
     };
+    let slide_bias = biases.map(|m| m.sliding).unwrap_or_default();
     // RotaryEmbedding's position offset: only the fused path without our ops needs it.
     let pos0 = if fused && !uses_custom_ops(q) { b.const_i64(&[0]) } else { String::new() };
 

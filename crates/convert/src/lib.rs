@@ -32,7 +32,7 @@ use st_config::{Pooling, StConfig};
 use weights::Weights;
 
 /// Bump when the graph a given source + scheme produces changes (invalidates cached conversions).
-pub const GRAPH_VERSION: u32 = 15;
+pub const GRAPH_VERSION: u32 = 16;
 
 /// What a converted directory holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
