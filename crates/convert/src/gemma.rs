@@ -108,7 +108,8 @@ fn apply_rope(b: &mut Builder, x: &str, cos: &str, sin: &str) -> String {
 }
 
 /// The stock attention ops' masks, as additive biases (0 or −1e9): key padding `[B,1,1,S]` for every layer, plus
-/// the bidirectional window for sliding layers (`[B,1,S,S]`); the positions `[S]` (f32) and a 0 scalar beside them.
+/// the bidirectional window for sliding layers (`[B,1,S,S]`); the positions `[S]` (f32) and a 0 scalar, built
+/// among them in the order these graphs always had (the fp32 graph stays byte-identical).
 struct AttentionBiases {
     key: String,
     window: String,
@@ -162,7 +163,8 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     let mask_f = b.cast(&mask, DType::F32);
     let fused = q.fused_ops;
     // Our GemmaAttention op takes the token mask and the window reach; the stock attention ops take biases.
-    let biases = (!(fused && uses_custom_ops(q))).then(|| attention_biases(&mut b, &ids, &mask_f, cfg));
+    let own_attention = fused && uses_custom_ops(q);
+    let biases = (!own_attention).then(|| attention_biases(&mut b, &ids, &mask_f, cfg));
     let attn_scale = (cfg.query_pre_attn_scalar.powf(-0.5)) as f32;
     // Per-path inputs, (local, global): fused: cos/sin caches for RotaryEmbedding and a [B,1,S,S] bias for full
     // layers (MultiHeadAttention wants the full shape); plain: cos/sin tables over the positions, [B,1,1,S] bias.
@@ -182,7 +184,7 @@ pub fn build(w: &Weights, cfg: &Gemma3Config, dense: &[DenseHead], q: &QuantConf
     };
     let slide_bias = biases.map(|m| m.sliding).unwrap_or_default();
     // RotaryEmbedding's position offset: only the fused path without our ops needs it.
-    let pos0 = if fused && !uses_custom_ops(q) { b.const_i64(&[0]) } else { String::new() };
+    let pos0 = if fused && !own_attention { b.const_i64(&[0]) } else { String::new() };
 
     // With fused ops, the residual add and the next norm are one SkipSimplifiedLayerNormalization.
     let mut lw = LayerWeights::load(w, cfg, prefix, 0, q)?;

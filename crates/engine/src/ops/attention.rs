@@ -185,21 +185,10 @@ impl GemmaAttentionKernel {
                         let (cr, sr) = inp.rope_at(r);
                         norm_rope(&qkv[(b * s + r) * width + head * d..][..d], qs, eps, cr, sr, qrow);
                     }
+                    let first = b * s * h * d + head * d;
                     // SAFETY: this task writes rows `rows` (those < s) of head `head` of text b only, inside the output.
                     SCORES.with_borrow_mut(|sc| unsafe {
-                        attend(
-                            q,
-                            keys,
-                            v,
-                            v_stride,
-                            s,
-                            d,
-                            mask,
-                            rows,
-                            out.get().add(b * s * h * d + head * d),
-                            h * d,
-                            sc,
-                        )
+                        attend(q, keys, v, v_stride, s, d, mask, rows, out.get().add(first), h * d, sc)
                     });
                 });
             });
