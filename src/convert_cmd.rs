@@ -56,6 +56,12 @@ pub struct ConvertArgs {
     /// In a 4-bit token table, ids kept at 8 bits: `START-END,...` (END excluded); `none` for no such rows.
     #[arg(long)]
     pub embed_int8_ids: Option<String>,
+    /// Entropy-coded tables: id ranges `START-END,...` coded at `--embed-fine-step` instead of `--embed-step`.
+    #[arg(long)]
+    pub embed_fine_ids: Option<String>,
+    /// The grid step of the `--embed-fine-ids` rows.
+    #[arg(long)]
+    pub embed_fine_step: Option<f32>,
     /// Quantize weights the scheme keeps in fp32 (or, in a 4-bit scheme, at 8 bits) whose name is this default
     /// pattern (repeatable), e.g. `dense`, `self_attn`.
     #[arg(long = "quantize")]
@@ -125,6 +131,13 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     if let Some(spec) = &a.embed_int8_ids {
         q.embed_int8_ids = parse_id_ranges(spec)?;
+    }
+    if let Some(spec) = &a.embed_fine_ids {
+        q.embed_fine_ids = parse_id_ranges(spec)?;
+    }
+    if let Some(s) = a.embed_fine_step {
+        anyhow::ensure!((0.01..=4.0).contains(&s), "--embed-fine-step {s}: use a step from 0.01 to 4");
+        q.embed_fine_step = Some(s);
     }
     q.keep_fp32.retain(|p| !a.quantize.contains(p));
     q.keep_int8.retain(|p| !a.quantize.contains(p));

@@ -1,9 +1,9 @@
-//! EmbeddingGemma int8 / int4 graphs: size, fidelity to the fp32 reference and batch invariance.
+//! EmbeddingGemma int8 / w8a16 / int4 graphs: size, fidelity to the fp32 reference and batch invariance.
 mod common;
 
 use deposium_engine::{fidelity, registry};
 
-fn check(spec: &str, mean_min: f32, min_min: f32, max_bytes: u64) {
+fn check(spec: &str, mean_min: f32, min_min: f32, max_bytes: u64) -> fidelity::Fidelity {
     common::require_model("embeddinggemma-300m");
     let r = common::gemma_reference();
     let model = registry::load(spec).expect("load");
@@ -19,11 +19,24 @@ fn check(spec: &str, mean_min: f32, min_min: f32, max_bytes: u64) {
     );
     // A text's vector must not depend on the rest of its batch.
     assert!(f.batch_vs_alone.min >= 0.99999, "{spec}: batched vs alone min cosine {}", f.batch_vs_alone.min);
+    f
 }
 
 #[test]
 fn int8_default_is_faithful_and_batch_invariant() {
     check("embeddinggemma", 0.9995, 0.998, 250_000_000);
+}
+
+/// int8 weights with 16-bit activation codes: the same weights and table as int8, without the activations'
+/// rounding, so closer to fp32 on the fixtures' mean and on every prompt kind's.
+#[test]
+fn w8a16_is_more_faithful_than_int8_and_batch_invariant() {
+    let a16 = check("embeddinggemma:w8a16", 0.9997, 0.998, 250_000_000);
+    let int8 = fidelity::measure(&registry::load("embeddinggemma").unwrap(), &common::gemma_reference()).unwrap();
+    assert!(a16.all.mean > int8.all.mean, "w8a16 {:?} vs int8 {:?}", a16.all, int8.all);
+    for (kind, s) in &a16.per_prompt {
+        assert!(s.mean > int8.per_prompt[kind].mean, "{kind}: w8a16 {s:?} vs int8 {:?}", int8.per_prompt[kind]);
+    }
 }
 
 #[test]
@@ -164,7 +177,7 @@ fn texts_past_the_sliding_window_match_fp32_and_batch_invariantly() {
 }
 
 /// Real documents of mixed lengths (SciFact abstracts): each vector must be bit-identical whether the document is
-/// embedded alone or padded inside a batch of longer ones (int8 and int4 graphs).
+/// embedded alone or padded inside a batch of longer ones (int8, w8a16 and int4 graphs).
 #[test]
 fn documents_are_bit_identical_alone_and_in_a_batch() {
     common::require_model("embeddinggemma-300m");
@@ -178,7 +191,7 @@ fn documents_are_bit_identical_alone_and_in_a_batch() {
             format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or("")).trim().to_string()
         })
         .collect();
-    for spec in ["embeddinggemma", "embeddinggemma:int4"] {
+    for spec in ["embeddinggemma", "embeddinggemma:w8a16", "embeddinggemma:int4"] {
         let model = registry::load(spec).unwrap();
         let embed = |t: Vec<String>| model.embed(&deposium_engine::EmbedRequest::new(t)).unwrap().embeddings;
         let batched = embed(docs.clone());

@@ -83,6 +83,18 @@ fn row_codes(row: &[f32], mean: &[f32], std: &[f32], step: f32) -> (Vec<i32>, u1
 /// Encode a `[vocab, dim]` table with grid step `step` (relative to each row's standardized RMS); the values that
 /// come back are multiplied by `out_scale`.
 pub fn encode(table: &[f32], vocab: usize, dim: usize, step: f32, out_scale: f32, keep_codes: bool) -> CodedTable {
+    encode_steps(table, vocab, dim, &|_| step, out_scale, keep_codes)
+}
+
+/// `encode` with row `r`'s grid step `step(r)`.
+pub fn encode_steps(
+    table: &[f32],
+    vocab: usize,
+    dim: usize,
+    step: &(dyn Fn(usize) -> f32 + Sync),
+    out_scale: f32,
+    keep_codes: bool,
+) -> CodedTable {
     assert_eq!(table.len(), vocab * dim);
     let (mean, std) = column_stats(table, dim);
     let rows = |r: usize| &table[r * dim..(r + 1) * dim];
@@ -92,7 +104,7 @@ pub fn encode(table: &[f32], vocab: usize, dim: usize, step: f32, out_scale: f32
         .fold(
             || vec![0u64; alphabet],
             |mut c, r| {
-                for q in row_codes(rows(r), &mean, &std, step).0 {
+                for q in row_codes(rows(r), &mean, &std, step(r)).0 {
                     c[(q + MAX_CODE) as usize] += 1;
                 }
                 c
@@ -115,7 +127,7 @@ pub fn encode(table: &[f32], vocab: usize, dim: usize, step: f32, out_scale: f32
     let encoded: Vec<(Vec<u8>, u16, Option<Vec<i32>>)> = (0..vocab)
         .into_par_iter()
         .map(|r| {
-            let (q, row_step) = row_codes(rows(r), &mean, &std, step);
+            let (q, row_step) = row_codes(rows(r), &mean, &std, step(r));
             let mut w = BitWriter::default();
             for &c in &q {
                 let s = (c - min_code) as usize;

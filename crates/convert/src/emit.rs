@@ -74,9 +74,13 @@ fn coded_table(
     dim: usize,
     step: f32,
     scale: f32,
+    q: &QuantConfig,
 ) -> String {
-    let t = crate::coded_table::encode(table, vocab, dim, step, scale, false);
-    tracing::info!(step, bits_per_value = t.bits_per_value(), "entropy-coded token table");
+    let fine = hot_ranges(&q.embed_fine_ids, vocab);
+    let fine_step = q.embed_fine_step.unwrap_or(step);
+    let row_step = |r: usize| if fine.iter().any(|f| f.contains(&r)) { fine_step } else { step };
+    let t = crate::coded_table::encode_steps(table, vocab, dim, &row_step, scale, false);
+    tracing::info!(step, fine_step, bits_per_value = t.bits_per_value(), "entropy-coded token table");
     let len = t.data.len() as i64;
     let dn = b.init(&format!("{name}.coded"), DType::U8, &[len], t.data);
     let on = b.init(
@@ -225,7 +229,7 @@ fn custom_linear(
     l: &Linear,
     bits: u8,
     q: &QuantConfig,
-    attrs: Vec<crate::proto::Attr>,
+    mut attrs: Vec<crate::proto::Attr>,
 ) -> String {
     let &Linear { name, w, n, k, .. } = l;
     let (tiles, kb) = ((n / deposium_kernels::TILE) as i64, (k / deposium_kernels::BLOCK) as i64);
@@ -252,6 +256,9 @@ fn custom_linear(
     };
     inputs.insert(0, x.to_string());
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    if bits == 8 && q.activation_bits != 8 {
+        attrs.push(attr_i("activation_bits", q.activation_bits as i64));
+    }
     b.node(CUSTOM_DOMAIN, op, &refs, 1, attrs).remove(0)
 }
 
@@ -282,7 +289,7 @@ pub fn embedding(
         return b.op("Gather", &[&t, ids], vec![attr_i("axis", 0)]);
     };
     if let (Some(step), true) = (q.embed_step, q.custom_kernel) {
-        return coded_table(b, ids, name, table, vocab, dim, step, scale);
+        return coded_table(b, ids, name, table, vocab, dim, step, scale, q);
     }
     if (5..=7).contains(&bits) {
         if q.custom_kernel {

@@ -8,7 +8,7 @@ use crate::blocks::{dequantize_blocks4, quantize_blocks, quantize_blocks_asym4};
 /// How to store weights.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QuantConfig {
-    /// Scheme name (`fp32`, `int8`, `int4`).
+    /// Scheme name (`fp32`, `int8`, `w8a16`, `int4`).
     pub scheme: String,
     /// Bits for linear layers (None = fp32).
     pub linear_bits: Option<u8>,
@@ -16,9 +16,18 @@ pub struct QuantConfig {
     pub block: usize,
     /// MatMulNBits accuracy_level (4 = int8 activations per block).
     pub accuracy_level: i64,
+    /// Bits of our QMatMul8 kernel's activation codes per block of 32: 8 (Q8_0 numerics) or 16 (W8A16: the
+    /// activations' rounding, int8's main error, all but vanishes). Graphs without our ops use `accuracy_level`.
+    #[serde(default = "eight", skip_serializing_if = "is_eight")]
+    pub activation_bits: u8,
     /// Bits for the token embedding table (None = fp32).
     pub embed_bits: Option<u8>,
     pub embed_block: usize,
+    /// In an entropy-coded table, id ranges `[start, end)` coded at `embed_fine_step` instead of `embed_step`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embed_fine_ids: Vec<[u32; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed_fine_step: Option<f32>,
     /// Token table entropy-coded on a uniform grid of this step (relative to each row's RMS after the columns are
     /// standardized; see `coded_table`), by our `GatherCoded` op; None for fixed-width codes (`embed_bits`). Graphs
     /// without our ops fall back to `embed_bits`.
@@ -75,8 +84,21 @@ pub struct QuantConfig {
     pub heads_f16: bool,
 }
 
+/// The Gemma 3 tokenizer's most frequent token rows: the first 32,768 BPE merges (merge order follows frequency) and
+/// the first 4,096 single characters (most frequent first, from id 236,743): 79 % of the STS texts' tokens
+/// (docs/size-and-memory.md).
+pub const FREQUENT_GEMMA_IDS: [[u32; 2]; 2] = [[0, 32_768], [236_743, 240_839]];
+
 fn yes() -> bool {
     true
+}
+
+fn eight() -> u8 {
+    8
+}
+
+fn is_eight(bits: &u8) -> bool {
+    *bits == 8
 }
 
 impl QuantConfig {
@@ -86,9 +108,12 @@ impl QuantConfig {
             linear_bits: None,
             block: 32,
             accuracy_level: 4,
+            activation_bits: 8,
             embed_bits: None,
             embed_block: 32,
             embed_step: None,
+            embed_fine_ids: vec![],
+            embed_fine_step: None,
             keep_fp32: vec![],
             keep_int8: vec![],
             asymmetric: false,
@@ -119,6 +144,17 @@ impl QuantConfig {
                 heads_f16: true,
                 ..base
             },
+            // w8a16: int8's weights, with 16-bit activation codes in our QMatMul8 (the portable graph's
+            // MatMulNBits computes in fp32: accuracy_level 1). The token table, then the main error, codes its most
+            // frequent rows at half int8's step. Measurements: docs/long-inputs.md, "W8A16".
+            "w8a16" => QuantConfig {
+                scheme: scheme.into(),
+                accuracy_level: 1,
+                activation_bits: 16,
+                embed_fine_ids: FREQUENT_GEMMA_IDS.to_vec(),
+                embed_fine_step: Some(0.0625),
+                ..QuantConfig::from_scheme("int8")?
+            },
             // int4: QKV and gate/up projections 4-bit, scaled and rounded from calibration statistics (AWQ + GPTQ);
             // o_proj and down_proj, the most sensitive, stay 8-bit; token table entropy-coded at step 0.3
             // (`--portable`: 4-bit asymmetric block 64); Dense heads as in int8. Measurements: docs/quantization.md.
@@ -137,7 +173,7 @@ impl QuantConfig {
                 gptq: true,
                 ..base
             },
-            s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, int4)"),
+            s => anyhow::bail!("unknown scheme '{s}' (fp32, int8, w8a16, int4)"),
         })
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A model spec is `NAME` (a known model, fetched by `scripts/fetch.sh` into `$DEPOSIUM_HOME/models`) or
 //! `NAME=PATH` (any directory: sentence-transformers/transformers safetensors, ONNX export, or Model2Vec).
-//! A `:tag` picks the quantization of a built-in transformer: `embeddinggemma:fp32`, `:int8` (default), `:int4`.
+//! A `:tag` picks the quantization of a built-in transformer: `embeddinggemma:fp32`, `:int8` (default), `:w8a16`
+//! (int8 weights, 16-bit activations), `:int4`.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,14 +24,14 @@ pub const KNOWN: &[(&str, &str, &str, &[&str])] = &[
 ];
 
 /// Quantization schemes the graph builder knows.
-pub const SCHEMES: &[&str] = &["fp32", "int8", "int4"];
+pub const SCHEMES: &[&str] = &["fp32", "int8", "w8a16", "int4"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     /// Name the model is served under (without the tag).
     pub name: String,
     pub dir: PathBuf,
-    /// `fp32`, `int8`, `int4` for graphs we build; ignored for ONNX/static models.
+    /// `fp32`, `int8`, `w8a16`, `int4` for graphs we build; ignored for ONNX/static models.
     pub scheme: String,
     pub aliases: Vec<String>,
 }

@@ -148,6 +148,36 @@ fn entropy_coded_table_matches_its_dequantized_rows() {
     }
 }
 
+/// `embed_fine_ids` rows (w8a16's frequent tokens) are coded at `embed_fine_step`: the lookup returns the rows the
+/// encoder made with that step, and their error is about the steps' ratio smaller than the other rows'.
+#[test]
+fn entropy_coded_table_codes_fine_rows_at_their_step() {
+    let t = table();
+    let mut q = QuantConfig::from_scheme("w8a16").unwrap();
+    let (step, fine_step) = (q.embed_step.unwrap(), q.embed_fine_step.unwrap());
+    q.embed_fine_ids = vec![[100, 300], [650, 2000]];
+    let fine = |id: usize| (100..300).contains(&id) || id >= 650;
+    let ids: Vec<i64> = (0..VOCAB as i64).collect();
+    let scale = 3.0;
+    let got = lookup(&t, &q, &ids, scale);
+    let steps = |r: usize| if fine(r) { fine_step } else { step };
+    let coded = deposium_convert::coded_table::encode_steps(&t, VOCAB, DIM, &steps, scale, true);
+    let (mut err_fine, mut err_rest) = (vec![], vec![]);
+    for (id, r) in got.iter().enumerate() {
+        assert_close(r, &coded.dequantized_row(id), 1e-6, &format!("id {id}"));
+        let e = relative_error(r, &t[id * DIM..(id + 1) * DIM], scale);
+        if fine(id) {
+            err_fine.push(e)
+        } else {
+            err_rest.push(e)
+        }
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let ratio = mean(&err_fine) / mean(&err_rest);
+    let want = fine_step / step;
+    assert!((ratio - want).abs() < 0.15 * want, "error ratio {ratio}, steps' ratio {want}");
+}
+
 #[test]
 fn portable_graphs_store_the_coded_table_at_8_bits() {
     let t = table();

@@ -1,8 +1,9 @@
-//! `cargo bench -p deposium-kernels`: GMAC/s of the per-block int8 matmul on EmbeddingGemma's layer shapes.
+//! `cargo bench -p deposium-kernels`: GMAC/s of the per-block matmul (8-bit weights with 8- or 16-bit activations,
+//! 4-bit weights) on EmbeddingGemma's layer shapes.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use deposium_kernels::{matmul, pack, pack4, sequential, Packed4, Packed8, QuantizedRows, BLOCK};
+use deposium_kernels::{matmul, matmul_a16, pack, pack4, sequential, Packed4, Packed8, QuantizedRows, BLOCK};
 
 /// Two threads taking tasks from a shared counter, as ONNX Runtime's pool does (a fixed half each would time the
 /// slower half: row blocks differ in size).
@@ -59,12 +60,20 @@ fn main() {
                     matmul(&x, m, w4, &mut y, &mut scratch, par);
                 }
                 let s4 = t4.elapsed().as_secs_f64() / iters as f64;
+                let t16 = Instant::now();
+                for _ in 0..iters {
+                    matmul_a16(&x, m, w, &mut y, &mut scratch, par);
+                }
+                let s16 = t16.elapsed().as_secs_f64() / iters as f64;
                 println!(
-                    "m={m:5} {name:8} {label:9}: int8 {:8.1} us {:6.0} GMAC/s | int4 {:8.1} us {:6.0} GMAC/s",
+                    "m={m:5} {name:8} {label:9}: int8 {:8.1} us {:6.0} GMAC/s | int4 {:8.1} us {:6.0} GMAC/s | \
+                     w8a16 {:8.1} us {:6.0} GMAC/s",
                     s * 1e6,
                     macs / s / 1e9,
                     s4 * 1e6,
-                    macs / s4 / 1e9
+                    macs / s4 / 1e9,
+                    s16 * 1e6,
+                    macs / s16 / 1e9
                 );
                 if label == "1 thread" {
                     total_macs += macs;

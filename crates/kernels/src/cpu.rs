@@ -35,6 +35,11 @@ impl Caps {
         Path::best(self.int8(), self.avx2())
     }
 
+    /// The path of the GEMM with 16-bit activations (`matmul_a16`): AVX2's `vpmaddwd` kernel, on AVX-512 CPUs too.
+    pub fn a16_path(self) -> Path {
+        Path::best(false, self.avx2())
+    }
+
     /// The fp32 kernels' path (attention, softmax, GeGLU).
     pub fn f32_path(self) -> Path {
         Path::best(self.f32x16(), self.avx2())

@@ -158,13 +158,43 @@ pub fn expand_scales4(scales: &[u16], zero_points: &[u8]) -> Vec<u16> {
     out
 }
 
-/// Activations quantized per row and block: codes, scales and the `-128 · Σq` term that cancels the weights'
-/// +128 offset (filled by `QuantizedRows::quantize`).
+/// Precision of the GEMM's activation codes: 8 bits (Q8_0 numerics, the default) or 16 bits against 8-bit weights
+/// (W8A16: the activations' rounding, int8's main error, all but vanishes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActivationBits {
+    #[default]
+    Int8,
+    Int16,
+}
+
+impl ActivationBits {
+    /// From a bit count (8 or 16).
+    pub fn from_bits(bits: i64) -> Option<Self> {
+        match bits {
+            8 => Some(ActivationBits::Int8),
+            16 => Some(ActivationBits::Int16),
+            _ => None,
+        }
+    }
+
+    /// The largest code magnitude: a block's codes are `round(x · max / amax)`.
+    pub fn max_code(self) -> f32 {
+        match self {
+            ActivationBits::Int8 => 127.0,
+            ActivationBits::Int16 => 32767.0,
+        }
+    }
+}
+
+/// Activations quantized per row and block: codes (8-bit in `q`, or 16-bit in `q16`), scales and, for 8-bit codes,
+/// the `-128 · Σq` term that cancels the weights' +128 offset (filled by `QuantizedRows::quantize`).
 #[derive(Default)]
 pub struct QuantizedRows {
     pub m: usize,
     pub k: usize,
     pub q: Vec<i8>,
+    /// 16-bit codes (`ActivationBits::Int16`).
+    pub q16: Vec<i16>,
     pub scale: Vec<f32>,
     pub corr: Vec<i32>,
     /// `scale · Σq` per row and block (the zero-point term of 4-bit weights).

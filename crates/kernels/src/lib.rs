@@ -23,10 +23,10 @@ mod portable;
 pub mod scalar;
 
 pub use activation::geglu_rows;
-pub use gemm::matmul;
+pub use gemm::{matmul, matmul_a16};
 pub use layout::{
-    expand_scales4, f16_bits, f16_value, pack, pack4, pack4_stored, supports, Packed, Packed4, Packed8, QuantizedRows,
-    BLOCK, TILE,
+    expand_scales4, f16_bits, f16_value, pack, pack4, pack4_stored, supports, ActivationBits, Packed, Packed4, Packed8,
+    QuantizedRows, BLOCK, TILE,
 };
 pub use par::{sequential, set_pool_threads, OutPtr, ParFor};
 pub use scalar::{gelu_tanh, sum_squares};

@@ -2,7 +2,8 @@
 //! without its features. The int8 GEMM gives results bit-identical to the VNNI path.
 
 use crate::layout::{
-    code4_offset, code8_offset, f16_value, scale_offset, Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE,
+    code4_offset, code8_offset, f16_value, scale_offset, ActivationBits, Packed, QuantizedRows, BLOCK, KEY_TILE, QR,
+    TILE,
 };
 use crate::scalar::{exp_fast, gelu_tanh, SOFTMAX_FLOOR};
 use std::ops::Range;
@@ -19,6 +20,27 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f
                 let c = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
                 q[r * k + b * BLOCK + j] = c as i8;
                 sum += c;
+            }
+            scale[r * nb + b] = s;
+            corr[r * nb + b] = -128 * sum;
+        }
+    }
+}
+
+/// 16-bit codes per row and block (`ActivationBits::Int16`), with the same `-128 · Σq` term as 8-bit ones.
+pub fn quantize_rows16(x: &[f32], m: usize, k: usize, q: &mut [i16], scale: &mut [f32], corr: &mut [i32]) {
+    let nb = k / BLOCK;
+    let top = ActivationBits::Int16.max_code();
+    for r in 0..m {
+        for b in 0..nb {
+            let vals = &x[r * k + b * BLOCK..r * k + (b + 1) * BLOCK];
+            let amax = vals.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let (s, inv) = if amax > 0.0 { (amax / top, top / amax) } else { (0.0, 0.0) };
+            let mut sum = 0i32;
+            for (j, v) in vals.iter().enumerate() {
+                let c = (v * inv).round_ties_even().clamp(-top, top) as i16;
+                q[r * k + b * BLOCK + j] = c;
+                sum += c as i32;
             }
             scale[r * nb + b] = s;
             corr[r * nb + b] = -128 * sum;
@@ -50,6 +72,39 @@ pub unsafe fn gemm8_tiles<const B: u8>(
                     for kk in b * BLOCK..(b + 1) * BLOCK {
                         let code = w.codes[code8_offset(t, k, kk, c)] as i32;
                         acc += code * qa.q[r * k + kk] as i32;
+                    }
+                    let sc = f16_value(w.scales[scale_offset(t, nb, b, c)]) * qa.scale[r * nb + b];
+                    f = (acc as f32).mul_add(sc, f);
+                }
+                *out.add(r * n + col) = f;
+            }
+        }
+    }
+}
+
+/// 8-bit weights against 16-bit activation codes (`qa.q16`), output tiles `t0..t1` for rows `rows`. A block's sum
+/// stays below 32 · 255 · 32767 < 2³¹.
+///
+/// # Safety
+/// As `gemm8_tiles`.
+pub unsafe fn gemm8a16_tiles<const B: u8>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    out: *mut f32,
+    rows: Range<usize>,
+    t0: usize,
+    t1: usize,
+) {
+    let (k, n, nb) = (w.k, w.n, w.blocks());
+    for t in t0..t1 {
+        for c in 0..TILE {
+            let col = t * TILE + c;
+            for r in rows.clone() {
+                let mut f = 0f32;
+                for b in 0..nb {
+                    let mut acc = qa.corr[r * nb + b];
+                    for kk in b * BLOCK..(b + 1) * BLOCK {
+                        acc += w.codes[code8_offset(t, k, kk, c)] as i32 * qa.q16[r * k + kk] as i32;
                     }
                     let sc = f16_value(w.scales[scale_offset(t, nb, b, c)]) * qa.scale[r * nb + b];
                     f = (acc as f32).mul_add(sc, f);

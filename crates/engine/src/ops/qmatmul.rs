@@ -5,8 +5,9 @@
 //! 4-bit weights optionally ZP, packed zero points (then S holds scales only and the kernel's `scale · zero_point`
 //! terms are built once, when the node is created; see `deposium_kernels::pack4_stored`). Output: f32
 //! `[..., N]`; with attribute `geglu = 1`, `gelu_tanh(Y[.., :N/2]) ⊙ Y[.., N/2:]` `[..., N/2]` (a gate/up projection
-//! and its activation in one node).
-use deposium_kernels::{geglu_rows, matmul, OutPtr, Packed4, Packed8, QuantizedRows, TILE};
+//! and its activation in one node). Attribute `activation_bits = 16` (8-bit weights only) quantizes the
+//! activations to 16 bits per block instead of 8 (W8A16).
+use deposium_kernels::{geglu_rows, matmul, matmul_a16, ActivationBits, OutPtr, Packed4, Packed8, QuantizedRows, TILE};
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
@@ -18,6 +19,7 @@ pub struct QMatMul {
 
 pub struct QMatMulKernel {
     bits: u8,
+    activations: ActivationBits,
     geglu: bool,
     /// 4-bit scales in the kernel's layout, expanded from stored scales and zero points.
     scales: Option<Vec<u16>>,
@@ -56,7 +58,10 @@ impl Kernel for QMatMulKernel {
                 SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
             } else {
                 let w = Packed8::new(n, k, codes, scales).map_err(err)?;
-                SCRATCH.with_borrow_mut(|scratch| matmul(x, m, w, out, scratch, &par));
+                SCRATCH.with_borrow_mut(|scratch| match self.activations {
+                    ActivationBits::Int8 => matmul(x, m, w, out, scratch, &par),
+                    ActivationBits::Int16 => matmul_a16(x, m, w, out, scratch, &par),
+                });
             }
             Ok(())
         };
@@ -123,6 +128,11 @@ impl Operator for QMatMul {
 
     fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
         let geglu = kctx.get::<i64>("geglu").unwrap_or(0) == 1;
+        let bits = kctx.get::<i64>("activation_bits").unwrap_or(8);
+        let activations =
+            ActivationBits::from_bits(bits).filter(|&a| self.bits == 8 || a == ActivationBits::Int8).ok_or_else(
+                || err(format!("QMatMul{}: activation_bits {bits} (8, or 16 with 8-bit weights)", self.bits)),
+            )?;
         let scales = match (self.bits, kctx.inputs()?.len()) {
             (4, 4) => {
                 let s = kctx.constant_input::<ort::value::DynTensorValueType>(2)?;
@@ -136,6 +146,6 @@ impl Operator for QMatMul {
             }
             _ => None,
         };
-        Ok(QMatMulKernel { bits: self.bits, geglu, scales })
+        Ok(QMatMulKernel { bits: self.bits, activations, geglu, scales })
     }
 }

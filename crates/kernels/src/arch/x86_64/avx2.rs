@@ -10,12 +10,16 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{prefetch_share, Prefetch};
-use crate::layout::{Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE};
+use crate::layout::{ActivationBits, Packed, QuantizedRows, BLOCK, KEY_TILE, QR, TILE};
 use crate::scalar::{gelu_tanh, EXP2_C, GELU_K, LOG2E, SOFTMAX_FLOOR};
 
 /// Rows per GEMM micro-tile. A micro-tile is `MR` rows × one half (8 columns) of a 16-column tile: its integer
 /// accumulators, one weight vector and its magnitudes fit in the 16 registers with room to spare.
 const MR: usize = 8;
+
+/// Rows per micro-tile of the 16-bit-activation GEMM: two accumulators per row, 12 with two weight vectors and the
+/// activations in 15 registers.
+const MR16: usize = 6;
 
 /// Query rows per register block of `weighted_sum` (4 rows × 2 vectors: 8 sums, with the values and one weight,
 /// in 11 of the 16 registers).
@@ -86,6 +90,47 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
     }
 }
 
+/// `portable::quantize_rows16` with AVX2 (identical codes and scales).
+///
+/// # Safety
+/// The CPU must have AVX2; `x` holds `m × k` values, `q` `m × k`, `scale` and `corr` `m × k/32`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_rows16(x: &[f32], m: usize, k: usize, q: &mut [i16], scale: &mut [f32], corr: &mut [i32]) {
+    let nb = k / BLOCK;
+    let (xp, qp) = (x.as_ptr(), q.as_mut_ptr());
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    let top = ActivationBits::Int16.max_code();
+    for r in 0..m {
+        for b in 0..nb {
+            let off = r * k + b * BLOCK;
+            let v = [
+                _mm256_loadu_ps(xp.add(off)),
+                _mm256_loadu_ps(xp.add(off + 8)),
+                _mm256_loadu_ps(xp.add(off + 16)),
+                _mm256_loadu_ps(xp.add(off + 24)),
+            ];
+            let mut amax = _mm256_setzero_ps();
+            for x in &v {
+                amax = _mm256_max_ps(amax, _mm256_and_ps(*x, abs));
+            }
+            let amax = hmax_ps(amax);
+            let (s, inv) = if amax > 0.0 { (amax / top, top / amax) } else { (0.0, 0.0) };
+            let vinv = _mm256_set1_ps(inv);
+            // Round to nearest even, as the portable path does; |x · inv| rounds to at most 32767.
+            let mut sum = _mm256_setzero_si256();
+            for h in 0..2 {
+                let lo = _mm256_cvtps_epi32(_mm256_mul_ps(v[2 * h], vinv));
+                let hi = _mm256_cvtps_epi32(_mm256_mul_ps(v[2 * h + 1], vinv));
+                let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(lo, hi));
+                _mm256_storeu_si256(qp.add(off + 16 * h) as *mut __m256i, packed);
+                sum = _mm256_add_epi32(sum, _mm256_add_epi32(lo, hi));
+            }
+            scale[r * nb + b] = s;
+            corr[r * nb + b] = -128 * hsum_epi32(sum);
+        }
+    }
+}
+
 /// Output tiles `t0..t1` (16 columns each) for rows `rows`: for each tile, passes of `MR` rows, each over both
 /// halves of the tile (the pass's activations are reused from L1, the tile's weights from L1 or L2), while the next
 /// tile's weights are prefetched (few rows are otherwise bound by memory latency).
@@ -95,7 +140,7 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
 /// `qa.m × w.n` floats, `rows` must lie within `0..qa.m`, and no other thread may write those rows of the columns of
 /// tiles `t0..t1`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_tiles<const BITS: u8>(
+pub unsafe fn gemm_tiles<const BITS: u8, const A16: bool>(
     qa: &QuantizedRows,
     w: Packed<'_, BITS>,
     out: *mut f32,
@@ -103,27 +148,28 @@ pub unsafe fn gemm_tiles<const BITS: u8>(
     t0: usize,
     t1: usize,
 ) {
+    let mr = if A16 { MR16 } else { MR };
     let tile_bytes = w.k * TILE * BITS as usize / 8;
-    let (calls, lines) = (2 * rows.len().div_ceil(MR), tile_bytes / 64);
+    let (calls, lines) = (2 * rows.len().div_ceil(mr), tile_bytes / 64);
     for t in t0..t1 {
         // The next tile's weights, spread over this tile's micro-kernel calls and blocks.
         let next = (t + 1 < w.n / TILE).then(|| w.codes.as_ptr().add((t + 1) * tile_bytes));
         let mut r = rows.start;
         while r < rows.end {
             for h in 0..2 {
-                let pf = Prefetch::part(next, lines, 2 * ((r - rows.start) / MR) + h, calls);
-                match rows.end - r {
-                    1 => micro::<BITS, 1>(qa, w, out, r, t, h, pf),
-                    2 => micro::<BITS, 2>(qa, w, out, r, t, h, pf),
-                    3 => micro::<BITS, 3>(qa, w, out, r, t, h, pf),
-                    4 => micro::<BITS, 4>(qa, w, out, r, t, h, pf),
-                    5 => micro::<BITS, 5>(qa, w, out, r, t, h, pf),
-                    6 => micro::<BITS, 6>(qa, w, out, r, t, h, pf),
-                    7 => micro::<BITS, 7>(qa, w, out, r, t, h, pf),
-                    _ => micro::<BITS, MR>(qa, w, out, r, t, h, pf),
+                let pf = Prefetch::part(next, lines, 2 * ((r - rows.start) / mr) + h, calls);
+                match (rows.end - r).min(mr) {
+                    1 => micro::<BITS, A16, 1>(qa, w, out, r, t, h, pf),
+                    2 => micro::<BITS, A16, 2>(qa, w, out, r, t, h, pf),
+                    3 => micro::<BITS, A16, 3>(qa, w, out, r, t, h, pf),
+                    4 => micro::<BITS, A16, 4>(qa, w, out, r, t, h, pf),
+                    5 => micro::<BITS, A16, 5>(qa, w, out, r, t, h, pf),
+                    6 => micro::<BITS, A16, 6>(qa, w, out, r, t, h, pf),
+                    7 => micro::<BITS, A16, 7>(qa, w, out, r, t, h, pf),
+                    _ => micro::<BITS, A16, MR>(qa, w, out, r, t, h, pf),
                 }
             }
-            r += MR;
+            r += mr;
         }
     }
 }
@@ -134,7 +180,7 @@ pub unsafe fn gemm_tiles<const BITS: u8>(
 /// As `gemm_tiles`, and `r0 + R ≤ qa.m`, `t` < the tile count, `h` < 2.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn micro<const BITS: u8, const R: usize>(
+unsafe fn micro<const BITS: u8, const A16: bool, const R: usize>(
     qa: &QuantizedRows,
     w: Packed<'_, BITS>,
     out: *mut f32,
@@ -143,10 +189,66 @@ unsafe fn micro<const BITS: u8, const R: usize>(
     h: usize,
     pf: Prefetch,
 ) {
-    let f = if BITS == 4 { micro4::<BITS, R>(qa, w, r0, t, h, pf) } else { micro8::<BITS, R>(qa, w, r0, t, h, pf) };
+    let f = if A16 {
+        micro16::<BITS, R>(qa, w, r0, t, h, pf)
+    } else if BITS == 4 {
+        micro4::<BITS, R>(qa, w, r0, t, h, pf)
+    } else {
+        micro8::<BITS, R>(qa, w, r0, t, h, pf)
+    };
     for (i, v) in f.iter().enumerate() {
         _mm256_storeu_ps(out.add((r0 + i) * w.n + t * TILE + h * 8), *v);
     }
+}
+
+/// 16-bit activations (W8A16): the u8 codes widened to i16, `vpmaddwd` against a row's four activations of a quad
+/// (the codes' +128 is cancelled by the activations' `corr`, as with 8-bit ones). Two accumulators per row hold columns 0–3 and 4–7 as pairs of lanes (k 0–1, k 2–3); `vphaddd` sums the
+/// pairs at each block's end, which leaves the columns in the order 0 1 4 5 2 3 6 7: the scales are put in that
+/// order, and the result is put back.
+///
+/// # Safety
+/// As `micro`.
+#[inline(always)]
+unsafe fn micro16<const B: u8, const R: usize>(
+    qa: &QuantizedRows,
+    w: Packed<'_, B>,
+    r0: usize,
+    t: usize,
+    h: usize,
+    pf: Prefetch,
+) -> [__m256; R] {
+    let k = w.k;
+    let nb = k / BLOCK;
+    let wp = w.codes.as_ptr().add(t * k * TILE + h * 32);
+    let sp = w.scales.as_ptr().add(t * nb * TILE + h * 8);
+    let ap = qa.q16.as_ptr().add(r0 * k);
+    let sa = qa.scale.as_ptr().add(r0 * nb);
+    let ca = qa.corr.as_ptr().add(r0 * nb);
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    // An opaque trip count, as in `micro8`.
+    let quads = std::hint::black_box(BLOCK / 4);
+    let mut f = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        prefetch_share(pf, b, nb);
+        let mut lo = [_mm256_setzero_si256(); R];
+        let mut hi = [_mm256_setzero_si256(); R];
+        for quad in b * quads..(b + 1) * quads {
+            let w_lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(wp.add(quad * 64) as *const _));
+            let w_hi = _mm256_cvtepu8_epi16(_mm_loadu_si128(wp.add(quad * 64 + 16) as *const _));
+            for i in 0..R {
+                let av = _mm256_set1_epi64x((ap.add(i * k + quad * 4) as *const i64).read_unaligned());
+                lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(w_lo, av));
+                hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(w_hi, av));
+            }
+        }
+        let sw = _mm256_permutevar8x32_ps(scales8(sp.add(b * TILE)), order);
+        for (i, f) in f.iter_mut().enumerate() {
+            let sc = _mm256_mul_ps(sw, _mm256_set1_ps(*sa.add(i * nb + b)));
+            let acc = _mm256_add_epi32(_mm256_hadd_epi32(lo[i], hi[i]), _mm256_set1_epi32(*ca.add(i * nb + b)));
+            *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), sc, *f);
+        }
+    }
+    f.map(|v| _mm256_permutevar8x32_ps(v, order))
 }
 
 /// # Safety
