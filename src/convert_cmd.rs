@@ -10,7 +10,7 @@ pub struct ConvertArgs {
     /// Source model: NAME (e.g. embeddinggemma) or NAME=PATH to a sentence-transformers/transformers directory.
     #[arg(long)]
     pub model: String,
-    /// fp32, int8 or int4.
+    /// fp32, int8, w8a16 (int8 weights, 16-bit activations) or int4.
     #[arg(long, default_value = "int8")]
     pub scheme: String,
     /// Output directory (default: ./<name>-<scheme>).

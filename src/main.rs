@@ -18,7 +18,7 @@ enum Cmd {
     Embed(embed_cmd::EmbedArgs),
     /// Serve the Ollama, OpenAI and TEI-style HTTP APIs.
     Serve(deposium_server::ServeArgs),
-    /// Build an ONNX model directory from safetensors (fp32, int8 or int4).
+    /// Build an ONNX model directory from safetensors (fp32, int8, w8a16 or int4).
     Convert(convert_cmd::ConvertArgs),
     /// MTEB-style STS evaluation (BIOSSES, STSBenchmark, STS17).
     Eval(deposium_eval::EvalArgs),

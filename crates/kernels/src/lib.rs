@@ -5,7 +5,8 @@
 //!
 //! Where things are:
 //! - `layout`: packed weight layouts, their offsets, packing (used at conversion), quantized activation rows;
-//! - `gemm`: `matmul` and the activation quantizer; `activation`: GeGLU; `attention`: `attend`;
+//! - `gemm`: `matmul` (8-bit activations), `matmul_a16` (16-bit activations against 8-bit weights) and the activation
+//!   quantizer; `activation`: GeGLU; `attention`: `attend`;
 //! - `portable`: the plain-loop reference of every vector kernel; `arch::x86_64`: the AVX-512 and AVX2 kernels;
 //! - `cpu`: capabilities detected once (each public kernel dispatches on them in one place);
 //! - `par`: the parallel-for callback type and pool-size hint; `scalar`: `e^x`, GELU, sums of squares;
