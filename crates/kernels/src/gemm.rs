@@ -143,12 +143,7 @@ fn matmul_on<const BITS: u8>(
         let t1 = (t0 + per_task).min(tiles);
         // SAFETY: `out` holds `m × n` floats (asserted) and outlives `par`; each task writes only its own rows of the
         // columns of its own tiles `t0..t1`; a vector path runs only where the CPU has its features.
-        unsafe {
-            match bits {
-                ActivationBits::Int8 => gemm_tiles(path, qa, w, outp.get(), rows, t0, t1),
-                ActivationBits::Int16 => gemm16_tiles(path, qa, w, outp.get(), rows, t0, t1),
-            }
-        }
+        unsafe { gemm_tiles(path, bits, qa, w, outp.get(), rows, t0, t1) }
     });
 }
 
@@ -159,9 +154,11 @@ fn row_block(row_bytes: usize) -> usize {
 }
 
 /// # Safety
-/// As `portable::gemm8_tiles`; `path` as `Caps::int8_path` chose it.
+/// As `portable::gemm8_tiles`; `path` as `Caps::int8_path` (`Caps::a16_path` for 16-bit activations) chose it.
+#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_tiles<const BITS: u8>(
     path: Path,
+    bits: ActivationBits,
     qa: &QuantizedRows,
     w: Packed<'_, BITS>,
     out: *mut f32,
@@ -169,31 +166,17 @@ unsafe fn gemm_tiles<const BITS: u8>(
     t0: usize,
     t1: usize,
 ) {
-    match path {
+    use ActivationBits::{Int16, Int8};
+    match (path, bits) {
         #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => simd::gemm_tiles(qa, w, out, rows, t0, t1),
+        (Path::Avx512, Int8) => simd::gemm_tiles(qa, w, out, rows, t0, t1),
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => avx2::gemm_tiles::<BITS, false>(qa, w, out, rows, t0, t1),
+        (Path::Avx2, Int8) => avx2::gemm_tiles::<BITS, false>(qa, w, out, rows, t0, t1),
+        #[cfg(target_arch = "x86_64")]
+        (Path::Avx2, Int16) => avx2::gemm_tiles::<BITS, true>(qa, w, out, rows, t0, t1),
+        (_, Int16) => portable::gemm8a16_tiles(qa, w, out, rows, t0, t1),
         _ if BITS == 4 => portable::gemm4_tiles(qa, w, out, rows, t0, t1),
         _ => portable::gemm8_tiles(qa, w, out, rows, t0, t1),
-    }
-}
-
-/// # Safety
-/// As `portable::gemm8a16_tiles`; `path` as `Caps::a16_path` chose it.
-unsafe fn gemm16_tiles<const BITS: u8>(
-    path: Path,
-    qa: &QuantizedRows,
-    w: Packed<'_, BITS>,
-    out: *mut f32,
-    rows: Range<usize>,
-    t0: usize,
-    t1: usize,
-) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => avx2::gemm_tiles::<BITS, true>(qa, w, out, rows, t0, t1),
-        _ => portable::gemm8a16_tiles(qa, w, out, rows, t0, t1),
     }
 }
 
@@ -203,7 +186,7 @@ mod tests {
     use crate::layout::{pack, Packed8};
     use crate::par::sequential;
 
-    fn lcg(seed: &mut u64) -> f32 {
+    pub fn lcg(seed: &mut u64) -> f32 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     }
@@ -295,10 +278,7 @@ mod sixteen_bit_activations {
     #[test]
     fn paths_agree_and_beat_int8_activations() {
         let mut seed = 5u64;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut rnd = || super::tests::lcg(&mut seed);
         for (m, n, k) in [(1, 16, 32), (5, 48, 96), (13, 64, 768), (7, 32, 1152), (22, 32, 64)] {
             let mut x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             for r in 0..m {

@@ -8,40 +8,38 @@ use crate::layout::{
 use crate::scalar::{exp_fast, gelu_tanh, SOFTMAX_FLOOR};
 use std::ops::Range;
 
+/// One block's codes (`round(v · top / amax)`, ties to even, within ±`top`), their sum and the block's scale.
+fn block_codes(vals: &[f32], top: f32) -> (impl Iterator<Item = i32> + '_, i32, f32) {
+    let amax = vals.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let (s, inv) = if amax > 0.0 { (amax / top, top / amax) } else { (0.0, 0.0) };
+    let codes = vals.iter().map(move |v| (v * inv).round_ties_even().clamp(-top, top) as i32);
+    (codes.clone(), codes.sum(), s)
+}
+
 pub fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
-    let nb = k / BLOCK;
-    for r in 0..m {
-        for b in 0..nb {
-            let vals = &x[r * k + b * BLOCK..r * k + (b + 1) * BLOCK];
-            let amax = vals.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let (s, inv) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
-            let mut sum = 0i32;
-            for (j, v) in vals.iter().enumerate() {
-                let c = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
-                q[r * k + b * BLOCK + j] = c as i8;
-                sum += c;
-            }
-            scale[r * nb + b] = s;
-            corr[r * nb + b] = -128 * sum;
-        }
-    }
+    quantize_into(x, m, k, ActivationBits::Int8, scale, corr, |i, c| q[i] = c as i8);
 }
 
 /// 16-bit codes per row and block (`ActivationBits::Int16`), with the same `-128 · Σq` term as 8-bit ones.
 pub fn quantize_rows16(x: &[f32], m: usize, k: usize, q: &mut [i16], scale: &mut [f32], corr: &mut [i32]) {
+    quantize_into(x, m, k, ActivationBits::Int16, scale, corr, |i, c| q[i] = c as i16);
+}
+
+fn quantize_into(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    bits: ActivationBits,
+    scale: &mut [f32],
+    corr: &mut [i32],
+    mut store: impl FnMut(usize, i32),
+) {
     let nb = k / BLOCK;
-    let top = ActivationBits::Int16.max_code();
     for r in 0..m {
         for b in 0..nb {
-            let vals = &x[r * k + b * BLOCK..r * k + (b + 1) * BLOCK];
-            let amax = vals.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let (s, inv) = if amax > 0.0 { (amax / top, top / amax) } else { (0.0, 0.0) };
-            let mut sum = 0i32;
-            for (j, v) in vals.iter().enumerate() {
-                let c = (v * inv).round_ties_even().clamp(-top, top) as i16;
-                q[r * k + b * BLOCK + j] = c;
-                sum += c as i32;
-            }
+            let off = r * k + b * BLOCK;
+            let (codes, sum, s) = block_codes(&x[off..off + BLOCK], bits.max_code());
+            codes.enumerate().for_each(|(j, c)| store(off + j, c));
             scale[r * nb + b] = s;
             corr[r * nb + b] = -128 * sum;
         }
@@ -61,25 +59,7 @@ pub unsafe fn gemm8_tiles<const B: u8>(
     t0: usize,
     t1: usize,
 ) {
-    let (k, n, nb) = (w.k, w.n, w.blocks());
-    for t in t0..t1 {
-        for c in 0..TILE {
-            let col = t * TILE + c;
-            for r in rows.clone() {
-                let mut f = 0f32;
-                for b in 0..nb {
-                    let mut acc = qa.corr[r * nb + b];
-                    for kk in b * BLOCK..(b + 1) * BLOCK {
-                        let code = w.codes[code8_offset(t, k, kk, c)] as i32;
-                        acc += code * qa.q[r * k + kk] as i32;
-                    }
-                    let sc = f16_value(w.scales[scale_offset(t, nb, b, c)]) * qa.scale[r * nb + b];
-                    f = (acc as f32).mul_add(sc, f);
-                }
-                *out.add(r * n + col) = f;
-            }
-        }
-    }
+    gemm8_codes(qa, &qa.q, w, out, rows, t0, t1)
 }
 
 /// 8-bit weights against 16-bit activation codes (`qa.q16`), output tiles `t0..t1` for rows `rows`. A block's sum
@@ -95,6 +75,20 @@ pub unsafe fn gemm8a16_tiles<const B: u8>(
     t0: usize,
     t1: usize,
 ) {
+    gemm8_codes(qa, &qa.q16, w, out, rows, t0, t1)
+}
+
+/// # Safety
+/// As `gemm8_tiles`; `codes` are `qa`'s activation codes (8- or 16-bit).
+unsafe fn gemm8_codes<const B: u8, T: Copy + Into<i32>>(
+    qa: &QuantizedRows,
+    codes: &[T],
+    w: Packed<'_, B>,
+    out: *mut f32,
+    rows: Range<usize>,
+    t0: usize,
+    t1: usize,
+) {
     let (k, n, nb) = (w.k, w.n, w.blocks());
     for t in t0..t1 {
         for c in 0..TILE {
@@ -104,7 +98,7 @@ pub unsafe fn gemm8a16_tiles<const B: u8>(
                 for b in 0..nb {
                     let mut acc = qa.corr[r * nb + b];
                     for kk in b * BLOCK..(b + 1) * BLOCK {
-                        acc += w.codes[code8_offset(t, k, kk, c)] as i32 * qa.q16[r * k + kk] as i32;
+                        acc += w.codes[code8_offset(t, k, kk, c)] as i32 * codes[r * k + kk].into();
                     }
                     let sc = f16_value(w.scales[scale_offset(t, nb, b, c)]) * qa.scale[r * nb + b];
                     f = (acc as f32).mul_add(sc, f);

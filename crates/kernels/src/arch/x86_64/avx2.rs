@@ -50,6 +50,28 @@ unsafe fn hmax_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m)))
 }
 
+/// One block of 32 values at `x`, as `portable::block_codes`: its codes as i32 (8 per vector, in order), their sum
+/// and the block's scale, for codes up to `top`.
+///
+/// # Safety
+/// The CPU must have AVX2; `x` must be valid for reads of 32 floats.
+#[inline(always)]
+unsafe fn block_codes(x: *const f32, top: f32) -> ([__m256i; 4], __m256i, f32) {
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    let v = [_mm256_loadu_ps(x), _mm256_loadu_ps(x.add(8)), _mm256_loadu_ps(x.add(16)), _mm256_loadu_ps(x.add(24))];
+    let mut amax = _mm256_setzero_ps();
+    for x in &v {
+        amax = _mm256_max_ps(amax, _mm256_and_ps(*x, abs));
+    }
+    let amax = hmax_ps(amax);
+    let (s, inv) = if amax > 0.0 { (amax / top, top / amax) } else { (0.0, 0.0) };
+    let vinv = _mm256_set1_ps(inv);
+    // Round to nearest even (the default MXCSR mode), as the portable path does; |x · inv| rounds to at most `top`.
+    let i = v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, vinv)));
+    let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+    (i, sum, s)
+}
+
 /// `portable::quantize_rows` with AVX2 (identical codes and scales).
 ///
 /// # Safety
@@ -58,32 +80,13 @@ unsafe fn hmax_ps(v: __m256) -> f32 {
 pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
     let nb = k / BLOCK;
     let (xp, qp) = (x.as_ptr(), q.as_mut_ptr());
-    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for r in 0..m {
         for b in 0..nb {
             let off = r * k + b * BLOCK;
-            let v = [
-                _mm256_loadu_ps(xp.add(off)),
-                _mm256_loadu_ps(xp.add(off + 8)),
-                _mm256_loadu_ps(xp.add(off + 16)),
-                _mm256_loadu_ps(xp.add(off + 24)),
-            ];
-            let mut amax = _mm256_setzero_ps();
-            for x in &v {
-                amax = _mm256_max_ps(amax, _mm256_and_ps(*x, abs));
-            }
-            let amax = hmax_ps(amax);
-            let (s, inv) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
-            let vinv = _mm256_set1_ps(inv);
-            // Round to nearest even (the default MXCSR mode), as the portable path does; |x · inv| ≤ 127.
-            let mut i = [_mm256_setzero_si256(); 4];
-            for (q, x) in i.iter_mut().zip(&v) {
-                *q = _mm256_cvtps_epi32(_mm256_mul_ps(*x, vinv));
-            }
+            let (i, sum, s) = block_codes(xp.add(off), ActivationBits::Int8.max_code());
             let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
             _mm256_storeu_si256(qp.add(off) as *mut __m256i, _mm256_permutevar8x32_epi32(packed, order));
-            let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
             scale[r * nb + b] = s;
             corr[r * nb + b] = -128 * hsum_epi32(sum);
         }
@@ -93,37 +96,18 @@ pub unsafe fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: 
 /// `portable::quantize_rows16` with AVX2 (identical codes and scales).
 ///
 /// # Safety
-/// The CPU must have AVX2; `x` holds `m × k` values, `q` `m × k`, `scale` and `corr` `m × k/32`.
+/// As `quantize_rows`, with `q` of i16.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_rows16(x: &[f32], m: usize, k: usize, q: &mut [i16], scale: &mut [f32], corr: &mut [i32]) {
     let nb = k / BLOCK;
     let (xp, qp) = (x.as_ptr(), q.as_mut_ptr());
-    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
-    let top = ActivationBits::Int16.max_code();
     for r in 0..m {
         for b in 0..nb {
             let off = r * k + b * BLOCK;
-            let v = [
-                _mm256_loadu_ps(xp.add(off)),
-                _mm256_loadu_ps(xp.add(off + 8)),
-                _mm256_loadu_ps(xp.add(off + 16)),
-                _mm256_loadu_ps(xp.add(off + 24)),
-            ];
-            let mut amax = _mm256_setzero_ps();
-            for x in &v {
-                amax = _mm256_max_ps(amax, _mm256_and_ps(*x, abs));
-            }
-            let amax = hmax_ps(amax);
-            let (s, inv) = if amax > 0.0 { (amax / top, top / amax) } else { (0.0, 0.0) };
-            let vinv = _mm256_set1_ps(inv);
-            // Round to nearest even, as the portable path does; |x · inv| rounds to at most 32767.
-            let mut sum = _mm256_setzero_si256();
+            let (i, sum, s) = block_codes(xp.add(off), ActivationBits::Int16.max_code());
             for h in 0..2 {
-                let lo = _mm256_cvtps_epi32(_mm256_mul_ps(v[2 * h], vinv));
-                let hi = _mm256_cvtps_epi32(_mm256_mul_ps(v[2 * h + 1], vinv));
-                let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(lo, hi));
+                let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(i[2 * h], i[2 * h + 1]));
                 _mm256_storeu_si256(qp.add(off + 16 * h) as *mut __m256i, packed);
-                sum = _mm256_add_epi32(sum, _mm256_add_epi32(lo, hi));
             }
             scale[r * nb + b] = s;
             corr[r * nb + b] = -128 * hsum_epi32(sum);
@@ -201,10 +185,19 @@ unsafe fn micro<const BITS: u8, const A16: bool, const R: usize>(
     }
 }
 
+/// The codes and scales of half `h` (8 columns) of 8-bit tile `t`.
+///
+/// # Safety
+/// `t` < the tile count, `h` < 2.
+#[inline(always)]
+unsafe fn half_tile8<const B: u8>(w: Packed<'_, B>, t: usize, h: usize) -> (*const u8, *const u16) {
+    (w.codes.as_ptr().add(t * w.k * TILE + h * 32), w.scales.as_ptr().add(t * w.blocks() * TILE + h * 8))
+}
+
 /// 16-bit activations (W8A16): the u8 codes widened to i16, `vpmaddwd` against a row's four activations of a quad
-/// (the codes' +128 is cancelled by the activations' `corr`, as with 8-bit ones). Two accumulators per row hold columns 0–3 and 4–7 as pairs of lanes (k 0–1, k 2–3); `vphaddd` sums the
-/// pairs at each block's end, which leaves the columns in the order 0 1 4 5 2 3 6 7: the scales are put in that
-/// order, and the result is put back.
+/// (the codes' +128 is cancelled by the activations' `corr`, as with 8-bit ones). Two accumulators per row hold
+/// columns 0–3 and 4–7 as pairs of lanes (k 0–1, k 2–3); `vphaddd` sums the pairs at each block's end, which leaves
+/// the columns in the order 0 1 4 5 2 3 6 7: the scales are put in that order, and the result is put back.
 ///
 /// # Safety
 /// As `micro`.
@@ -217,10 +210,8 @@ unsafe fn micro16<const B: u8, const R: usize>(
     h: usize,
     pf: Prefetch,
 ) -> [__m256; R] {
-    let k = w.k;
-    let nb = k / BLOCK;
-    let wp = w.codes.as_ptr().add(t * k * TILE + h * 32);
-    let sp = w.scales.as_ptr().add(t * nb * TILE + h * 8);
+    let (k, nb) = (w.k, w.blocks());
+    let (wp, sp) = half_tile8(w, t, h);
     let ap = qa.q16.as_ptr().add(r0 * k);
     let sa = qa.scale.as_ptr().add(r0 * nb);
     let ca = qa.corr.as_ptr().add(r0 * nb);
@@ -262,10 +253,8 @@ unsafe fn micro8<const B: u8, const R: usize>(
     h: usize,
     pf: Prefetch,
 ) -> [__m256; R] {
-    let k = w.k;
-    let nb = k / BLOCK;
-    let wp = w.codes.as_ptr().add(t * k * TILE + h * 32);
-    let sp = w.scales.as_ptr().add(t * nb * TILE + h * 8);
+    let (k, nb) = (w.k, w.blocks());
+    let (wp, sp) = half_tile8(w, t, h);
     let ap = qa.q.as_ptr().add(r0 * k);
     let sa = qa.scale.as_ptr().add(r0 * nb);
     let (flip, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
