@@ -92,6 +92,9 @@ pub struct ConvertArgs {
     pub no_fidelity: bool,
 }
 
+/// Grid steps `--embed-step` and `--embed-fine-step` accept.
+const TABLE_STEPS: std::ops::RangeInclusive<f32> = 0.01..=4.0;
+
 pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     let spec = registry::resolve(&a.model)?;
     let mut q = QuantConfig::from_scheme(&a.scheme)?;
@@ -113,7 +116,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     }
     match a.embed_step {
         Some(0.0) => q.embed_step = None,
-        Some(s) if (0.01..=4.0).contains(&s) => q.embed_step = Some(s),
+        Some(s) if TABLE_STEPS.contains(&s) => q.embed_step = Some(s),
         Some(s) => anyhow::bail!("--embed-step {s}: use 0 (fixed-width codes) or a step from 0.01 to 4"),
         None => {}
     }
@@ -136,7 +139,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         q.embed_fine_ids = parse_id_ranges(spec)?;
     }
     if let Some(s) = a.embed_fine_step {
-        anyhow::ensure!((0.01..=4.0).contains(&s), "--embed-fine-step {s}: use a step from 0.01 to 4");
+        anyhow::ensure!(TABLE_STEPS.contains(&s), "--embed-fine-step {s}: use a step from 0.01 to 4");
         q.embed_fine_step = Some(s);
     }
     q.keep_fp32.retain(|p| !a.quantize.contains(p));

@@ -146,15 +146,18 @@ impl QuantConfig {
             },
             // w8a16: int8's weights, with 16-bit activation codes in our QMatMul8 (the portable graph's
             // MatMulNBits computes in fp32: accuracy_level 1). The token table, then the main error, codes its most
-            // frequent rows at half int8's step. Measurements: docs/long-inputs.md, "W8A16".
-            "w8a16" => QuantConfig {
-                scheme: scheme.into(),
-                accuracy_level: 1,
-                activation_bits: 16,
-                embed_fine_ids: FREQUENT_GEMMA_IDS.to_vec(),
-                embed_fine_step: Some(0.0625),
-                ..QuantConfig::from_scheme("int8")?
-            },
+            // frequent rows at half int8's step. Measurements: docs/long-inputs.md, "Session 12".
+            "w8a16" => {
+                let int8 = QuantConfig::from_scheme("int8")?;
+                QuantConfig {
+                    scheme: scheme.into(),
+                    accuracy_level: 1,
+                    activation_bits: 16,
+                    embed_fine_ids: FREQUENT_GEMMA_IDS.to_vec(),
+                    embed_fine_step: int8.embed_step.map(|s| s / 2.0),
+                    ..int8
+                }
+            }
             // int4: QKV and gate/up projections 4-bit, scaled and rounded from calibration statistics (AWQ + GPTQ);
             // o_proj and down_proj, the most sensitive, stay 8-bit; token table entropy-coded at step 0.3
             // (`--portable`: 4-bit asymmetric block 64); Dense heads as in int8. Measurements: docs/quantization.md.

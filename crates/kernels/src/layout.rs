@@ -186,8 +186,8 @@ impl ActivationBits {
     }
 }
 
-/// Activations quantized per row and block: codes (8-bit in `q`, or 16-bit in `q16`), scales and, for 8-bit codes,
-/// the `-128 · Σq` term that cancels the weights' +128 offset (filled by `QuantizedRows::quantize`).
+/// Activations quantized per row and block: codes (8-bit in `q`, or 16-bit in `q16`), scales and the `-128 · Σq`
+/// term that cancels the 8-bit weights' +128 offset (filled by `QuantizedRows::quantize`).
 #[derive(Default)]
 pub struct QuantizedRows {
     pub m: usize,

@@ -8,12 +8,11 @@ use crate::layout::{
 use crate::scalar::{exp_fast, gelu_tanh, SOFTMAX_FLOOR};
 use std::ops::Range;
 
-/// One block's codes (`round(v · top / amax)`, ties to even, within ±`top`), their sum and the block's scale.
-fn block_codes(vals: &[f32], top: f32) -> (impl Iterator<Item = i32> + '_, i32, f32) {
+/// One block's codes (`round(v · top / amax)`, ties to even, within ±`top`) and the block's scale.
+fn block_codes(vals: &[f32], top: f32) -> (impl Iterator<Item = i32> + '_, f32) {
     let amax = vals.iter().fold(0f32, |a, v| a.max(v.abs()));
     let (s, inv) = if amax > 0.0 { (amax / top, top / amax) } else { (0.0, 0.0) };
-    let codes = vals.iter().map(move |v| (v * inv).round_ties_even().clamp(-top, top) as i32);
-    (codes.clone(), codes.sum(), s)
+    (vals.iter().map(move |v| (v * inv).round_ties_even().clamp(-top, top) as i32), s)
 }
 
 pub fn quantize_rows(x: &[f32], m: usize, k: usize, q: &mut [i8], scale: &mut [f32], corr: &mut [i32]) {
@@ -38,8 +37,12 @@ fn quantize_into(
     for r in 0..m {
         for b in 0..nb {
             let off = r * k + b * BLOCK;
-            let (codes, sum, s) = block_codes(&x[off..off + BLOCK], bits.max_code());
-            codes.enumerate().for_each(|(j, c)| store(off + j, c));
+            let (codes, s) = block_codes(&x[off..off + BLOCK], bits.max_code());
+            let mut sum = 0;
+            for (j, c) in codes.enumerate() {
+                store(off + j, c);
+                sum += c;
+            }
             scale[r * nb + b] = s;
             corr[r * nb + b] = -128 * sum;
         }

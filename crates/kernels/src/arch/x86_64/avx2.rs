@@ -51,7 +51,7 @@ unsafe fn hmax_ps(v: __m256) -> f32 {
 }
 
 /// One block of 32 values at `x`, as `portable::block_codes`: its codes as i32 (8 per vector, in order), their sum
-/// and the block's scale, for codes up to `top`.
+/// (the caller's `corr` term) and the block's scale, for codes up to `top`.
 ///
 /// # Safety
 /// The CPU must have AVX2; `x` must be valid for reads of 32 floats.
