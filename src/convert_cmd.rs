@@ -62,6 +62,14 @@ pub struct ConvertArgs {
     /// The grid step of the `--embed-fine-ids` rows.
     #[arg(long)]
     pub embed_fine_step: Option<f32>,
+    /// Entropy-coded tables: also code the tokens made of one character repeated (`----`, `xxxxxxxx`, whitespace
+    /// runs) at `--embed-fine-step` (w8a16 default: true).
+    #[arg(long)]
+    pub embed_fine_runs: Option<bool>,
+    /// Entropy-coded tables: the same absolute error in every column (true) or an error proportional to each
+    /// column's spread (false) (w8a16 default: true; int8, int4: false).
+    #[arg(long)]
+    pub embed_uniform_columns: Option<bool>,
     /// Quantize weights the scheme keeps in fp32 (or, in a 4-bit scheme, at 8 bits) whose name is this default
     /// pattern (repeatable), e.g. `dense`, `self_attn`.
     #[arg(long = "quantize")]
@@ -141,6 +149,12 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     if let Some(s) = a.embed_fine_step {
         anyhow::ensure!(TABLE_STEPS.contains(&s), "--embed-fine-step {s}: use a step from 0.01 to 4");
         q.embed_fine_step = Some(s);
+    }
+    if let Some(v) = a.embed_fine_runs {
+        q.embed_fine_runs = v;
+    }
+    if let Some(v) = a.embed_uniform_columns {
+        q.embed_uniform_columns = v;
     }
     q.keep_fp32.retain(|p| !a.quantize.contains(p));
     q.keep_int8.retain(|p| !a.quantize.contains(p));

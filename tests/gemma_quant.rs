@@ -27,11 +27,12 @@ fn int8_default_is_faithful_and_batch_invariant() {
     check("embeddinggemma", 0.9995, 0.998, 250_000_000);
 }
 
-/// int8 weights with 16-bit activation codes: the same weights and table as int8, without the activations'
-/// rounding, so closer to fp32 on the fixtures' mean and on every prompt kind's.
+/// int8 weights with 16-bit activation codes and a finer token table: without the activations' rounding, closer to
+/// fp32 on the fixtures' mean and on every prompt kind's; issue 19's fidelity goal (mean ≥ 0.9997, min ≥ 0.9990 under
+/// 250 MB).
 #[test]
 fn w8a16_is_more_faithful_than_int8_and_batch_invariant() {
-    let a16 = check("embeddinggemma:w8a16", 0.9997, 0.998, 250_000_000);
+    let a16 = check("embeddinggemma:w8a16", 0.9997, 0.9990, 250_000_000);
     let int8 = fidelity::measure(&registry::load("embeddinggemma").unwrap(), &common::gemma_reference()).unwrap();
     assert!(a16.all.mean > int8.all.mean, "w8a16 {:?} vs int8 {:?}", a16.all, int8.all);
     for (kind, s) in &a16.per_prompt {

@@ -1,9 +1,9 @@
 //! The entropy-coded token table of our `ai.deposium:GatherCoded` op.
 //!
-//! Each column is centred and scaled by its mean and standard deviation over the vocabulary; each row of those
-//! standardized values `v` is rounded on a uniform grid whose step is `step · rms(v)` (one fp16 step per row), and the
-//! integers are Huffman-coded with one code for the whole table, each row starting on a byte. A row comes back as
-//! `(q · row_step) · col_scale + col_mean`.
+//! Each column is centred on its mean over the vocabulary and scaled (`Columns`: by its own standard deviation, or
+//! every column by the table's); each row of those values `v` is rounded on a uniform grid whose step is
+//! `step · rms(v)` (one fp16 step per row), and the integers are Huffman-coded with one code for the whole table, each
+//! row starting on a byte. A row comes back as `(q · row_step) · col_scale + col_mean`.
 //!
 //! Why: at a given error a uniform grid whose codes are entropy-coded needs about one bit per value less than
 //! fixed-width codes with per-block ranges, which must spend levels on each block's extremes. On EmbeddingGemma's
@@ -32,8 +32,18 @@ pub struct CodedTable {
     pub codes: Option<Vec<i32>>,
 }
 
-/// Column means and standard deviations of a `[vocab, dim]` table (a zero deviation becomes 1).
-fn column_stats(table: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
+/// How the columns are scaled before rounding, which sets how the error spreads over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Columns {
+    /// Each column by its own standard deviation: a column's error is proportional to its spread.
+    Standardized,
+    /// Every column by the table's standard deviation (the RMS of the columns'): the same absolute error in every
+    /// column, which is what the layers reading the table need (w8a16; docs/long-inputs.md).
+    Uniform,
+}
+
+/// Column means and scales of a `[vocab, dim]` table (a zero deviation becomes 1).
+fn column_stats(table: &[f32], dim: usize, columns: Columns) -> (Vec<f32>, Vec<f32>) {
     let rows = table.len() / dim;
     let (sum, sq) = table
         .par_chunks(dim * 1024)
@@ -57,12 +67,12 @@ fn column_stats(table: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
         );
     let n = rows.max(1) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let std = sq
-        .iter()
-        .zip(&mean)
-        .map(|(q, m)| ((q / n - m * m).max(0.0)).sqrt() as f32)
-        .map(|s| if s > 0.0 { s } else { 1.0 })
-        .collect();
+    let var: Vec<f64> = sq.iter().zip(&mean).map(|(q, m)| (q / n - m * m).max(0.0)).collect();
+    let std: Vec<f32> = match columns {
+        Columns::Standardized => var.iter().map(|v| v.sqrt() as f32).collect(),
+        Columns::Uniform => vec![(var.iter().sum::<f64>() / dim.max(1) as f64).sqrt() as f32; dim],
+    };
+    let std = std.into_iter().map(|s| if s > 0.0 { s } else { 1.0 }).collect();
     (mean.iter().map(|&m| m as f32).collect(), std)
 }
 
@@ -80,23 +90,24 @@ fn row_codes(row: &[f32], mean: &[f32], std: &[f32], step: f32) -> (Vec<i32>, u1
     (codes, stored.to_bits())
 }
 
-/// Encode a `[vocab, dim]` table with grid step `step` (relative to each row's standardized RMS); the values that
-/// come back are multiplied by `out_scale`.
+/// Encode a `[vocab, dim]` table with standardized columns and grid step `step` (relative to each row's RMS after
+/// the columns are scaled); the values that come back are multiplied by `out_scale`.
 pub fn encode(table: &[f32], vocab: usize, dim: usize, step: f32, out_scale: f32, keep_codes: bool) -> CodedTable {
-    encode_steps(table, vocab, dim, &|_| step, out_scale, keep_codes)
+    encode_steps(table, vocab, dim, &|_| step, Columns::Standardized, out_scale, keep_codes)
 }
 
-/// `encode` with row `r`'s grid step `step(r)`.
+/// `encode` with row `r`'s grid step `step(r)` and the columns scaled as `columns` says.
 pub fn encode_steps(
     table: &[f32],
     vocab: usize,
     dim: usize,
     step: &(dyn Fn(usize) -> f32 + Sync),
+    columns: Columns,
     out_scale: f32,
     keep_codes: bool,
 ) -> CodedTable {
     assert_eq!(table.len(), vocab * dim);
-    let (mean, std) = column_stats(table, dim);
+    let (mean, std) = column_stats(table, dim, columns);
     let rows = |r: usize| &table[r * dim..(r + 1) * dim];
     let alphabet = (2 * MAX_CODE + 1) as usize;
     let counts = (0..vocab)

@@ -4,6 +4,7 @@
 use crate::awq::{CalibMode, CALIB_PREFIX};
 use crate::blocks::{pack4, quantize_blocks, quantize_blocks_asym4, quantize_row_asym};
 use crate::builder::{fixed, Builder, CUSTOM_DOMAIN, GATHER_CODED, GATHER_Q, QMATMUL4, QMATMUL8};
+use crate::coded_table::Columns;
 use crate::proto::{attr_i, DType};
 use crate::scheme::QuantConfig;
 
@@ -79,7 +80,8 @@ fn coded_table(
     let fine = hot_ranges(&q.embed_fine_ids, vocab);
     let fine_step = q.embed_fine_step.unwrap_or(step);
     let row_step = |r: usize| if fine.iter().any(|f| f.contains(&r)) { fine_step } else { step };
-    let t = crate::coded_table::encode_steps(table, vocab, dim, &row_step, scale, false);
+    let columns = if q.embed_uniform_columns { Columns::Uniform } else { Columns::Standardized };
+    let t = crate::coded_table::encode_steps(table, vocab, dim, &row_step, columns, scale, false);
     tracing::info!(step, fine_step, bits_per_value = t.bits_per_value(), "entropy-coded token table");
     let len = t.data.len() as i64;
     let dn = b.init(&format!("{name}.coded"), DType::U8, &[len], t.data);

@@ -14,6 +14,7 @@ pub mod heads;
 pub mod proto;
 pub mod scheme;
 pub mod st_config;
+pub mod vocab;
 pub mod weights;
 
 use std::io::Read;
@@ -158,6 +159,7 @@ fn build_graph(src: &Path, q: &QuantConfig) -> Result<(Builder, String, usize, u
     let st = StConfig::load(src)?;
     let dense = load_dense(&st)?;
     let w = Weights::open(&src.join("model.safetensors"))?;
+    let q = &with_repeated_char_rows(src, q)?;
     let (builder, dim, max_tokens) = match family.as_str() {
         "gemma3" => {
             let cfg: gemma::Gemma3Config = st_config::read_json(&src.join("config.json"))?;
@@ -177,6 +179,18 @@ fn build_graph(src: &Path, q: &QuantConfig) -> Result<(Builder, String, usize, u
         bail!("gemma3 graphs pool by mean only");
     }
     Ok((builder, family, dim, max_tokens))
+}
+
+/// `q` with `embed_fine_runs` resolved: the source vocabulary's repeated-character tokens added to `embed_fine_ids`.
+fn with_repeated_char_rows(src: &Path, q: &QuantConfig) -> Result<QuantConfig> {
+    let mut q = q.clone();
+    if q.embed_fine_runs {
+        let json = read_tokenizer_json(src)?
+            .with_context(|| format!("embed_fine_runs needs the tokenizer.json of {}", src.display()))?;
+        let runs = vocab::repeated_char_ranges(&json).with_context(|| format!("in {}", src.display()))?;
+        q.embed_fine_ids.extend(runs);
+    }
+    Ok(q)
 }
 
 /// Build the ONNX graph for `src` with `q`, and write a model directory to `out` (atomically).

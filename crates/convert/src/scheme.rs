@@ -28,6 +28,15 @@ pub struct QuantConfig {
     pub embed_fine_ids: Vec<[u32; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embed_fine_step: Option<f32>,
+    /// In an entropy-coded table, the tokens made of one character repeated (`----`, `xxxxxxxx`, whitespace runs;
+    /// read from the source's tokenizer.json) are `embed_fine_ids` rows too: documents repeat them back to back, so
+    /// their rows' error does not average out.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub embed_fine_runs: bool,
+    /// In an entropy-coded table, every column scaled by the table's spread (the same absolute error in each) instead
+    /// of by its own (`coded_table::Columns`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub embed_uniform_columns: bool,
     /// Token table entropy-coded on a uniform grid of this step (relative to each row's RMS after the columns are
     /// standardized; see `coded_table`), by our `GatherCoded` op; None for fixed-width codes (`embed_bits`). Graphs
     /// without our ops fall back to `embed_bits`.
@@ -101,6 +110,10 @@ fn is_eight(bits: &u8) -> bool {
     *bits == 8
 }
 
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
 impl QuantConfig {
     pub fn from_scheme(scheme: &str) -> anyhow::Result<Self> {
         let base = QuantConfig {
@@ -114,6 +127,8 @@ impl QuantConfig {
             embed_step: None,
             embed_fine_ids: vec![],
             embed_fine_step: None,
+            embed_fine_runs: false,
+            embed_uniform_columns: false,
             keep_fp32: vec![],
             keep_int8: vec![],
             asymmetric: false,
@@ -146,7 +161,8 @@ impl QuantConfig {
             },
             // w8a16: int8's weights, with 16-bit activation codes in our QMatMul8 (the portable graph's
             // MatMulNBits computes in fp32: accuracy_level 1). The token table, then the main error, codes its most
-            // frequent rows at half int8's step. Measurements: docs/long-inputs.md, "Session 12".
+            // frequent rows and its repeated-character tokens at half int8's step, with the same absolute error in
+            // every column. Measurements: docs/long-inputs.md, "Session 12" and "Session 13".
             "w8a16" => {
                 let int8 = QuantConfig::from_scheme("int8")?;
                 QuantConfig {
@@ -155,6 +171,8 @@ impl QuantConfig {
                     activation_bits: 16,
                     embed_fine_ids: FREQUENT_GEMMA_IDS.to_vec(),
                     embed_fine_step: int8.embed_step.map(|s| s / 2.0),
+                    embed_fine_runs: true,
+                    embed_uniform_columns: true,
                     ..int8
                 }
             }

@@ -3,6 +3,7 @@
 //! ONNX Runtime on a small random table and compared with the rows dequantized in Rust.
 use deposium_convert::blocks::{quantize_blocks, quantize_blocks_asym4, quantize_row_asym};
 use deposium_convert::builder::{sym, Builder};
+use deposium_convert::coded_table::Columns;
 use deposium_convert::emit::embedding;
 use deposium_convert::proto::DType;
 use deposium_convert::QuantConfig;
@@ -161,7 +162,7 @@ fn entropy_coded_table_codes_fine_rows_at_their_step() {
     let scale = 3.0;
     let got = lookup(&t, &q, &ids, scale);
     let steps = |r: usize| if fine(r) { fine_step } else { step };
-    let coded = deposium_convert::coded_table::encode_steps(&t, VOCAB, DIM, &steps, scale, true);
+    let coded = deposium_convert::coded_table::encode_steps(&t, VOCAB, DIM, &steps, Columns::Uniform, scale, true);
     let (mut err_fine, mut err_rest) = (vec![], vec![]);
     for (id, r) in got.iter().enumerate() {
         assert_close(r, &coded.dequantized_row(id), 1e-6, &format!("id {id}"));
@@ -176,6 +177,33 @@ fn entropy_coded_table_codes_fine_rows_at_their_step() {
     let ratio = mean(&err_fine) / mean(&err_rest);
     let want = fine_step / step;
     assert!((ratio - want).abs() < 0.15 * want, "error ratio {ratio}, steps' ratio {want}");
+}
+
+/// `embed_uniform_columns` (w8a16): every column comes back with the same absolute error, where standardized columns
+/// (int8) err in proportion to their spread; the lookup returns the encoder's rows either way.
+#[test]
+fn entropy_coded_table_spreads_the_error_as_its_columns_say() {
+    let spread = |j: usize| 1.0 + j as f32 / 8.0;
+    let t: Vec<f32> = table().iter().enumerate().map(|(i, x)| x * spread(i % DIM)).collect();
+    let ids: Vec<i64> = (0..VOCAB as i64).collect();
+    for (uniform, columns) in [(false, Columns::Standardized), (true, Columns::Uniform)] {
+        let mut q = QuantConfig::from_scheme("int8").unwrap();
+        q.embed_uniform_columns = uniform;
+        let got = lookup(&t, &q, &ids, 1.0);
+        let step = q.embed_step.unwrap();
+        let coded = deposium_convert::coded_table::encode_steps(&t, VOCAB, DIM, &|_| step, columns, 1.0, true);
+        let mut sq = vec![0f64; DIM];
+        for (id, r) in got.iter().enumerate() {
+            assert_close(r, &coded.dequantized_row(id), 1e-6, &format!("{columns:?} id {id}"));
+            for (j, (a, b)) in r.iter().zip(&t[id * DIM..(id + 1) * DIM]).enumerate() {
+                sq[j] += ((a - b) as f64).powi(2);
+            }
+        }
+        // RMS error of the widest column over the narrowest's (spreads 8.9 : 1).
+        let ratio = (sq[DIM - 1] / sq[0]).sqrt() as f32;
+        let want = if uniform { 1.0 } else { spread(DIM - 1) / spread(0) };
+        assert!((ratio - want).abs() < 0.2 * want, "{columns:?}: column error ratio {ratio}, want {want}");
+    }
 }
 
 #[test]
