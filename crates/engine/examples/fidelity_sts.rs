@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cache_dir)?;
     let mut ref_model: Option<Model> = None;
     let mut all = Vec::new();
+    let mut worst_texts = Vec::new();
     for f in &files {
         let stem = f.file_stem().unwrap().to_string_lossy().to_string();
         let texts: Vec<String> = std::fs::read_to_string(f)?
@@ -98,10 +99,24 @@ fn main() -> anyhow::Result<()> {
             c.len(),
             texts[worst].chars().take(60).collect::<String>()
         );
+        worst_texts.extend(c.iter().zip(&texts).map(|(&x, t)| (x, t.chars().take(50).collect::<String>())));
         all.extend(c);
+    }
+    worst_texts.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    for (x, t) in worst_texts.iter().take(8) {
+        println!("  {x:.5} {t:?}");
     }
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let m = all.iter().map(|&x| x as f64).sum::<f64>() / all.len() as f64;
-    println!("STS all n={} mean {m:.5} p1 {:.5} min {:.5}", all.len(), all[all.len() / 100], all[0]);
+    let q = |f: f64| all[(all.len() as f64 * f) as usize];
+    println!(
+        "STS all n={} mean {m:.5} p5 {:.5} p2 {:.5} p1 {:.5} p0.5 {:.5} min {:.5}",
+        all.len(),
+        q(0.05),
+        q(0.02),
+        q(0.01),
+        q(0.005),
+        all[0]
+    );
     Ok(())
 }
