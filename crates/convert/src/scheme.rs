@@ -38,7 +38,7 @@ pub struct QuantConfig {
     #[serde(default, skip_serializing_if = "is_false")]
     pub embed_uniform_columns: bool,
     /// Token table entropy-coded on a uniform grid of this step (relative to each row's RMS after the columns are
-    /// standardized; see `coded_table`), by our `GatherCoded` op; None for fixed-width codes (`embed_bits`). Graphs
+    /// scaled; see `coded_table`), by our `GatherCoded` op; None for fixed-width codes (`embed_bits`). Graphs
     /// without our ops fall back to `embed_bits`.
     #[serde(default)]
     pub embed_step: Option<f32>,
