@@ -90,6 +90,13 @@ fn errors_are_clear_and_never_panic() {
     let out = run_with_stdin(&["embed", "--model", "potion-base-8M"], b"ok line\n\xff\xfe bad bytes\n");
     assert_clean_error(&out, "not valid UTF-8");
 
+    // Two specs of one name would write the same results directory.
+    for cmd in ["eval", "bench"] {
+        let out =
+            bin().args([cmd, "--model", "embeddinggemma", "--model", "embeddinggemma:int8=/nowhere"]).output().unwrap();
+        assert_clean_error(&out, "are both named 'embeddinggemma'");
+    }
+
     let out = bin().args(["embed", "--model", "embeddinggemma", "--dimensions", "4096", "x"]).output().unwrap();
     assert_clean_error(&out, "dimensions");
     let out = bin().args(["embed", "--model", "embeddinggemma", "--prompt-name", "nope", "x"]).output().unwrap();

@@ -28,7 +28,8 @@ pub const SCHEMES: &[&str] = &["fp32", "int8", "w8a16", "int4"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
-    /// Name the model is served under (without the tag).
+    /// Name the model is served under: with its `:tag` when the tag is not the model's default scheme
+    /// (`embeddinggemma:int4`, also for `embeddinggemma:int4=PATH`), so that two specs of one model never share it.
     pub name: String,
     pub dir: PathBuf,
     /// `fp32`, `int8`, `w8a16`, `int4` for graphs we build; ignored for ONNX/static models.
@@ -64,12 +65,13 @@ pub fn resolve(spec: &str) -> Result<ModelSpec> {
     if let Some((name, path)) = spec.split_once('=') {
         let (base, tag) = split_tag(name);
         let dir = PathBuf::from(path);
-        let scheme = tag.or_else(|| known_entry(&base).map(|k| k.2.to_string())).unwrap_or_else(|| "fp32".into());
-        let aliases = known_entry(&base)
-            .filter(|k| k.2 == scheme)
-            .map(|k| k.3.iter().map(|s| s.to_string()).collect())
-            .unwrap_or_default();
-        return Ok(ModelSpec { name: base, dir, scheme, aliases });
+        let known = known_entry(&base);
+        let default_scheme = known.map_or("fp32", |k| k.2);
+        let scheme = tag.clone().unwrap_or_else(|| default_scheme.to_string());
+        let aliases =
+            known.filter(|k| k.2 == scheme).map(|k| k.3.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+        let name = if scheme == default_scheme { base } else { format!("{base}:{scheme}") };
+        return Ok(ModelSpec { name, dir, scheme, aliases });
     }
     let (base, tag) = split_tag(spec);
     let Some(&(canon, dirname, default_scheme, aliases)) = known_entry(&base) else {
@@ -190,4 +192,26 @@ pub fn prompt_selector(info: &ModelInfo, selector: &str) -> Result<String> {
         info.name,
         if known.is_empty() { "none (this model takes no prompt selector)".to_string() } else { known.join(", ") }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_is_named_with_its_tag_unless_the_tag_is_the_default() {
+        let name = |spec: &str| resolve(spec).unwrap().name;
+        assert_eq!(name("embeddinggemma"), "embeddinggemma");
+        assert_eq!(name("embeddinggemma:int8"), "embeddinggemma");
+        assert_eq!(name("embeddinggemma:w8a16"), "embeddinggemma:w8a16");
+        assert_eq!(name("embeddinggemma=/m"), "embeddinggemma");
+        assert_eq!(name("embeddinggemma:int8=/m"), "embeddinggemma");
+        assert_eq!(name("embeddinggemma:INT4=/m"), "embeddinggemma:int4");
+        assert_eq!(name("mine=/m"), "mine");
+        assert_eq!(name("mine:fp32=/m"), "mine");
+        assert_eq!(name("mine:int8=/m"), "mine:int8");
+        let s = resolve("embeddinggemma:w8a16=/m").unwrap();
+        assert_eq!((s.scheme.as_str(), s.dir.as_path(), s.aliases.len()), ("w8a16", Path::new("/m"), 0));
+        assert!(!resolve("embeddinggemma=/m").unwrap().aliases.is_empty());
+    }
 }

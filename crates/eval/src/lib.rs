@@ -162,7 +162,25 @@ pub struct ReportArgs {
 /// Default `eval --tasks`.
 pub const DEFAULT_STS_TASKS: [&str; 3] = ["BIOSSES", "STSBenchmark", "STS17"];
 
+/// Every `--model` resolves, and to its own name: results are written under `<out>/<name>/`, so two specs of one name
+/// would overwrite each other's.
+fn check_model_names(specs: &[String]) -> Result<()> {
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for spec in specs {
+        let name = deposium_engine::registry::resolve(spec).with_context(|| format!("--model {spec}"))?.name;
+        if let Some((_, first)) = seen.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            anyhow::bail!(
+                "--model {first} and --model {spec} are both named '{name}', so their results would overwrite each \
+                 other: give one another NAME (NAME=PATH) or drop the repeat"
+            );
+        }
+        seen.push((name, spec));
+    }
+    Ok(())
+}
+
 pub fn run_eval(args: EvalArgs) -> Result<()> {
+    check_model_names(&args.models)?;
     let ra = &args.retrieval;
     // `--data` naming a BEIR directory is a retrieval task of that name.
     let beir_data = args.data.as_deref().filter(|d| beir::is_beir_dir(d));
@@ -296,6 +314,7 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
 }
 
 pub fn run_bench(args: BenchArgs) -> Result<()> {
+    check_model_names(&args.models)?;
     if let Some(n) = args.threads {
         // Read by the ONNX backend when it builds its session.
         std::env::set_var("DEPOSIUM_THREADS", n.to_string());
