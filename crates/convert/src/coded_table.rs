@@ -38,7 +38,7 @@ pub enum Columns {
     /// Each column by its own standard deviation: a column's error is proportional to its spread.
     Standardized,
     /// Every column by the table's standard deviation (the RMS of the columns'): the same absolute error in every
-    /// column, which is what the layers reading the table need (w8a16; docs/long-inputs.md).
+    /// column (w8a16's choice; int8 and int4 measured better standardized: docs/long-inputs.md, "Session 13").
     Uniform,
 }
 
@@ -68,12 +68,12 @@ fn column_stats(table: &[f32], dim: usize, columns: Columns) -> (Vec<f32>, Vec<f
     let n = rows.max(1) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
     let var: Vec<f64> = sq.iter().zip(&mean).map(|(q, m)| (q / n - m * m).max(0.0)).collect();
-    let std: Vec<f32> = match columns {
+    let scale: Vec<f32> = match columns {
         Columns::Standardized => var.iter().map(|v| v.sqrt() as f32).collect(),
         Columns::Uniform => vec![(var.iter().sum::<f64>() / dim.max(1) as f64).sqrt() as f32; dim],
     };
-    let std = std.into_iter().map(|s| if s > 0.0 { s } else { 1.0 }).collect();
-    (mean.iter().map(|&m| m as f32).collect(), std)
+    let scale = scale.into_iter().map(|s| if s > 0.0 { s } else { 1.0 }).collect();
+    (mean.iter().map(|&m| m as f32).collect(), scale)
 }
 
 /// The integer codes of one row and its stored (fp16) step.
