@@ -187,8 +187,9 @@ fn with_repeated_char_rows(src: &Path, q: &QuantConfig) -> Result<QuantConfig> {
     if q.embed_fine_runs {
         let json = read_tokenizer_json(src)?
             .with_context(|| format!("embed_fine_runs needs the tokenizer.json of {}", src.display()))?;
-        let runs = vocab::repeated_char_ranges(&json).with_context(|| format!("in {}", src.display()))?;
-        q.embed_fine_ids.extend(runs);
+        let runs = vocab::repeated_char_ids(&json).with_context(|| format!("in {}", src.display()))?;
+        // One range per id: the table's emitter merges adjacent ranges.
+        q.embed_fine_ids.extend(runs.into_iter().map(|id| [id, id + 1]));
     }
     Ok(q)
 }
